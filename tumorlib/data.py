@@ -1,0 +1,154 @@
+"""tf.data input pipelines over the ``brain_mri`` TFDS dataset.
+
+Images are read from TFDS *undecoded* (``SkipDecoding``) and turned into model input by
+:func:`tumorlib.preprocessing.preprocess_bytes`-equivalent steps — the same decode/resize/normalise
+that the exported SavedModel runs on uploaded bytes. The pipeline is, per split::
+
+    bytes -> decode -> resize -> cache -> [shuffle -> augment (train only)] -> normalise
+          -> batch -> prefetch
+
+Caching after the resize keeps the expensive JPEG decode to the first epoch; augmentation happens
+after the cache so every epoch sees new random transforms.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from tumorlib.classes import NUM_CLASSES
+from tumorlib.preprocessing import DEFAULT_IMAGE_SIZE, augment, decode_image, normalize, resize
+
+DATASET_NAME = "brain_mri"
+CONFIGS: tuple[str, ...] = ("clean", "original")
+REPO_ROOT = Path(__file__).resolve().parent.parent
+BUILDER_DIR = REPO_ROOT / "datasets" / DATASET_NAME
+DEFAULT_DATA_DIR = REPO_ROOT / "data" / "tensorflow_datasets"
+
+
+def data_dir(path: str | os.PathLike | None = None) -> Path:
+    """Where built datasets live: ``path``, else ``$TFDS_DATA_DIR``, else ``data/`` in the repo."""
+    if path is not None:
+        return Path(path)
+    return Path(os.environ.get("TFDS_DATA_DIR", DEFAULT_DATA_DIR))
+
+
+def builder_class() -> type:
+    """The ``Builder`` class of ``datasets/brain_mri/brain_mri_dataset_builder.py``.
+
+    The builder lives outside the package, laid out as TFDS lays out its own datasets, so that
+    ``tfds build datasets/brain_mri`` works. It is imported exactly as that command imports it
+    (module ``brain_mri.brain_mri_dataset_builder``), so both routes register one class.
+    """
+    module_name = f"{DATASET_NAME}.{DATASET_NAME}_dataset_builder"
+    if module_name in sys.modules:
+        return sys.modules[module_name].Builder
+    with tfds.core.utils.add_sys_path(BUILDER_DIR.parent):
+        return tfds.core.community.builder_cls_from_module(module_name)
+
+
+def get_builder(config: str = "clean", data_dir_: str | os.PathLike | None = None):
+    """The ``brain_mri`` builder for ``config`` reading from/writing to the data directory."""
+    if config not in CONFIGS:
+        raise ValueError(f"unknown config {config!r}; expected one of {', '.join(CONFIGS)}")
+    return builder_class()(config=config, data_dir=str(data_dir(data_dir_)))
+
+
+def build(
+    config: str = "clean",
+    manual_dir: str | os.PathLike | None = None,
+    data_dir_: str | os.PathLike | None = None,
+):
+    """Build (or reuse) a config of the dataset and return its builder."""
+    builder = get_builder(config, data_dir_)
+    download_config = tfds.download.DownloadConfig(
+        manual_dir=str(manual_dir) if manual_dir is not None else None
+    )
+    builder.download_and_prepare(download_config=download_config)
+    return builder
+
+
+def load_split(
+    split: str,
+    config: str = "clean",
+    data_dir_: str | os.PathLike | None = None,
+) -> tf.data.Dataset:
+    """Examples of one split as dicts with *encoded* image bytes (``image`` is ``tf.string``).
+
+    Raises ``FileNotFoundError`` with the build command when the dataset is not built yet, and
+    ``ValueError`` for an unknown split.
+    """
+    builder = get_builder(config, data_dir_)
+    if not builder.is_prepared():
+        raise FileNotFoundError(
+            f"dataset {DATASET_NAME}/{config} is not built in {builder.data_dir_root}; run "
+            f"`tfds build datasets/{DATASET_NAME} --manual_dir ../shared/data "
+            f"--data_dir {builder.data_dir_root}`"
+        )
+    available = list(builder.info.splits.keys())
+    if split not in available:
+        raise ValueError(
+            f"unknown split {split!r} for {DATASET_NAME}/{config}; available: {', '.join(available)}"
+        )
+    return builder.as_dataset(
+        split=split,
+        shuffle_files=False,
+        decoders={"image": tfds.decode.SkipDecoding()},
+    )
+
+
+def make_pipeline(
+    examples: tf.data.Dataset,
+    *,
+    training: bool,
+    image_size: int = DEFAULT_IMAGE_SIZE,
+    batch_size: int = 32,
+    seed: int = 0,
+    cache: bool | str = True,
+    shuffle_buffer: int = 4096,
+) -> tf.data.Dataset:
+    """Batches of ``(images, one_hot_labels)`` from undecoded examples.
+
+    ``training`` switches on shuffling and augmentation; evaluation pipelines keep the source
+    order, so predictions line up with :func:`load_split`'s examples. ``cache`` is ``True`` for
+    memory, a path for a file cache, or ``False``. All randomness derives from ``seed``.
+    """
+    autotune = tf.data.AUTOTUNE
+
+    def decode_resize(example):
+        image = resize(decode_image(example["image"]), image_size)  # uint8: a compact cache
+        label = tf.one_hot(example["label"], NUM_CLASSES)
+        return image, label
+
+    ds = examples.map(decode_resize, num_parallel_calls=autotune, deterministic=True)
+    if cache:
+        ds = ds.cache() if cache is True else ds.cache(str(cache))
+    if training:
+        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+        # One independent [2]-int seed per example, new every epoch yet fixed by `seed`.
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+        ds = tf.data.Dataset.zip(ds, seeds).map(
+            lambda pair, s: (augment(pair[0], s), pair[1]),
+            num_parallel_calls=autotune,
+            deterministic=True,
+        )
+    ds = ds.map(lambda image, label: (normalize(image), label), num_parallel_calls=autotune)
+    return ds.batch(batch_size).prefetch(autotune)
+
+
+def load_pipeline(
+    split: str,
+    config: str = "clean",
+    *,
+    training: bool | None = None,
+    data_dir_: str | os.PathLike | None = None,
+    **kwargs,
+) -> tf.data.Dataset:
+    """:func:`load_split` + :func:`make_pipeline`; ``training`` defaults to ``split == 'train'``."""
+    if training is None:
+        training = split == "train"
+    return make_pipeline(load_split(split, config, data_dir_), training=training, **kwargs)

@@ -1,0 +1,151 @@
+"""The one place where an image becomes model input.
+
+Training pipelines, the exported SavedModel's serving signature, the upload page and the tests all
+call these functions, so a JPEG is decoded, resized and normalised identically wherever it is
+seen. Everything here is a TensorFlow op, so it runs on the graph inside ``tf.data`` and inside a
+``tf.function`` signature alike.
+
+Augmentation lives here too, because it works on the same intermediate representation (a resized
+float image in [0, 255]) and must never leak into evaluation or serving: only
+:func:`augment` applies it, and only the training pipeline calls :func:`augment`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import tensorflow as tf
+
+DEFAULT_IMAGE_SIZE = 224
+
+
+def decode_image(image_bytes: tf.Tensor) -> tf.Tensor:
+    """Decode JPEG/PNG/BMP/GIF bytes to a ``uint8`` ``[H, W, 3]`` tensor.
+
+    Grayscale and RGBA inputs become three-channel RGB; an animated GIF yields its first frame.
+    Undecodable bytes raise ``tf.errors.InvalidArgumentError`` at run time.
+    """
+    image = tf.io.decode_image(image_bytes, channels=3, dtype=tf.uint8, expand_animations=False)
+    image.set_shape([None, None, 3])
+    return image
+
+
+def resize(image: tf.Tensor, image_size: int = DEFAULT_IMAGE_SIZE) -> tf.Tensor:
+    """Resize to ``image_size`` square, keeping the aspect ratio and padding with black.
+
+    MRI slices have black backgrounds, so black padding adds nothing the model has not seen;
+    stretching a non-square slice instead would distort anatomy. Returns ``uint8``: rounding
+    here, once, means a cached training image and a served upload are bit-identical inputs, and
+    a cached split takes a quarter of the memory of floats.
+    """
+    image = tf.cast(image, tf.float32)
+    image = tf.image.resize_with_pad(image, image_size, image_size, antialias=True)
+    return tf.cast(tf.round(tf.clip_by_value(image, 0.0, 255.0)), tf.uint8)
+
+
+def normalize(image: tf.Tensor) -> tf.Tensor:
+    """Map [0, 255] to [-1, 1], the range MobileNetV2's ImageNet weights expect.
+
+    Identical to ``keras.applications.mobilenet_v2.preprocess_input`` (``x / 127.5 - 1``).
+    """
+    return tf.cast(image, tf.float32) / 127.5 - 1.0
+
+
+def preprocess_image(image: tf.Tensor, image_size: int = DEFAULT_IMAGE_SIZE) -> tf.Tensor:
+    """Decoded ``[H, W, C]`` image (any C of 1, 3, 4) to normalised ``[size, size, 3]``."""
+    image = _to_rgb(image)
+    return normalize(resize(image, image_size))
+
+
+def preprocess_bytes(image_bytes: tf.Tensor, image_size: int = DEFAULT_IMAGE_SIZE) -> tf.Tensor:
+    """Encoded image bytes (a scalar string) to a normalised ``[size, size, 3]`` float tensor."""
+    return normalize(resize(decode_image(image_bytes), image_size))
+
+
+def preprocess_bytes_batch(
+    image_bytes: tf.Tensor, image_size: int = DEFAULT_IMAGE_SIZE
+) -> tf.Tensor:
+    """A ``[N]`` string tensor of encoded images to a ``[N, size, size, 3]`` batch.
+
+    This is what the SavedModel's serving signature calls: each element may have its own size
+    and format, so they are decoded one by one with ``tf.map_fn`` on the graph.
+    """
+    return tf.map_fn(
+        lambda b: preprocess_bytes(b, image_size),
+        image_bytes,
+        fn_output_signature=tf.TensorSpec([image_size, image_size, 3], tf.float32),
+    )
+
+
+def _to_rgb(image: tf.Tensor) -> tf.Tensor:
+    image = tf.convert_to_tensor(image)
+    channels = image.shape[-1]
+    if channels == 1:
+        return tf.image.grayscale_to_rgb(image)
+    if channels == 4:
+        return image[..., :3]
+    return image
+
+
+# --------------------------------------------------------------------------------------------
+# Augmentation (training split only)
+# --------------------------------------------------------------------------------------------
+
+# Mild on purpose: MRI slices are acquired in a standard orientation, so large rotations or
+# vertical flips would create images no scanner produces.
+MAX_ROTATION_DEGREES = 15.0
+MAX_ZOOM = 0.10  # +/- 10 % scale
+MAX_BRIGHTNESS = 0.10  # fraction of the full [0, 255] range
+MAX_CONTRAST = 0.15
+
+
+def augment(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """Randomly rotate, zoom, flip left-right and jitter brightness/contrast.
+
+    ``image`` is a resized image in [0, 255] (the output of :func:`resize`); ``seed`` is a
+    ``[2]`` integer tensor. Every random draw is a *stateless* op keyed on that seed, so the same
+    seed always gives the same result regardless of thread scheduling in ``tf.data`` — this is
+    what makes a training run reproducible. Returns a float image in [0, 255].
+    """
+    image = tf.cast(image, tf.float32)
+    seed = tf.cast(seed, tf.int64)
+    seeds = tf.random.experimental.stateless_split(seed, num=5)
+    angle = tf.random.stateless_uniform(
+        [], seeds[0], -MAX_ROTATION_DEGREES, MAX_ROTATION_DEGREES
+    ) * (math.pi / 180.0)
+    scale = tf.random.stateless_uniform([], seeds[1], 1.0 - MAX_ZOOM, 1.0 + MAX_ZOOM)
+    flip = tf.random.stateless_uniform([], seeds[2]) < 0.5
+    image = _affine(image, angle, scale, flip)
+    image = tf.image.stateless_random_brightness(image, MAX_BRIGHTNESS * 255.0, seeds[3])
+    image = tf.image.stateless_random_contrast(
+        image, 1.0 - MAX_CONTRAST, 1.0 + MAX_CONTRAST, seeds[4]
+    )
+    return tf.clip_by_value(image, 0.0, 255.0)
+
+
+def _affine(image: tf.Tensor, angle: tf.Tensor, scale: tf.Tensor, flip: tf.Tensor) -> tf.Tensor:
+    """Rotate by ``angle`` and scale by ``scale`` about the centre, optionally mirrored.
+
+    Builds the inverse (output -> input) projective transform that
+    ``ImageProjectiveTransformV3`` expects; outside pixels are filled with black.
+    """
+    height = tf.cast(tf.shape(image)[0], tf.float32)
+    width = tf.cast(tf.shape(image)[1], tf.float32)
+    cx, cy = (width - 1.0) / 2.0, (height - 1.0) / 2.0
+    cos, sin = tf.cos(angle) / scale, tf.sin(angle) / scale
+    mirror = tf.where(flip, -1.0, 1.0)
+    # input = R^-1 S^-1 (output - c) + c, with an optional mirror of the output x axis.
+    a0, a1 = cos * mirror, sin
+    b0, b1 = -sin * mirror, cos
+    a2 = cx - a0 * cx - a1 * cy
+    b2 = cy - b0 * cx - b1 * cy
+    transform = tf.stack([a0, a1, a2, b0, b1, b2, 0.0, 0.0])[tf.newaxis]
+    out = tf.raw_ops.ImageProjectiveTransformV3(
+        images=image[tf.newaxis],
+        transforms=transform,
+        output_shape=tf.shape(image)[:2],
+        fill_value=0.0,
+        interpolation="BILINEAR",
+        fill_mode="CONSTANT",
+    )
+    return tf.ensure_shape(out[0], image.shape)

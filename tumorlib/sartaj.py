@@ -1,0 +1,78 @@
+"""Reading the SARTAJ "Brain Tumor Classification (MRI)" archive, zipped or extracted.
+
+The public archive has ``Training/`` and ``Testing/`` folders, each with one folder per class
+(``glioma_tumor``, ...). GitHub's own zip download wraps them in a top-level folder, the Kaggle
+copy does not; both are accepted, as is an already-extracted tree.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from tumorlib.classes import SOURCE_DIR_TO_CLASS
+
+ARCHIVE_NAME = "brain_tumor_classification_mri.zip"
+SOURCE_SPLITS: tuple[str, ...] = ("Training", "Testing")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+@dataclass(frozen=True)
+class SourceImage:
+    """One image file of the archive, with what its path says about it."""
+
+    file_name: str  # "Training/glioma_tumor/gg (1).jpg", relative to the archive's root
+    source_split: str  # "Training" or "Testing"
+    label: str  # one of tumorlib.classes.CLASS_NAMES
+    data: bytes
+
+
+def _parse(relative: PurePosixPath) -> tuple[str, str, str] | None:
+    """(file_name, source_split, label) for an image path, or None for anything else."""
+    parts = relative.parts
+    for i in range(len(parts) - 2):
+        split, folder = parts[i], parts[i + 1]
+        if split in SOURCE_SPLITS and folder in SOURCE_DIR_TO_CLASS and len(parts) == i + 3:
+            if relative.suffix.lower() not in IMAGE_SUFFIXES:
+                return None
+            return "/".join(parts[i:]), split, SOURCE_DIR_TO_CLASS[folder]
+    return None
+
+
+def find_archive(manual_dir: Path) -> Path:
+    """The archive (zip) or extracted root inside ``manual_dir``, with a clear error if absent."""
+    manual_dir = Path(manual_dir)
+    candidates = [manual_dir / ARCHIVE_NAME, manual_dir, *sorted(manual_dir.glob("*.zip"))]
+    for candidate in candidates:
+        if candidate.is_file() and zipfile.is_zipfile(candidate):
+            return candidate
+        if candidate.is_dir() and any((candidate / s).is_dir() for s in SOURCE_SPLITS):
+            return candidate
+    for sub in sorted(p for p in manual_dir.glob("*") if p.is_dir()):
+        if any((sub / s).is_dir() for s in SOURCE_SPLITS):
+            return sub
+    raise FileNotFoundError(
+        f"no SARTAJ archive in {manual_dir}: expected {ARCHIVE_NAME} (or any .zip of the public "
+        f"archive) or an extracted folder with {' and '.join(SOURCE_SPLITS)}/"
+    )
+
+
+def iter_images(source: Path) -> Iterator[SourceImage]:
+    """Yield every class image in a zip archive or extracted folder, in a stable (sorted) order."""
+    source = Path(source)
+    if source.is_file():
+        with zipfile.ZipFile(source) as archive:
+            names = sorted(n for n in archive.namelist() if not n.endswith("/"))
+            for name in names:
+                parsed = _parse(PurePosixPath(name))
+                if parsed:
+                    yield SourceImage(*parsed, data=archive.read(name))
+    elif source.is_dir():
+        for path in sorted(p for p in source.rglob("*") if p.is_file()):
+            parsed = _parse(PurePosixPath(path.relative_to(source).as_posix()))
+            if parsed:
+                yield SourceImage(*parsed, data=path.read_bytes())
+    else:
+        raise FileNotFoundError(f"{source} is neither a zip archive nor a folder")
