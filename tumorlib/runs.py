@@ -1,0 +1,79 @@
+"""The run folder: what training writes and what evaluation, export and serving read.
+
+Layout of ``runs/<name>/``::
+
+    config.json        how the model was built and trained (image_size, alpha, weights, hparams,
+                       dataset name/config/version, seed, ...)
+    model.keras        the final Keras model (best on validation): normalised images
+                       [N, S, S, 3] in [-1, 1] -> softmax probabilities [N, NUM_CLASSES]
+    calibration.json   {"temperature": T, ...} fitted on the validation split (optional)
+    checkpoints/  logs/  history.csv   training by-products
+    eval/<config>-<split>/metrics.json + PNGs   written by ``python -m tumorlib.evaluate``
+
+Keeping this in one module means no consumer guesses file names.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+CONFIG_FILE = "config.json"
+MODEL_FILE = "model.keras"
+CALIBRATION_FILE = "calibration.json"
+HISTORY_FILE = "history.csv"
+CHECKPOINT_DIR = "checkpoints"
+LOG_DIR = "logs"
+EVAL_DIR = "eval"
+
+
+class RunNotFoundError(FileNotFoundError):
+    """A run folder is missing or lacks the files a step needs."""
+
+
+@dataclass
+class Run:
+    """A trained run: its folder, its config and (lazily) its Keras model."""
+
+    path: Path
+    config: dict[str, Any]
+    temperature: float = 1.0
+
+    @property
+    def image_size(self) -> int:
+        return int(self.config.get("image_size", 224))
+
+    def load_model(self):
+        """The trained Keras model (compiled state is not needed for inference)."""
+        import keras  # deferred: reading a run's config must not pay TF's import cost
+
+        return keras.models.load_model(self.path / MODEL_FILE, compile=False)
+
+    def eval_dir(self, config: str, split: str) -> Path:
+        return self.path / EVAL_DIR / f"{config}-{split}"
+
+
+def load_run(path: str | os.PathLike) -> Run:
+    """Open a run folder, with a clear error naming what is missing."""
+    path = Path(path)
+    if not path.is_dir():
+        raise RunNotFoundError(f"run folder {path} does not exist")
+    for name in (CONFIG_FILE, MODEL_FILE):
+        if not (path / name).exists():
+            raise RunNotFoundError(f"run folder {path} has no {name}; was training finished?")
+    config = json.loads((path / CONFIG_FILE).read_text())
+    temperature = 1.0
+    if (path / CALIBRATION_FILE).exists():
+        temperature = float(json.loads((path / CALIBRATION_FILE).read_text())["temperature"])
+    return Run(path=path, config=config, temperature=temperature)
+
+
+def write_json(path: Path, payload: Any) -> None:
+    """Write JSON atomically (temp file + rename), so a crash never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
