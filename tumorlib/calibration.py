@@ -75,8 +75,13 @@ def reliability_bins(
     correct = probabilities.argmax(axis=1) == labels
     edges = np.linspace(0.0, 1.0, num_bins + 1)
     bins = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, num_bins - 1)
-    out: dict[str, list[float]] = {"lower": [], "upper": [], "confidence": [], "accuracy": [],
-                                   "count": []}
+    out: dict[str, list[float]] = {
+        "lower": [],
+        "upper": [],
+        "confidence": [],
+        "accuracy": [],
+        "count": [],
+    }
     for b in range(num_bins):
         mask = bins == b
         out["lower"].append(float(edges[b]))

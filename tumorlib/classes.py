@@ -32,4 +32,6 @@ def class_index(name: str) -> int:
     try:
         return CLASS_NAMES.index(name)
     except ValueError:
-        raise ValueError(f"unknown class {name!r}; expected one of {', '.join(CLASS_NAMES)}") from None
+        raise ValueError(
+            f"unknown class {name!r}; expected one of {', '.join(CLASS_NAMES)}"
+        ) from None

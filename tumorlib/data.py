@@ -92,7 +92,8 @@ def load_split(
     available = list(builder.info.splits.keys())
     if split not in available:
         raise ValueError(
-            f"unknown split {split!r} for {DATASET_NAME}/{config}; available: {', '.join(available)}"
+            f"unknown split {split!r} for {DATASET_NAME}/{config}; "
+            f"available: {', '.join(available)}"
         )
     return builder.as_dataset(
         split=split,

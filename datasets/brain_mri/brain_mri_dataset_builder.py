@@ -28,6 +28,7 @@ from etils import epath
 
 from tumorlib import dedup, sartaj
 from tumorlib.classes import CLASS_NAMES
+from tumorlib.dataset_report import format_report
 
 logger = logging.getLogger(__name__)
 
@@ -127,8 +128,10 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             split_names = ["train", "test"]
         metadata["near_duplicate_cosine"] = dedup.NEAR_DUPLICATE_COSINE
         metadata["counts"] = {
-            split: {c: sum(1 for a, lab in zip(assignment, labels) if a == split and lab == c)
-                    for c in CLASS_NAMES}
+            split: {
+                c: sum(1 for a, lab in zip(assignment, labels) if a == split and lab == c)
+                for c in CLASS_NAMES
+            }
             for split in split_names
         }
         self.info.metadata.update(metadata)
@@ -143,13 +146,16 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 
     def _generate_examples(self, records):
         for image, group in records:
-            yield image.file_name, {
-                "image": image.data,
-                "label": image.label,
-                "file_name": image.file_name,
-                "source_split": image.source_split,
-                "duplicate_group": group,
-            }
+            yield (
+                image.file_name,
+                {
+                    "image": image.data,
+                    "label": image.label,
+                    "file_name": image.file_name,
+                    "source_split": image.source_split,
+                    "duplicate_group": group,
+                },
+            )
 
 
 def testing_leakage(images, hashes, groups) -> dict:
@@ -159,8 +165,12 @@ def testing_leakage(images, hashes, groups) -> dict:
     for image, group in zip(images, groups):
         if image.source_split == "Training":
             train_groups.setdefault(int(group), set()).add(image.label)
-    out = {"testing_images": 0, "exact_copy_of_training": 0, "near_duplicate_of_training": 0,
-           "near_duplicate_with_other_label": 0}
+    out = {
+        "testing_images": 0,
+        "exact_copy_of_training": 0,
+        "near_duplicate_of_training": 0,
+        "near_duplicate_with_other_label": 0,
+    }
     for image, digest, group in zip(images, hashes, groups):
         if image.source_split != "Testing":
             continue
@@ -170,26 +180,3 @@ def testing_leakage(images, hashes, groups) -> dict:
         out["near_duplicate_of_training"] += bool(train_labels)
         out["near_duplicate_with_other_label"] += bool(train_labels - {image.label})
     return out
-
-
-def format_report(config: str, metadata: dict) -> str:
-    """Per-split, per-class counts and what de-duplication removed, as a printable table."""
-    counts = metadata["counts"]
-    width = max(len(c) for c in CLASS_NAMES)
-    lines = [f"brain_mri/{config}: per-split, per-class counts"]
-    lines.append(f"  {'split':<11}" + "".join(f"{c:>{width + 2}}" for c in CLASS_NAMES) + "   total")
-    for split, per_class in counts.items():
-        row = "".join(f"{per_class[c]:>{width + 2}}" for c in CLASS_NAMES)
-        lines.append(f"  {split:<11}{row}{sum(per_class.values()):>8}")
-    if "num_groups" in metadata:
-        lines.append(
-            f"  near-duplicate groups: {metadata['num_groups']} (largest {metadata['largest_group']}); "
-            f"label-conflict groups dropped: {metadata['conflicting_groups']}"
-        )
-        for key in ("removed_label_conflict", "removed_exact_duplicate"):
-            lines.append(f"  {key}: " + ", ".join(f"{c} {n}" for c, n in metadata[key].items()))
-    if "testing_leakage" in metadata:
-        lines.append(f"  Testing vs Training leakage: {metadata['testing_leakage']}")
-    if metadata["skipped_unreadable"]:
-        lines.append(f"  skipped unreadable: {len(metadata['skipped_unreadable'])} files")
-    return "\n".join(lines)
