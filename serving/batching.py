@@ -1,0 +1,140 @@
+"""Server-side batching: concurrent requests share one model call, as TF Serving's batching does.
+
+Running a convolutional network on 20 single images costs far more than running it once on a
+batch of 20, so the local server queues requests and forms batches: a batch is cut when it holds
+``max_batch_size`` images, or when its oldest request has waited ``batch_timeout_micros`` and a
+batch thread is free (TF Serving's ``SharedBatchScheduler`` rule). When every batch thread is
+busy, requests keep accumulating, so batches grow exactly when load is high.
+
+One bad image must not fail the strangers it was batched with: when a merged batch fails on
+invalid input, each request in it is re-run alone and only the offending one gets the error.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from serving.config import BatchingOptions
+from serving.status import InvalidArgument, ResourceExhausted, Unavailable
+
+RunBatch = Callable[[list[bytes]], dict[str, np.ndarray]]
+
+
+@dataclass
+class _Task:
+    images: list[bytes]
+    future: Future = field(default_factory=Future)
+    enqueued: float = field(default_factory=time.monotonic)
+
+
+class Batcher:
+    """Queue requests (lists of encoded images) and run them through ``run_batch`` in batches.
+
+    ``run_batch`` maps a list of images to a dict of arrays whose first axis is per image; it
+    must raise :class:`~serving.status.InvalidArgument` for bad input.
+    """
+
+    def __init__(self, run_batch: RunBatch, options: BatchingOptions, name: str = "batcher"):
+        self._run_batch = run_batch
+        self.options = options
+        self._capacity = options.max_batch_size * options.max_enqueued_batches
+        self._pending: deque[_Task] = deque()
+        self._pending_images = 0
+        self._cond = threading.Condition()
+        self._free_threads = threading.Semaphore(options.num_batch_threads)
+        self._workers = ThreadPoolExecutor(options.num_batch_threads, thread_name_prefix=name)
+        self._closed = False
+        self.batch_sizes: list[int] = []  # for tests and the benchmark: proof that batching ran
+        self._scheduler = threading.Thread(target=self._schedule, name=f"{name}-sched",
+                                           daemon=True)
+        self._scheduler.start()
+
+    def submit(self, images: Sequence[bytes]) -> Future:
+        """Enqueue one request; the future resolves to its slice of the batch outputs."""
+        task = _Task(list(images))
+        with self._cond:
+            if self._closed:
+                raise Unavailable("the model version is being unloaded")
+            if self._pending_images + len(task.images) > self._capacity:
+                raise ResourceExhausted(
+                    "The batch scheduling queue to which this task was submitted is full"
+                )
+            self._pending.append(task)
+            self._pending_images += len(task.images)
+            self._cond.notify_all()
+        return task.future
+
+    def close(self) -> None:
+        """Stop accepting work; queued requests get ``Unavailable``, running batches finish."""
+        with self._cond:
+            self._closed = True
+            leftover = list(self._pending)
+            self._pending.clear()
+            self._cond.notify_all()
+        for task in leftover:
+            task.future.set_exception(Unavailable("the model version was unloaded"))
+        self._workers.shutdown(wait=False)
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _schedule(self) -> None:
+        max_size = self.options.max_batch_size
+        timeout = self.options.batch_timeout_micros / 1e6
+        while True:
+            self._free_threads.acquire()
+            with self._cond:
+                while not self._pending and not self._closed:
+                    self._cond.wait()
+                if self._closed:
+                    return
+                deadline = self._pending[0].enqueued + timeout
+                while self._pending_images < max_size and not self._closed:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self._cond.wait(remaining)
+                if self._closed:
+                    return
+                batch = [self._pending.popleft()]
+                size = len(batch[0].images)
+                while self._pending and size + len(self._pending[0].images) <= max_size:
+                    task = self._pending.popleft()
+                    batch.append(task)
+                    size += len(task.images)
+                self._pending_images -= size
+            self._workers.submit(self._process, batch)
+
+    def _process(self, batch: list[_Task]) -> None:
+        try:
+            self._run_tasks(batch)
+        finally:
+            self._free_threads.release()
+
+    def _run_tasks(self, batch: list[_Task]) -> None:
+        images = [image for task in batch for image in task.images]
+        self.batch_sizes.append(len(images))
+        try:
+            outputs = self._run_batch(images)
+        except InvalidArgument as err:
+            if len(batch) == 1:
+                batch[0].future.set_exception(err)
+                return
+            for task in batch:  # isolate the bad request(s)
+                self._run_tasks([task])
+            return
+        except Exception as err:  # noqa: BLE001 - every waiter must hear about the failure
+            for task in batch:
+                task.future.set_exception(err)
+            return
+        start = 0
+        for task in batch:
+            end = start + len(task.images)
+            task.future.set_result({k: v[start:end] for k, v in outputs.items()})
+            start = end

@@ -1,0 +1,136 @@
+"""Run an exported SavedModel in this process, behind the same interface as the REST client.
+
+The Streamlit page (and the benchmark's baseline) use :class:`InProcessModel` when no server is
+running; because it calls the very same ``serving_default`` signature that TF Serving serves, the
+answers are identical to the server's, preprocessing and temperature included.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from serving.export import (
+    DEFAULT_MODEL_BASE_PATH,
+    INPUT_KEY,
+    METADATA_ASSET,
+    METADATA_INPUT_KEY,
+    METADATA_OUTPUT_KEY,
+    METADATA_SIGNATURE,
+    SERVING_SIGNATURE,
+)
+from serving.prediction import Prediction
+from serving.tf_errors import summarize_tf_error
+from serving.versions import find_latest_version, list_versions
+
+__all__ = ["InProcessModel", "ModelNotFoundError", "InvalidImageError", "find_latest_version"]
+
+
+class ModelNotFoundError(FileNotFoundError):
+    """No exported version (or not the requested one) exists under the model base path."""
+
+
+class InvalidImageError(ValueError):
+    """An input could not be decoded as an image."""
+
+
+class InProcessModel:
+    """The newest (or a given) version of an exported model, loaded with ``tf.saved_model.load``."""
+
+    def __init__(
+        self, model_base_path: str | os.PathLike = DEFAULT_MODEL_BASE_PATH,
+        version: int | None = None,
+    ) -> None:
+        import tensorflow as tf
+
+        self.model_base_path = Path(model_base_path)
+        if version is None:
+            version = find_latest_version(self.model_base_path)
+            if version is None:
+                raise ModelNotFoundError(
+                    f"no exported model under {self.model_base_path}; "
+                    "run `python -m serving.export RUN` first"
+                )
+        elif version not in list_versions(self.model_base_path):
+            raise ModelNotFoundError(
+                f"version {version} not found under {self.model_base_path} "
+                f"(have {list_versions(self.model_base_path) or 'none'})"
+            )
+        self.version = int(version)
+        self.path = self.model_base_path / str(self.version)
+        self._loaded = tf.saved_model.load(str(self.path))
+        self._serve = self._loaded.signatures[SERVING_SIGNATURE]
+        self._metadata = json.loads((self.path / "assets" / METADATA_ASSET).read_text())
+        self.class_names: tuple[str, ...] = tuple(self._metadata["class_names"])
+        self._lock = threading.Lock()
+
+    # -- the shared interface ----------------------------------------------------------------
+
+    def predict(self, images: Sequence[bytes], version: int | None = None) -> list[Prediction]:
+        """Classify encoded images; one :class:`Prediction` per image, in order."""
+        self._check_version(version)
+        outputs = self.predict_raw(images)
+        return [
+            Prediction.from_row(
+                {k: outputs[k][i] for k in ("probabilities", "class_index", "class_name")},
+                self.class_names,
+            )
+            for i in range(len(images))
+        ]
+
+    def predict_raw(self, images: Sequence[bytes]) -> dict[str, Any]:
+        """The signature's outputs as NumPy arrays (for batch callers such as the benchmark)."""
+        import numpy as np
+        import tensorflow as tf
+
+        images = list(images)
+        if not all(isinstance(b, bytes | bytearray) for b in images):
+            raise TypeError("images must be encoded image bytes (JPEG/PNG)")
+        if not images:  # an empty batch has nothing to run (and some CPU kernels reject it)
+            return {
+                "probabilities": np.zeros((0, len(self.class_names)), np.float32),
+                "class_index": np.zeros((0,), np.int64),
+                "class_name": np.zeros((0,), object),
+            }
+        try:
+            outputs = self._serve(**{INPUT_KEY: tf.constant(images, dtype=tf.string)})
+        except tf.errors.InvalidArgumentError as err:
+            raise InvalidImageError(
+                f"could not decode an input image: {summarize_tf_error(err.message)}"
+            ) from None
+        return {k: v.numpy() for k, v in outputs.items()}
+
+    def status(self, version: int | None = None) -> dict:
+        """The same shape as TF Serving's model status response."""
+        self._check_version(version)
+        return {
+            "model_version_status": [
+                {
+                    "version": str(self.version),
+                    "state": "AVAILABLE",
+                    "status": {"error_code": "OK", "error_message": ""},
+                }
+            ]
+        }
+
+    def metadata(self, version: int | None = None) -> dict:
+        """The exported ``assets/metadata.json`` read through the ``metadata`` signature."""
+        import tensorflow as tf
+
+        self._check_version(version)
+        signature = self._loaded.signatures[METADATA_SIGNATURE]
+        text = signature(**{METADATA_INPUT_KEY: tf.constant(["metadata"])})[METADATA_OUTPUT_KEY]
+        return json.loads(text.numpy()[0].decode("utf-8"))
+
+    def is_healthy(self) -> bool:
+        return self._serve is not None
+
+    def _check_version(self, version: int | None) -> None:
+        if version is not None and int(version) != self.version:
+            raise ModelNotFoundError(
+                f"this in-process model is version {self.version}, not {version}"
+            )

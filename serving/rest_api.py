@@ -1,0 +1,176 @@
+"""TF Serving's REST JSON formats: parsing predict requests and writing responses.
+
+Follows ``tensorflow_serving/g3doc/api_rest.md``: a predict body has ``instances`` (row format)
+or ``inputs`` (columnar format), never both, plus an optional ``signature_name``; binary values
+are ``{"b64": "..."}``; row requests get ``{"predictions": ...}`` and columnar ones
+``{"outputs": ...}``; a signature with a single output is returned without its name. Status and
+metadata bodies are the protobuf messages printed by ``google.protobuf.json_format``, as TF
+Serving prints them.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Any
+
+import numpy as np
+
+from serving.status import InvalidArgument, Unimplemented
+
+STRING_DTYPE = 7  # tensorflow.DataType.DT_STRING
+
+
+def parse_predict_body(body: bytes, signature_defs: dict[str, Any]) -> tuple[str, dict, str]:
+    """Return ``(signature_name, {input_name: [bytes, ...]}, "row" | "columnar")``."""
+    try:
+        request = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise InvalidArgument(f"JSON Parse error: {err}") from None
+    if not isinstance(request, dict):
+        raise InvalidArgument("JSON Parse error: request body must be a JSON object")
+    signature_name = request.get("signature_name") or "serving_default"
+    if not isinstance(signature_name, str):
+        raise InvalidArgument("'signature_name' key must be a string")
+    signature = signature_defs.get(signature_name)
+    if signature is None or signature_name.startswith("__"):
+        raise InvalidArgument(
+            f'Serving signature name: "{signature_name}" not found in signature def'
+        )
+    input_names = list(signature.inputs)
+    for name in input_names:
+        if signature.inputs[name].dtype != STRING_DTYPE:
+            raise Unimplemented(f"input {name!r}: only string (DT_STRING) inputs are served")
+    has_instances, has_inputs = "instances" in request, "inputs" in request
+    if has_instances == has_inputs:
+        if has_instances:
+            raise InvalidArgument(
+                "Not formatted correctly expecting only one of 'inputs' or 'instances' keys "
+                "exists"
+            )
+        raise InvalidArgument("Missing 'inputs' or 'instances' key")
+    if has_instances:
+        return signature_name, _parse_rows(request["instances"], input_names), "row"
+    return signature_name, _parse_columns(request["inputs"], input_names), "columnar"
+
+
+def _parse_rows(instances: Any, input_names: list[str]) -> dict[str, list[bytes]]:
+    if not isinstance(instances, list) or not instances:
+        raise InvalidArgument("Expecting 'instances' to be an non-empty list/array")
+    columns: dict[str, list[bytes]] = {name: [] for name in input_names}
+    for i, instance in enumerate(instances):
+        if isinstance(instance, dict) and "b64" not in instance:
+            missing = set(input_names) - set(instance)
+            extra = set(instance) - set(input_names)
+            if missing or extra:
+                raise InvalidArgument(
+                    f"instances[{i}]: expecting named inputs {sorted(input_names)}, "
+                    f"got {sorted(instance)}"
+                )
+            for name in input_names:
+                columns[name].append(_to_bytes(instance[name], f"instances[{i}].{name}"))
+        elif len(input_names) == 1:
+            columns[input_names[0]].append(_to_bytes(instance, f"instances[{i}]"))
+        else:
+            raise InvalidArgument(
+                f"instances[{i}]: expecting an object with the named inputs {input_names}"
+            )
+    return columns
+
+
+def _parse_columns(inputs: Any, input_names: list[str]) -> dict[str, list[bytes]]:
+    if not isinstance(inputs, dict) or "b64" in inputs:
+        if len(input_names) != 1:
+            raise InvalidArgument(f"'inputs' must name each of {input_names}")
+        inputs = {input_names[0]: inputs}
+    if set(inputs) != set(input_names):
+        raise InvalidArgument(f"expecting 'inputs' {sorted(input_names)}, got {sorted(inputs)}")
+    columns = {}
+    for name in input_names:
+        values = inputs[name]
+        if not isinstance(values, list):  # a scalar input is a batch of one
+            values = [values]
+        if not values:
+            raise InvalidArgument(f"'inputs' value for {name!r} is an empty list")
+        columns[name] = [_to_bytes(v, f"inputs.{name}[{j}]") for j, v in enumerate(values)]
+    lengths = {len(v) for v in columns.values()}
+    if len(lengths) > 1:
+        raise InvalidArgument("all 'inputs' must have the same batch size")
+    return columns
+
+
+def _to_bytes(value: Any, where: str) -> bytes:
+    if isinstance(value, dict):
+        if set(value) != {"b64"} or not isinstance(value["b64"], str):
+            raise InvalidArgument(f"{where}: a binary value must be {{\"b64\": \"<base64>\"}}")
+        try:
+            return base64.b64decode(value["b64"], validate=True)
+        except (binascii.Error, ValueError):
+            raise InvalidArgument(f"{where}: Unable to base64 decode") from None
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    raise InvalidArgument(f"{where}: expecting a string or {{\"b64\": ...}} for a DT_STRING input")
+
+
+def _jsonable(name: str, array: np.ndarray) -> list:
+    if array.dtype == object or array.dtype.kind == "S":
+        return [_string_value(name, v) for v in array.tolist()]
+    return array.tolist()
+
+
+def _string_value(name: str, value: Any) -> Any:
+    if isinstance(value, list):
+        return [_string_value(name, v) for v in value]
+    if isinstance(value, bytes):
+        if name.endswith("_bytes"):  # TF Serving's convention for binary outputs
+            return {"b64": base64.b64encode(value).decode("ascii")}
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            return {"b64": base64.b64encode(value).decode("ascii")}
+    return value
+
+
+def format_predict_response(outputs: dict[str, np.ndarray], fmt: str) -> dict[str, Any]:
+    """``{"predictions": [...]}`` (row) or ``{"outputs": ...}`` (columnar)."""
+    columns = {name: _jsonable(name, np.asarray(array)) for name, array in outputs.items()}
+    if fmt == "columnar":
+        if len(columns) == 1:
+            return {"outputs": next(iter(columns.values()))}
+        return {"outputs": columns}
+    if len(columns) == 1:
+        return {"predictions": next(iter(columns.values()))}
+    n = len(next(iter(columns.values())))
+    return {"predictions": [{name: col[i] for name, col in columns.items()} for i in range(n)]}
+
+
+def format_status_response(states: list[tuple[int, str]]) -> dict[str, Any]:
+    """A ``GetModelStatusResponse`` printed as TF Serving prints it."""
+    from google.protobuf import json_format
+    from tensorflow_serving.apis import get_model_status_pb2
+
+    response = get_model_status_pb2.GetModelStatusResponse()
+    for version, state in states:
+        entry = response.model_version_status.add()
+        entry.version = version
+        entry.state = get_model_status_pb2.ModelVersionStatus.State.Value(state)
+        entry.status.error_code = 0  # OK
+    return json_format.MessageToDict(response, always_print_fields_with_no_presence=True)
+
+
+def format_metadata_response(name: str, version: int, signature_defs: dict[str, Any]) -> dict:
+    """``{"model_spec": ..., "metadata": {"signature_def": SignatureDefMap}}`` as in TF Serving."""
+    from google.protobuf import json_format
+    from tensorflow_serving.apis import get_model_metadata_pb2, model_pb2
+
+    spec = model_pb2.ModelSpec(name=name)
+    spec.version.value = version
+    signature_map = get_model_metadata_pb2.SignatureDefMap()
+    for key, signature in signature_defs.items():
+        signature_map.signature_def[key].CopyFrom(signature)
+    options = {"always_print_fields_with_no_presence": True, "preserving_proto_field_name": True}
+    return {
+        "model_spec": json_format.MessageToDict(spec, **options),
+        "metadata": {"signature_def": json_format.MessageToDict(signature_map, **options)},
+    }
