@@ -13,6 +13,7 @@ after the cache so every epoch sees new random transforms.
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from pathlib import Path
@@ -41,14 +42,17 @@ def builder_class() -> type:
     """The ``Builder`` class of ``datasets/brain_mri/brain_mri_dataset_builder.py``.
 
     The builder lives outside the package, laid out as TFDS lays out its own datasets, so that
-    ``tfds build datasets/brain_mri`` works. It is imported exactly as that command imports it
-    (module ``brain_mri.brain_mri_dataset_builder``), so both routes register one class.
+    ``tfds build datasets/brain_mri`` works. It is imported under the module name that command
+    uses (``brain_mri.brain_mri_dataset_builder``), so both routes share one class. A plain
+    import (not ``tfds.core.community.builder_cls_from_module``, which imports with TFDS's
+    registration switched off) also registers ``brain_mri`` by name, as
+    ``DatasetBuilderTestCase.test_registered`` and ``tfds.builder("brain_mri")`` expect.
     """
     module_name = f"{DATASET_NAME}.{DATASET_NAME}_dataset_builder"
-    if module_name in sys.modules:
-        return sys.modules[module_name].Builder
-    with tfds.core.utils.add_sys_path(BUILDER_DIR.parent):
-        return tfds.core.community.builder_cls_from_module(module_name)
+    if module_name not in sys.modules:
+        with tfds.core.utils.add_sys_path(BUILDER_DIR.parent):
+            importlib.import_module(module_name)
+    return sys.modules[module_name].Builder
 
 
 def get_builder(config: str = "clean", data_dir_: str | os.PathLike | None = None):

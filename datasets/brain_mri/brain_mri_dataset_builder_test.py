@@ -1,0 +1,34 @@
+"""TFDS's own builder test on ``dummy_data/`` (see ``make_dummy_data.py``), for both configs.
+
+``DatasetBuilderTestCase`` passes ``dummy_data/`` as the manual dir (the builder declares
+``MANUAL_DOWNLOAD_INSTRUCTIONS``), builds each config, and checks registration, serialisation,
+the features, the per-split counts below and that no example appears in two splits.
+"""
+
+import tensorflow_datasets as tfds
+
+from tumorlib.data import builder_class
+
+Builder = builder_class()
+
+
+class CleanConfigTest(tfds.testing.DatasetBuilderTestCase):
+    """``clean``: 17 files, one an exact copy -> 16 images, 4 per class, split 2/1/1 per class."""
+
+    DATASET_CLASS = Builder
+    BUILDER_CONFIG_NAMES_TO_TEST = ["clean"]
+    SPLITS = {"train": 8, "validation": 4, "test": 4}
+    SKIP_CHECKSUMS = True  # nothing is downloaded: the dummy archive is the manual dir
+
+
+class OriginalConfigTest(tfds.testing.DatasetBuilderTestCase):
+    """``original``: the dummy archive's Training/Testing folders as they are."""
+
+    DATASET_CLASS = Builder
+    BUILDER_CONFIG_NAMES_TO_TEST = ["original"]
+    SPLITS = {"train": 12, "test": 5}
+    SKIP_CHECKSUMS = True
+
+
+if __name__ == "__main__":
+    tfds.testing.test_main()
