@@ -1,0 +1,107 @@
+"""The KerasTuner search space: the project's classification head on cached backbone features.
+
+Why the head alone: phase one of training (``tumorlib.train``) fits the head on a frozen backbone,
+so the backbone's pooled features are fixed inputs. Computing them once
+(:func:`tumorlib.features.cached_features`) and tuning the head on them gives the same objective
+at a fraction of the cost of running MobileNetV2 in every trial (see ``bench/tuning.py``).
+
+The model itself comes from :func:`tumorlib.model.build_head` -- the very head that
+:func:`tumorlib.model.build_model` puts on the backbone -- so what is tuned is what is trained.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import keras_tuner
+import numpy as np
+
+# Hyperparameter names are the keys of the JSON that `tumorlib.train --hparams` reads.
+HPARAM_KEYS: tuple[str, ...] = ("head_units", "dropout", "learning_rate", "label_smoothing")
+
+# The search space, kept as data so docs, tests and the CLI agree on it.
+HEAD_UNITS_CHOICES: tuple[int, ...] = (0, 64, 128, 256, 512)  # 0 = no hidden layer
+DROPOUT_RANGE: tuple[float, float, float] = (0.0, 0.5, 0.1)  # min, max, step
+LEARNING_RATE_RANGE: tuple[float, float] = (1e-4, 1e-2)  # log-uniform
+LABEL_SMOOTHING_RANGE: tuple[float, float, float] = (0.0, 0.2, 0.05)
+
+
+def balanced_class_weight(labels: np.ndarray) -> dict[int, float]:
+    """``{class_index: weight}`` so every class weighs the same in the loss (scikit-learn's
+    "balanced" rule), from integer or one-hot labels -- the same rule training uses."""
+    from sklearn.utils.class_weight import compute_class_weight
+
+    from tumorlib.classes import NUM_CLASSES
+
+    y = np.asarray(labels)
+    if y.ndim == 2:
+        y = y.argmax(axis=1)
+    present = np.unique(y)
+    weights = compute_class_weight("balanced", classes=present, y=y)
+    out = dict.fromkeys(range(NUM_CLASSES), 1.0)
+    out.update({int(c): float(w) for c, w in zip(present, weights)})
+    return out
+
+
+class HeadHyperModel(keras_tuner.HyperModel):
+    """Builds and fits :func:`tumorlib.model.build_head` for one set of hyperparameters.
+
+    ``feature_dim`` is the width of the pooled backbone features (1280 for MobileNetV2 at
+    alpha <= 1). ``class_weight`` (``{index: weight}``), when given, is passed to every
+    ``fit`` so rare classes count as much in the search as in training.
+    """
+
+    def __init__(
+        self,
+        feature_dim: int,
+        *,
+        class_weight: dict[int, float] | None = None,
+        batch_size: int = 32,
+        name: str = "head_search",
+    ) -> None:
+        super().__init__(name=name, tunable=True)
+        if feature_dim < 1:
+            raise ValueError(f"feature_dim must be >= 1, got {feature_dim}")
+        self.feature_dim = int(feature_dim)
+        self.class_weight = class_weight
+        self.batch_size = int(batch_size)
+
+    def build(self, hp: keras_tuner.HyperParameters) -> keras.Model:
+        from tumorlib.model import build_head  # the project's one head builder
+
+        head_units = hp.Choice("head_units", list(HEAD_UNITS_CHOICES), default=0)
+        lo, hi, step = DROPOUT_RANGE
+        dropout = hp.Float("dropout", lo, hi, step=step, default=0.2)
+        lr_lo, lr_hi = LEARNING_RATE_RANGE
+        learning_rate = hp.Float("learning_rate", lr_lo, lr_hi, sampling="log", default=1e-3)
+        lo, hi, step = LABEL_SMOOTHING_RANGE
+        label_smoothing = hp.Float("label_smoothing", lo, hi, step=step, default=0.0)
+
+        model = build_head(self.feature_dim, dropout=dropout, head_units=head_units)
+        model.compile(
+            optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
+            loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
+            metrics=["accuracy"],
+        )
+        return model
+
+    def fit(self, hp: keras_tuner.HyperParameters, model: keras.Model, *args, **kwargs) -> Any:
+        kwargs.setdefault("batch_size", self.batch_size)
+        if self.class_weight is not None:
+            kwargs.setdefault("class_weight", self.class_weight)
+        return model.fit(*args, **kwargs)
+
+
+def hparams_dict(hp: keras_tuner.HyperParameters) -> dict[str, float | int]:
+    """The tuned values as plain JSON types, keyed as ``tumorlib.train --hparams`` expects."""
+    values = hp.values
+    missing = [k for k in HPARAM_KEYS if k not in values]
+    if missing:
+        raise ValueError(f"trial has no value for {', '.join(missing)}")
+    return {
+        "head_units": int(values["head_units"]),
+        "dropout": round(float(values["dropout"]), 6),
+        "learning_rate": float(values["learning_rate"]),
+        "label_smoothing": round(float(values["label_smoothing"]), 6),
+    }
