@@ -44,6 +44,29 @@ def balanced_class_weight(labels: np.ndarray) -> dict[int, float]:
     return out
 
 
+def declare_search_space(hp: keras_tuner.HyperParameters) -> dict[str, Any]:
+    """Declare (or read) the searched hyperparameters on ``hp``; returns their current values."""
+    lo, hi, step = DROPOUT_RANGE
+    ls_lo, ls_hi, ls_step = LABEL_SMOOTHING_RANGE
+    lr_lo, lr_hi = LEARNING_RATE_RANGE
+    return {
+        "head_units": hp.Choice("head_units", list(HEAD_UNITS_CHOICES), default=0),
+        "dropout": hp.Float("dropout", lo, hi, step=step, default=0.2),
+        "learning_rate": hp.Float("learning_rate", lr_lo, lr_hi, sampling="log", default=1e-3),
+        "label_smoothing": hp.Float("label_smoothing", ls_lo, ls_hi, step=ls_step, default=0.0),
+    }
+
+
+def compile_for_search(model: keras.Model, values: dict[str, Any]) -> keras.Model:
+    """Adam + categorical cross-entropy (label smoothing) + accuracy, as phase one of training."""
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=values["learning_rate"]),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=values["label_smoothing"]),
+        metrics=["accuracy"],
+    )
+    return model
+
+
 class HeadHyperModel(keras_tuner.HyperModel):
     """Builds and fits :func:`tumorlib.model.build_head` for one set of hyperparameters.
 
@@ -70,21 +93,11 @@ class HeadHyperModel(keras_tuner.HyperModel):
     def build(self, hp: keras_tuner.HyperParameters) -> keras.Model:
         from tumorlib.model import build_head  # the project's one head builder
 
-        head_units = hp.Choice("head_units", list(HEAD_UNITS_CHOICES), default=0)
-        lo, hi, step = DROPOUT_RANGE
-        dropout = hp.Float("dropout", lo, hi, step=step, default=0.2)
-        lr_lo, lr_hi = LEARNING_RATE_RANGE
-        learning_rate = hp.Float("learning_rate", lr_lo, lr_hi, sampling="log", default=1e-3)
-        lo, hi, step = LABEL_SMOOTHING_RANGE
-        label_smoothing = hp.Float("label_smoothing", lo, hi, step=step, default=0.0)
-
-        model = build_head(self.feature_dim, dropout=dropout, head_units=head_units)
-        model.compile(
-            optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
-            loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
-            metrics=["accuracy"],
+        values = declare_search_space(hp)
+        model = build_head(
+            self.feature_dim, dropout=values["dropout"], head_units=values["head_units"]
         )
-        return model
+        return compile_for_search(model, values)
 
     def fit(self, hp: keras_tuner.HyperParameters, model: keras.Model, *args, **kwargs) -> Any:
         kwargs.setdefault("batch_size", self.batch_size)
