@@ -64,3 +64,119 @@ def make_images(n: int, *, seed: int = 0, fmt: str = "PNG") -> list[bytes]:
         image.save(buf, format=fmt)
         out.append(buf.getvalue())
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# A running local server, shared by every serving test module in one pytest process
+# --------------------------------------------------------------------------------------------
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+MAX_REQUEST_BYTES = 2 * 1024 * 1024
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class LocalServer:
+    """``python -m serving.local`` in a subprocess on a free 127.0.0.1 port."""
+
+    def __init__(self, *args: str, startup_timeout: float = 120.0) -> None:
+        import os
+        import subprocess
+        import sys
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "serving.local", f"--rest_api_port={self.port}", *args],
+            cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )
+        self._wait_until_up(startup_timeout)
+
+    def _wait_until_up(self, timeout: float) -> None:
+        import time
+
+        import requests
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                output = self.process.stdout.read().decode(errors="replace")
+                raise RuntimeError(f"local server exited early:\n{output[-3000:]}")
+            try:
+                requests.get(self.url + "/v1/models/none", timeout=1)
+                return
+            except requests.ConnectionError:
+                time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"local server did not start within {timeout} s")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except Exception:  # noqa: BLE001 - last resort for a hung child we started
+                self.process.kill()
+        if self.process.stdout:
+            self.process.stdout.close()
+
+
+class ServingStack:
+    """A fixture run exported twice over (model ``brain_mri``) and a server in front of it.
+
+    The server also serves ``brain_mri_reload`` from a second base path, which tests may export
+    new versions into to check pick-up without restart, leaving ``brain_mri`` untouched.
+    """
+
+    def __init__(self) -> None:
+        import atexit
+        import shutil
+        import tempfile
+
+        from serving.export import export_run
+
+        self.root = Path(tempfile.mkdtemp(prefix="serving-tests-"))
+        atexit.register(shutil.rmtree, self.root, True)
+        self.run_path = make_fixture_run(self.root / "runs" / "fixture")
+        self.other_run_path = make_fixture_run(self.root / "runs" / "other", seed=1,
+                                               temperature=0.8)
+        self.base_path = self.root / "models" / "brain_mri"
+        self.v1 = export_run(self.run_path, self.base_path)
+        self.v2 = export_run(self.other_run_path, self.base_path)
+        self.reload_base_path = self.root / "models" / "brain_mri_reload"
+        export_run(self.run_path, self.reload_base_path)
+        config = self.root / "models.config"
+        config.write_text(f"""
+model_config_list {{
+  config {{ name: "brain_mri" base_path: "{self.base_path}" model_platform: "tensorflow"
+           model_version_policy {{ all {{}} }} }}
+  config {{ name: "brain_mri_reload" base_path: "{self.reload_base_path}"
+           model_platform: "tensorflow" }}
+}}
+""")
+        self.server = LocalServer(
+            f"--model_config_file={config}",
+            "--enable_batching",
+            f"--batching_parameters_file={REPO_ROOT / 'serving' / 'batching_parameters.txt'}",
+            "--file_system_poll_wait_seconds=0.3",
+            f"--max_request_bytes={MAX_REQUEST_BYTES}",
+        )
+        atexit.register(self.server.stop)
+
+
+_STACK: ServingStack | None = None
+
+
+def shared_stack() -> ServingStack:
+    """Build the stack once per pytest process (export + server start cost ~20 s on 2 cores)."""
+    global _STACK
+    if _STACK is None:
+        _STACK = ServingStack()
+    return _STACK

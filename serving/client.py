@@ -1,0 +1,148 @@
+"""A small client for TensorFlow Serving's REST API (real server or ``python -m serving.local``).
+
+Sends images as ``{"b64": ...}`` in the row (``instances``) format TF Serving documents, reads the
+``serving_default`` outputs back into :class:`~serving.prediction.Prediction` objects, and turns
+TF Serving's ``{"error": ...}`` bodies into exceptions that carry the server's message and HTTP
+status. Connection failures and "try again" answers (429, 503) are retried with exponential
+backoff; other errors are the caller's to fix and are raised at once.
+
+Deliberately free of TensorFlow: a thin web front end can use it without importing TF.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import requests
+
+from serving.prediction import Prediction
+
+METADATA_SIGNATURE = "metadata"
+RETRY_STATUSES = frozenset({429, 503})
+
+
+class TFServingError(RuntimeError):
+    """TF Serving answered with an error; ``message`` is its ``{"error": ...}`` text."""
+
+    def __init__(self, message: str, status_code: int | None = None) -> None:
+        super().__init__(f"{message} (HTTP {status_code})" if status_code else message)
+        self.message = message
+        self.status_code = status_code
+
+
+class TFServingUnavailable(TFServingError):
+    """The server could not be reached (refused, timed out) or said it is unavailable."""
+
+
+class TFServingClient:
+    """Talk to one model on a TF Serving REST endpoint."""
+
+    def __init__(
+        self,
+        base_url: str = "http://127.0.0.1:8501",
+        model_name: str = "brain_mri",
+        timeout: float = 10.0,
+        retries: int = 3,
+        backoff: float = 0.5,
+        session: requests.Session | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.model_name = model_name
+        self.timeout = timeout
+        self.retries = retries
+        self.backoff = backoff
+        self._session = session or requests.Session()
+        self._metadata_cache: dict[int | None, dict] = {}
+
+    # -- the shared interface ----------------------------------------------------------------
+
+    def predict(self, images: Sequence[bytes], version: int | None = None) -> list[Prediction]:
+        """Classify encoded JPEG/PNG images; one :class:`Prediction` per image, in order."""
+        images = list(images)
+        if not images:
+            return []
+        for i, image in enumerate(images):
+            if not isinstance(image, bytes | bytearray):
+                raise TypeError(f"images[{i}] must be encoded image bytes, not {type(image)}")
+        body = {"instances": [{"b64": base64.b64encode(b).decode("ascii")} for b in images]}
+        rows = self._request("POST", self._model_path(version) + ":predict", body)["predictions"]
+        class_names = self.class_names(version)
+        return [Prediction.from_row(row, class_names) for row in rows]
+
+    def status(self, version: int | None = None) -> dict:
+        """TF Serving's model status: ``{"model_version_status": [...]}``."""
+        return self._request("GET", self._model_path(version))
+
+    def metadata(self, version: int | None = None) -> dict:
+        """The model's ``assets/metadata.json`` (class names, versions, metrics, temperature).
+
+        TF Serving exposes no assets over REST, so the exporter adds a ``metadata`` signature
+        that returns the file's content; this calls it. Cached per requested version.
+        """
+        if version not in self._metadata_cache:
+            body = {"signature_name": METADATA_SIGNATURE, "instances": ["metadata"]}
+            result = self._request("POST", self._model_path(version) + ":predict", body)
+            self._metadata_cache[version] = json.loads(result["predictions"][0])
+        return self._metadata_cache[version]
+
+    def signature_metadata(self, version: int | None = None) -> dict:
+        """TF Serving's metadata API: the SignatureDef map, ``GET .../metadata``."""
+        return self._request("GET", self._model_path(version) + "/metadata")
+
+    def is_healthy(self) -> bool:
+        """True when some version of the model is AVAILABLE."""
+        try:
+            statuses = self.status()["model_version_status"]
+        except (TFServingError, KeyError, ValueError):
+            return False
+        return any(s.get("state") == "AVAILABLE" for s in statuses)
+
+    def class_names(self, version: int | None = None) -> tuple[str, ...]:
+        return tuple(self.metadata(version)["class_names"])
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    def _model_path(self, version: int | None) -> str:
+        path = f"/v1/models/{self.model_name}"
+        if version is not None:
+            path += f"/versions/{int(version)}"
+        return path
+
+    def _request(self, method: str, path: str, body: Any = None) -> dict:
+        url = self.base_url + path
+        last: TFServingError | None = None
+        for attempt in range(self.retries + 1):
+            if attempt:
+                time.sleep(self.backoff * 2 ** (attempt - 1))
+            try:
+                response = self._session.request(method, url, json=body, timeout=self.timeout)
+            except (requests.ConnectionError, requests.Timeout) as err:
+                last = TFServingUnavailable(f"cannot reach TF Serving at {url}: {err}")
+                continue
+            if response.status_code == 200:
+                try:
+                    return response.json()
+                except ValueError:
+                    raise TFServingError(f"{url} returned invalid JSON", 200) from None
+            error = _error_message(response)
+            if response.status_code in RETRY_STATUSES:
+                cls = TFServingUnavailable if response.status_code == 503 else TFServingError
+                last = cls(error, response.status_code)
+                continue
+            raise TFServingError(error, response.status_code)
+        assert last is not None
+        raise last
+
+
+def _error_message(response: requests.Response) -> str:
+    try:
+        payload = response.json()
+    except ValueError:
+        return response.text.strip() or response.reason or "unknown error"
+    if isinstance(payload, dict) and "error" in payload:
+        return str(payload["error"])
+    return response.text.strip()

@@ -1,0 +1,136 @@
+"""Export: TF Serving layout, signature contract, metadata asset, and agreement with Keras."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from serving.config import ConfigError, load_model_config_file, parse_batching_parameters
+from serving.export import METADATA_ASSET, export_run, main
+from serving.inprocess import InProcessModel, InvalidImageError, ModelNotFoundError
+from serving.versions import find_latest_version, list_versions, next_version
+from tests.serving_fixtures import (
+    FIXTURE_TEMPERATURE,
+    REPO_ROOT,
+    make_fixture_run,
+    make_images,
+)
+from tumorlib.calibration import apply_temperature_np
+from tumorlib.classes import CLASS_NAMES
+from tumorlib.preprocessing import preprocess_bytes_batch
+from tumorlib.runs import RunNotFoundError, load_run
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    root = tmp_path_factory.mktemp("export")
+    run = make_fixture_run(root / "runs" / "fx")
+    base = root / "models" / "brain_mri"
+    first = export_run(run, base)
+    return run, base, first
+
+
+def test_export_writes_integer_versions_and_never_overwrites(exported, tmp_path):
+    run, base, first = exported
+    assert first == base / "1"
+    (base / "2").mkdir()  # an incomplete folder still reserves its number
+    (base / "2" / "marker").write_text("keep")
+    second = export_run(run, base, verify=False)
+    assert second == base / "3"
+    assert (base / "2" / "marker").read_text() == "keep"
+    assert list_versions(base) == [1, 3]  # "2" has no saved_model.pb, so it is no version
+    assert find_latest_version(base) == 3
+    assert next_version(base) == 4
+    assert not [p for p in base.iterdir() if p.name.startswith(".")]  # no staging left over
+    meta = json.loads((second / "assets" / METADATA_ASSET).read_text())
+    assert meta["model_version"] == 3
+
+
+def test_metadata_asset_holds_what_clients_need(exported):
+    _, _, first = exported
+    meta = json.loads((first / "assets" / METADATA_ASSET).read_text())
+    assert meta["class_names"] == list(CLASS_NAMES)
+    assert meta["model_version"] == 1
+    assert meta["temperature"] == pytest.approx(FIXTURE_TEMPERATURE)
+    assert meta["image_size"] == 32
+    assert meta["dataset"]["version"] == "1.0.0"
+    assert meta["metrics"]["clean-test"]["accuracy"] == 0.5
+    # the metadata signature returns the same asset content
+    assert InProcessModel(first.parent, version=1).metadata() == meta
+
+
+def test_serving_signature_contract(exported):
+    _, _, first = exported
+    signature = tf.saved_model.load(str(first)).signatures["serving_default"]
+    (_, inputs) = signature.structured_input_signature
+    assert list(inputs) == ["image_bytes"]
+    assert inputs["image_bytes"].dtype == tf.string
+    assert inputs["image_bytes"].shape.as_list() == [None]
+    outputs = signature.structured_outputs
+    assert outputs["probabilities"].dtype == tf.float32
+    assert outputs["probabilities"].shape.as_list() == [None, 4]
+    assert outputs["class_index"].dtype == tf.int64
+    assert outputs["class_name"].dtype == tf.string
+
+
+def test_exported_predictions_match_keras_in_process(exported):
+    run_path, base, _ = exported
+    run = load_run(run_path)
+    keras_model = run.load_model()
+    images = make_images(5, seed=3) + make_images(3, seed=4, fmt="JPEG")
+    served = InProcessModel(base, version=1)
+    outputs = served.predict_raw(images)
+
+    raw = keras_model(preprocess_bytes_batch(tf.constant(images), run.image_size)).numpy()
+    expected = apply_temperature_np(raw, run.temperature)
+    np.testing.assert_allclose(outputs["probabilities"], expected, atol=1e-5)
+    assert np.abs(outputs["probabilities"] - raw).max() > 1e-4  # temperature really applied
+    np.testing.assert_array_equal(outputs["class_index"], expected.argmax(axis=1))
+
+    predictions = served.predict(images)
+    assert [p.class_name for p in predictions] == [CLASS_NAMES[i] for i in expected.argmax(1)]
+    for p, row in zip(predictions, expected):
+        assert list(p.probabilities) == list(CLASS_NAMES)
+        assert sum(p.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+        np.testing.assert_allclose(list(p.probabilities.values()), row, atol=1e-5)
+
+
+def test_in_process_model_errors(exported, tmp_path):
+    _, base, _ = exported
+    model = InProcessModel(base, version=1)
+    assert model.predict([]) == []
+    with pytest.raises(InvalidImageError, match="Unknown image file format"):
+        model.predict([b"definitely not an image"])
+    with pytest.raises(ModelNotFoundError, match="no exported model"):
+        InProcessModel(tmp_path / "nothing")
+    with pytest.raises(ModelNotFoundError, match="version 99 not found"):
+        InProcessModel(base, version=99)
+    assert model.status()["model_version_status"][0]["state"] == "AVAILABLE"
+    assert model.is_healthy()
+
+
+def test_export_of_missing_run_is_a_clear_error(tmp_path, capsys):
+    with pytest.raises(RunNotFoundError, match="does not exist"):
+        export_run(tmp_path / "no-such-run", tmp_path / "models")
+    assert main([str(tmp_path / "no-such-run"), "--model-base-path", str(tmp_path / "m")]) == 1
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_tf_serving_config_files_parse(tmp_path):
+    models = load_model_config_file(REPO_ROOT / "serving" / "models.config")
+    assert [m.name for m in models] == ["brain_mri"]
+    assert models[0].policy == "latest" and models[0].policy_versions == (2,)
+    assert models[0].select([1, 2, 5]) == [2, 5]
+    options = parse_batching_parameters(
+        (REPO_ROOT / "serving" / "batching_parameters.txt").read_text()
+    )
+    assert options.max_batch_size == 32 and options.batch_timeout_micros == 2000
+    with pytest.raises(ConfigError, match="malformed"):
+        parse_batching_parameters("max_batch_size { value: 'x' }")
+    bad = tmp_path / "bad.config"
+    bad.write_text("model_config_list { config { name: 'a' } }")
+    with pytest.raises(ConfigError, match="name and a base_path"):
+        load_model_config_file(bad)
