@@ -408,7 +408,7 @@ def finished_trials(oracle) -> list:
 
 
 def trials_table(oracle, top: int = 10) -> str:
-    """The best ``top`` trials as a text table (rank, trial, score, epochs, hyperparameters)."""
+    """The best ``top`` trials as a text table (rank, trial, score, best epoch, hyperparameters)."""
     import pandas as pd
 
     from tuning.hypermodel import HPARAM_KEYS
@@ -416,10 +416,10 @@ def trials_table(oracle, top: int = 10) -> str:
     rows = []
     for rank, trial in enumerate(finished_trials(oracle)[:top], start=1):
         values = trial.hyperparameters.values
-        epochs = values.get("tuner/epochs", (trial.best_step or 0) + 1)
         row = {"rank": rank, "trial": trial.trial_id, oracle.objective.name: trial.score}
         row["best_epoch"] = (trial.best_step or 0) + 1
-        row["epochs"] = epochs
+        if "tuner/epochs" in values:  # Hyperband: the epoch budget of this trial
+            row["epochs"] = values["tuner/epochs"]
         row.update({k: values.get(k) for k in HPARAM_KEYS})
         rows.append(row)
     if not rows:
