@@ -6,6 +6,11 @@ batch of 20, so the local server queues requests and forms batches: a batch is c
 batch thread is free (TF Serving's ``SharedBatchScheduler`` rule). When every batch thread is
 busy, requests keep accumulating, so batches grow exactly when load is high.
 
+One deliberate difference: when *no* batch is running at all, the server is idle and nobody is
+about to join, so the batch is cut at once instead of waiting out the timeout. Under load some
+batch is always running and the timeout applies as in TF Serving; a lone request no longer pays
+it (this keeps single-image latency close to in-process latency).
+
 One bad image must not fail the strangers it was batched with: when a merged batch fails on
 invalid input, each request in it is re-run alone and only the offending one gets the error.
 """
@@ -51,6 +56,7 @@ class Batcher:
         self._free_threads = threading.Semaphore(options.num_batch_threads)
         self._workers = ThreadPoolExecutor(options.num_batch_threads, thread_name_prefix=name)
         self._closed = False
+        self._in_flight = 0  # batches handed to a worker and not finished yet
         self.batch_sizes: list[int] = []  # for tests and the benchmark: proof that batching ran
         self._scheduler = threading.Thread(target=self._schedule, name=f"{name}-sched",
                                            daemon=True)
@@ -94,7 +100,7 @@ class Batcher:
                     self._cond.wait()
                 if self._closed:
                     return
-                deadline = self._pending[0].enqueued + timeout
+                deadline = self._pending[0].enqueued + (timeout if self._in_flight else 0.0)
                 while self._pending_images < max_size and not self._closed:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
@@ -109,12 +115,15 @@ class Batcher:
                     batch.append(task)
                     size += len(task.images)
                 self._pending_images -= size
+                self._in_flight += 1
             self._workers.submit(self._process, batch)
 
     def _process(self, batch: list[_Task]) -> None:
         try:
             self._run_tasks(batch)
         finally:
+            with self._cond:
+                self._in_flight -= 1
             self._free_threads.release()
 
     def _run_tasks(self, batch: list[_Task]) -> None:

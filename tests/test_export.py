@@ -134,3 +134,29 @@ def test_tf_serving_config_files_parse(tmp_path):
     bad.write_text("model_config_list { config { name: 'a' } }")
     with pytest.raises(ConfigError, match="name and a base_path"):
         load_model_config_file(bad)
+
+
+def test_deployment_files_agree_with_each_other():
+    yaml = pytest.importorskip("yaml")
+
+    serving_dir = REPO_ROOT / "serving"
+    compose = yaml.safe_load((serving_dir / "docker-compose.yml").read_text())
+    service = compose["services"]["tfserving"]
+    mounted = {v.split(":")[0].removeprefix("./"): v.split(":")[1] for v in service["volumes"]}
+    for flag in ("--model_config_file", "--batching_parameters_file", "--monitoring_config_file"):
+        value = next(a.split("=", 1)[1] for a in service["command"] if a.startswith(flag + "="))
+        source = next(src for src, dst in mounted.items() if dst == value)
+        assert (serving_dir / source).exists(), source
+    # the container's model path is the one models.config names
+    assert mounted["../models/brain_mri"] == str(load_model_config_file(
+        serving_dir / "models.config")[0].base_path)
+    docs = {d["kind"]: d for f in (serving_dir / "k8s").glob("*.yaml")
+            for d in yaml.safe_load_all(f.read_text())}
+    container = docs["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/v1/models/brain_mri"
+    assert docs["HorizontalPodAutoscaler"]["spec"]["scaleTargetRef"]["name"] == \
+        docs["Deployment"]["metadata"]["name"]
+    assert docs["Service"]["spec"]["selector"] == \
+        docs["Deployment"]["spec"]["selector"]["matchLabels"]
+    assert docs["InferenceService"]["spec"]["predictor"]["model"]["modelFormat"]["name"] == \
+        "tensorflow"

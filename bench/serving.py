@@ -1,0 +1,272 @@
+"""Serving benchmark: the local TF Serving stand-in vs in-process batched predict, same SavedModel.
+
+    python bench/serving.py [--duration 60] [--clients 20] [--model-base-path models/brain_mri]
+
+Uses the newest export under ``--model-base-path`` when there is one; otherwise exports a
+stand-in run (the project's MobileNetV2 alpha=0.35 at 224 px, random weights: the same compute
+as the real model) into a temporary folder. Request images are real JPEGs from
+``../shared/data`` when the archive is there, else generated ones.
+
+Phases, in one process and one run:
+1. in-process ``serving_default`` on batches of ``--batch-size`` images for ``--duration`` s
+   (throughput baseline), then single-image calls (latency baseline);
+2. ``python -m serving.local --enable_batching`` started on a free 127.0.0.1 port; sequential
+   single-image requests (latency), then ``--clients`` concurrent clients sending single-image
+   requests for ``--duration`` s (throughput, errors), server RSS at start and end.
+
+Targets (issue 4): throughput ratio >= 0.8, single-image p50 <= 1.3x in-process, 0 errors.
+The last line is exactly ``serving ratio=X target=0.8``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+ARCHIVE = REPO_ROOT.parent / "shared" / "data" / "brain_tumor_classification_mri.zip"
+TARGET_RATIO = 0.8
+TARGET_P50 = 1.3
+
+
+def load_images(n: int) -> tuple[list[bytes], str]:
+    """``n`` encoded images: real archive JPEGs when available, else generated ones."""
+    if ARCHIVE.exists():
+        with zipfile.ZipFile(ARCHIVE) as archive:
+            names = sorted(x for x in archive.namelist() if x.lower().endswith((".jpg", ".jpeg")))
+            step = max(1, len(names) // n)
+            return [archive.read(x) for x in names[::step][:n]], f"{n} JPEGs from {ARCHIVE.name}"
+    import io
+
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    out = []
+    for _ in range(n):
+        buf = io.BytesIO()
+        Image.fromarray(rng.integers(0, 256, (512, 512, 3), dtype=np.uint8)).save(buf, "JPEG")
+        out.append(buf.getvalue())
+    return out, f"{n} generated 512x512 JPEGs"
+
+
+def stand_in_export(root: Path) -> Path:
+    """Export a MobileNetV2-0.35/224 run with random weights (same cost as the real model)."""
+    import keras
+
+    from serving.export import export_run
+    from tumorlib.classes import NUM_CLASSES
+    from tumorlib.runs import CALIBRATION_FILE, CONFIG_FILE, MODEL_FILE, write_json
+
+    try:
+        from tumorlib.model import build_model
+
+        model = build_model(image_size=224, alpha=0.35, weights=None)
+    except ImportError:
+        backbone = keras.applications.MobileNetV2(
+            input_shape=(224, 224, 3), alpha=0.35, include_top=False, weights=None
+        )
+        inputs = keras.Input((224, 224, 3))
+        x = keras.layers.GlobalAveragePooling2D()(backbone(inputs))
+        model = keras.Model(inputs, keras.layers.Dense(NUM_CLASSES, activation="softmax")(x))
+    run = root / "runs" / "bench-stand-in"
+    run.mkdir(parents=True)
+    model.save(run / MODEL_FILE)
+    write_json(run / CONFIG_FILE, {"image_size": 224, "alpha": 0.35,
+                                   "weights": "none (benchmark stand-in)",
+                                   "dataset": {"name": "brain_mri", "version": "n/a"}})
+    write_json(run / CALIBRATION_FILE, {"temperature": 1.5})
+    return export_run(run, root / "models" / "brain_mri").parent
+
+
+def percentiles(latencies: list[float]) -> tuple[float, float]:
+    if not latencies:
+        return float("nan"), float("nan")
+    arr = np.array(latencies) * 1000
+    return float(np.percentile(arr, 50)), float(np.percentile(arr, 99))
+
+
+def bench_in_process(base: Path, images: list[bytes], duration: float, batch_size: int,
+                     latency_seconds: float) -> dict:
+    from serving.inprocess import InProcessModel
+
+    model = InProcessModel(base)
+    batches = [images[i:i + batch_size] for i in range(0, len(images), batch_size)]
+    batches = [b for b in batches if len(b) == batch_size] or [images[:batch_size]]
+    model.predict_raw(batches[0])  # warm-up (traces, allocations)
+    model.predict_raw(images[:1])
+    done, start, i = 0, time.perf_counter(), 0
+    while time.perf_counter() - start < duration:
+        done += len(model.predict_raw(batches[i % len(batches)])["class_index"])
+        i += 1
+    throughput = done / (time.perf_counter() - start)
+    latencies, start, i = [], time.perf_counter(), 0
+    while time.perf_counter() - start < latency_seconds:
+        t0 = time.perf_counter()
+        model.predict_raw([images[i % len(images)]])
+        latencies.append(time.perf_counter() - t0)
+        i += 1
+    p50, p99 = percentiles(latencies)
+    return {"version": model.version, "throughput": throughput, "p50_ms": p50, "p99_ms": p99}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(base: Path, port: int) -> subprocess.Popen:
+    import requests
+
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "serving.local", f"--rest_api_port={port}",
+         f"--model_base_path={base}", "--enable_batching",
+         f"--batching_parameters_file={REPO_ROOT / 'serving' / 'batching_parameters.txt'}"],
+        cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError("local server exited during start-up")
+        try:
+            status = requests.get(f"http://127.0.0.1:{port}/v1/models/brain_mri", timeout=2)
+            if status.status_code == 200:
+                return process
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.3)
+    process.terminate()
+    raise RuntimeError("local server did not become ready in 180 s")
+
+
+def bench_server(base: Path, images: list[bytes], duration: float, clients: int,
+                 latency_seconds: float) -> dict:
+    import psutil
+    import requests
+
+    bodies = [json.dumps({"instances": [{"b64": base64.b64encode(b).decode()}]}).encode()
+              for b in images]
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/v1/models/brain_mri:predict"
+    headers = {"Content-Type": "application/json"}
+    process = start_server(base, port)
+    try:
+        server = psutil.Process(process.pid)
+        session = requests.Session()
+        for body in bodies[:4]:  # warm-up, like the in-process side
+            session.post(url, data=body, headers=headers, timeout=60).raise_for_status()
+        rss_start = server.memory_info().rss
+        latencies, start, i = [], time.perf_counter(), 0
+        while time.perf_counter() - start < latency_seconds:
+            t0 = time.perf_counter()
+            session.post(url, data=bodies[i % len(bodies)], headers=headers,
+                         timeout=60).raise_for_status()
+            latencies.append(time.perf_counter() - t0)
+            i += 1
+        p50, p99 = percentiles(latencies)
+
+        stop = time.perf_counter() + duration
+        counts, errors, load_latencies = [0] * clients, [0] * clients, [[] for _ in range(clients)]
+
+        def client(k: int) -> None:
+            s = requests.Session()
+            j = k
+            while time.perf_counter() < stop:
+                t0 = time.perf_counter()
+                try:
+                    r = s.post(url, data=bodies[j % len(bodies)], headers=headers, timeout=60)
+                    ok = r.status_code == 200 and len(r.json()["predictions"]) == 1
+                except (requests.RequestException, ValueError, KeyError):
+                    ok = False
+                load_latencies[k].append(time.perf_counter() - t0)
+                if ok:
+                    counts[k] += 1
+                else:
+                    errors[k] += 1
+                j += clients
+
+        t_start = time.perf_counter()
+        threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        throughput = sum(counts) / (time.perf_counter() - t_start)
+        rss_end = server.memory_info().rss
+        load_p50, load_p99 = percentiles([x for lst in load_latencies for x in lst])
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    return {"throughput": throughput, "p50_ms": p50, "p99_ms": p99, "errors": sum(errors),
+            "requests": sum(counts) + sum(errors), "load_p50_ms": load_p50,
+            "load_p99_ms": load_p99, "rss_start_mb": rss_start / 2**20,
+            "rss_end_mb": rss_end / 2**20}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--duration", type=float, default=60.0,
+                        help="seconds of each throughput phase (default 60)")
+    parser.add_argument("--latency-seconds", type=float, default=None,
+                        help="seconds of each single-image latency phase (default duration/4)")
+    parser.add_argument("--clients", type=int, default=20)
+    parser.add_argument("--batch-size", type=int, default=32,
+                        help="in-process batch size (the server's max_batch_size is 32)")
+    parser.add_argument("--images", type=int, default=64)
+    parser.add_argument("--model-base-path", default=str(REPO_ROOT / "models" / "brain_mri"))
+    parser.add_argument("--json", help="also write the results to this JSON file")
+    args = parser.parse_args(argv)
+    latency_seconds = args.latency_seconds or max(3.0, args.duration / 4)
+
+    from serving.versions import find_latest_version
+
+    images, source = load_images(args.images)
+    with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
+        base = Path(args.model_base_path)
+        if find_latest_version(base) is None:
+            print(f"no export under {base}; exporting a MobileNetV2 stand-in (random weights)")
+            base = stand_in_export(Path(tmp))
+            model_desc = "stand-in MobileNetV2 a=0.35/224 (random weights)"
+        else:
+            model_desc = f"{base} version {find_latest_version(base)}"
+        print(f"model: {model_desc}; images: {source}; clients: {args.clients}; "
+              f"duration: {args.duration:g} s")
+        local = bench_in_process(base, images, args.duration, args.batch_size, latency_seconds)
+        print(f"in-process: {local['throughput']:.1f} img/s (batch {args.batch_size}); "
+              f"single-image p50 {local['p50_ms']:.1f} ms, p99 {local['p99_ms']:.1f} ms")
+        served = bench_server(base, images, args.duration, args.clients, latency_seconds)
+    ratio = served["throughput"] / local["throughput"]
+    p50_ratio = served["p50_ms"] / local["p50_ms"]
+    print(f"server: {served['throughput']:.1f} img/s with {args.clients} clients "
+          f"({served['requests']} requests, p50 {served['load_p50_ms']:.1f} ms, "
+          f"p99 {served['load_p99_ms']:.1f} ms under load)")
+    print(f"server single-image: p50 {served['p50_ms']:.1f} ms, p99 {served['p99_ms']:.1f} ms "
+          f"-> p50 {p50_ratio:.2f}x in-process (target <= {TARGET_P50})")
+    print(f"errors: {served['errors']}")
+    print(f"server RSS: start {served['rss_start_mb']:.0f} MiB, end {served['rss_end_mb']:.0f} MiB")
+    if args.json:
+        Path(args.json).write_text(json.dumps(
+            {"model": model_desc, "images": source, "clients": args.clients,
+             "duration_s": args.duration, "in_process": local, "server": served,
+             "throughput_ratio": ratio, "p50_ratio": p50_ratio}, indent=2) + "\n")
+    print(f"serving ratio={ratio:.2f} target={TARGET_RATIO}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
