@@ -21,7 +21,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -85,7 +85,7 @@ class Batcher:
             self._pending.clear()
             self._cond.notify_all()
         for task in leftover:
-            task.future.set_exception(Unavailable("the model version was unloaded"))
+            _settle(task.future, error=Unavailable("the model version was unloaded"))
         self._workers.shutdown(wait=False)
 
     # -- internals ---------------------------------------------------------------------------
@@ -133,17 +133,30 @@ class Batcher:
             outputs = self._run_batch(images)
         except InvalidArgument as err:
             if len(batch) == 1:
-                batch[0].future.set_exception(err)
+                _settle(batch[0].future, error=err)
                 return
             for task in batch:  # isolate the bad request(s)
                 self._run_tasks([task])
             return
         except Exception as err:  # noqa: BLE001 - every waiter must hear about the failure
             for task in batch:
-                task.future.set_exception(err)
+                _settle(task.future, error=err)
             return
         start = 0
         for task in batch:
             end = start + len(task.images)
-            task.future.set_result({k: v[start:end] for k, v in outputs.items()})
+            _settle(task.future, result={k: v[start:end] for k, v in outputs.items()})
             start = end
+
+
+def _settle(future: Future, *, result=None, error: BaseException | None = None) -> None:
+    """Resolve a request's future unless its HTTP handler already gave up (timeout, cancel)."""
+    if future.cancelled() or future.done():
+        return
+    try:
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+    except InvalidStateError:  # cancelled between the check and the set
+        pass

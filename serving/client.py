@@ -56,7 +56,8 @@ class TFServingClient:
         self.retries = retries
         self.backoff = backoff
         self._session = session or requests.Session()
-        self._metadata_cache: dict[int | None, dict] = {}
+        self._metadata_cache: dict[int, dict] = {}
+        self._class_names: dict[int | None, tuple[str, ...]] = {}
 
     # -- the shared interface ----------------------------------------------------------------
 
@@ -81,13 +82,17 @@ class TFServingClient:
         """The model's ``assets/metadata.json`` (class names, versions, metrics, temperature).
 
         TF Serving exposes no assets over REST, so the exporter adds a ``metadata`` signature
-        that returns the file's content; this calls it. Cached per requested version.
+        that returns the file's content; this calls it. Cached for explicit versions only: the
+        unversioned answer changes when the server picks up a new export.
         """
-        if version not in self._metadata_cache:
-            body = {"signature_name": METADATA_SIGNATURE, "instances": ["metadata"]}
-            result = self._request("POST", self._model_path(version) + ":predict", body)
-            self._metadata_cache[version] = json.loads(result["predictions"][0])
-        return self._metadata_cache[version]
+        if version is not None and version in self._metadata_cache:
+            return self._metadata_cache[version]
+        body = {"signature_name": METADATA_SIGNATURE, "instances": ["metadata"]}
+        result = self._request("POST", self._model_path(version) + ":predict", body)
+        metadata = json.loads(result["predictions"][0])
+        if version is not None:
+            self._metadata_cache[version] = metadata
+        return metadata
 
     def signature_metadata(self, version: int | None = None) -> dict:
         """TF Serving's metadata API: the SignatureDef map, ``GET .../metadata``."""
@@ -102,7 +107,10 @@ class TFServingClient:
         return any(s.get("state") == "AVAILABLE" for s in statuses)
 
     def class_names(self, version: int | None = None) -> tuple[str, ...]:
-        return tuple(self.metadata(version)["class_names"])
+        """The model's class order (fetched once: it is fixed for the project, not per export)."""
+        if version not in self._class_names:
+            self._class_names[version] = tuple(self.metadata(version)["class_names"])
+        return self._class_names[version]
 
     # -- plumbing ----------------------------------------------------------------------------
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -66,7 +65,6 @@ class InProcessModel:
         self._serve = self._loaded.signatures[SERVING_SIGNATURE]
         self._metadata = json.loads((self.path / "assets" / METADATA_ASSET).read_text())
         self.class_names: tuple[str, ...] = tuple(self._metadata["class_names"])
-        self._lock = threading.Lock()
 
     # -- the shared interface ----------------------------------------------------------------
 

@@ -124,3 +124,17 @@ def test_server_binds_localhost_only():
         pytest.skip("this machine has no non-loopback IPv4 address to probe")
     with pytest.raises(requests.ConnectionError):
         requests.get(url.replace("127.0.0.1", address) + "/v1/models/brain_mri", timeout=3)
+
+
+def test_batcher_survives_a_request_whose_caller_gave_up():
+    batcher = Batcher(_echo_batch, BatchingOptions(max_batch_size=8, batch_timeout_micros=30000,
+                                                   num_batch_threads=1))
+    try:
+        first = batcher.submit([b"a"])  # runs alone (idle server), keeping the thread busy
+        abandoned = batcher.submit([b"bb"])
+        kept = batcher.submit([b"ccc"])
+        assert abandoned.cancel()  # what a timed-out HTTP handler does
+        assert first.result(timeout=10)["x"].tolist() == [1]
+        assert kept.result(timeout=10)["x"].tolist() == [3]
+    finally:
+        batcher.close()
