@@ -160,3 +160,23 @@ def test_deployment_files_agree_with_each_other():
         docs["Deployment"]["spec"]["selector"]["matchLabels"]
     assert docs["InferenceService"]["spec"]["predictor"]["model"]["modelFormat"]["name"] == \
         "tensorflow"
+
+
+@pytest.mark.slow
+def test_export_of_the_project_model_matches_keras(tmp_path):
+    """The real architecture (MobileNetV2 backbone, BatchNorm, Dropout head) survives export."""
+    model_module = pytest.importorskip("tumorlib.model")
+    from tumorlib.runs import CALIBRATION_FILE, CONFIG_FILE, MODEL_FILE, write_json
+
+    run = tmp_path / "run"
+    run.mkdir()
+    model = model_module.build_model(image_size=32, weights=None)
+    model.save(run / MODEL_FILE)
+    write_json(run / CONFIG_FILE, {"image_size": 32, "alpha": 0.35, "weights": "none"})
+    write_json(run / CALIBRATION_FILE, {"temperature": 2.0})
+    target = export_run(run, tmp_path / "models", verify=False)
+
+    images = make_images(4, seed=9)
+    got = InProcessModel(target.parent).predict_raw(images)["probabilities"]
+    raw = model(preprocess_bytes_batch(tf.constant(images), 32), training=False).numpy()
+    np.testing.assert_allclose(got, apply_temperature_np(raw, 2.0), atol=1e-5)
