@@ -85,9 +85,15 @@ def stand_in_export(root: Path) -> Path:
     run = root / "runs" / "bench-stand-in"
     run.mkdir(parents=True)
     model.save(run / MODEL_FILE)
-    write_json(run / CONFIG_FILE, {"image_size": 224, "alpha": 0.35,
-                                   "weights": "none (benchmark stand-in)",
-                                   "dataset": {"name": "brain_mri", "version": "n/a"}})
+    write_json(
+        run / CONFIG_FILE,
+        {
+            "image_size": 224,
+            "alpha": 0.35,
+            "weights": "none (benchmark stand-in)",
+            "dataset": {"name": "brain_mri", "version": "n/a"},
+        },
+    )
     write_json(run / CALIBRATION_FILE, {"temperature": 1.5})
     return export_run(run, root / "models" / "brain_mri").parent
 
@@ -99,12 +105,13 @@ def percentiles(latencies: list[float]) -> tuple[float, float]:
     return float(np.percentile(arr, 50)), float(np.percentile(arr, 99))
 
 
-def bench_in_process(base: Path, images: list[bytes], duration: float, batch_size: int,
-                     latency_seconds: float) -> dict:
+def bench_in_process(
+    base: Path, images: list[bytes], duration: float, batch_size: int, latency_seconds: float
+) -> dict:
     from serving.inprocess import InProcessModel
 
     model = InProcessModel(base)
-    batches = [images[i:i + batch_size] for i in range(0, len(images), batch_size)]
+    batches = [images[i : i + batch_size] for i in range(0, len(images), batch_size)]
     batches = [b for b in batches if len(b) == batch_size] or [images[:batch_size]]
     model.predict_raw(batches[0])  # warm-up (traces, allocations)
     model.predict_raw(images[:1])
@@ -134,10 +141,19 @@ def start_server(base: Path, port: int) -> subprocess.Popen:
 
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     process = subprocess.Popen(
-        [sys.executable, "-m", "serving.local", f"--rest_api_port={port}",
-         f"--model_base_path={base}", "--enable_batching",
-         f"--batching_parameters_file={REPO_ROOT / 'serving' / 'batching_parameters.txt'}"],
-        cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "serving.local",
+            f"--rest_api_port={port}",
+            f"--model_base_path={base}",
+            "--enable_batching",
+            f"--batching_parameters_file={REPO_ROOT / 'serving' / 'batching_parameters.txt'}",
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
@@ -154,13 +170,15 @@ def start_server(base: Path, port: int) -> subprocess.Popen:
     raise RuntimeError("local server did not become ready in 180 s")
 
 
-def bench_server(base: Path, images: list[bytes], duration: float, clients: int,
-                 latency_seconds: float) -> dict:
+def bench_server(
+    base: Path, images: list[bytes], duration: float, clients: int, latency_seconds: float
+) -> dict:
     import psutil
     import requests
 
-    bodies = [json.dumps({"instances": [{"b64": base64.b64encode(b).decode()}]}).encode()
-              for b in images]
+    bodies = [
+        json.dumps({"instances": [{"b64": base64.b64encode(b).decode()}]}).encode() for b in images
+    ]
     port = free_port()
     url = f"http://127.0.0.1:{port}/v1/models/brain_mri:predict"
     headers = {"Content-Type": "application/json"}
@@ -174,8 +192,9 @@ def bench_server(base: Path, images: list[bytes], duration: float, clients: int,
         latencies, start, i = [], time.perf_counter(), 0
         while time.perf_counter() - start < latency_seconds:
             t0 = time.perf_counter()
-            session.post(url, data=bodies[i % len(bodies)], headers=headers,
-                         timeout=60).raise_for_status()
+            session.post(
+                url, data=bodies[i % len(bodies)], headers=headers, timeout=60
+            ).raise_for_status()
             latencies.append(time.perf_counter() - t0)
             i += 1
         p50, p99 = percentiles(latencies)
@@ -212,21 +231,37 @@ def bench_server(base: Path, images: list[bytes], duration: float, clients: int,
     finally:
         process.terminate()
         process.wait(timeout=30)
-    return {"throughput": throughput, "p50_ms": p50, "p99_ms": p99, "errors": sum(errors),
-            "requests": sum(counts) + sum(errors), "load_p50_ms": load_p50,
-            "load_p99_ms": load_p99, "rss_start_mb": rss_start / 2**20,
-            "rss_end_mb": rss_end / 2**20}
+    return {
+        "throughput": throughput,
+        "p50_ms": p50,
+        "p99_ms": p99,
+        "errors": sum(errors),
+        "requests": sum(counts) + sum(errors),
+        "load_p50_ms": load_p50,
+        "load_p99_ms": load_p99,
+        "rss_start_mb": rss_start / 2**20,
+        "rss_end_mb": rss_end / 2**20,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--duration", type=float, default=60.0,
-                        help="seconds of each throughput phase (default 60)")
-    parser.add_argument("--latency-seconds", type=float, default=None,
-                        help="seconds of each single-image latency phase (default duration/4)")
+    parser.add_argument(
+        "--duration", type=float, default=60.0, help="seconds of each throughput phase (default 60)"
+    )
+    parser.add_argument(
+        "--latency-seconds",
+        type=float,
+        default=None,
+        help="seconds of each single-image latency phase (default duration/4)",
+    )
     parser.add_argument("--clients", type=int, default=20)
-    parser.add_argument("--batch-size", type=int, default=32,
-                        help="in-process batch size (the server's max_batch_size is 32)")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=32,
+        help="in-process batch size (the server's max_batch_size is 32)",
+    )
     parser.add_argument("--images", type=int, default=64)
     parser.add_argument("--model-base-path", default=str(REPO_ROOT / "models" / "brain_mri"))
     parser.add_argument("--json", help="also write the results to this JSON file")
@@ -244,26 +279,46 @@ def main(argv: list[str] | None = None) -> int:
             model_desc = "stand-in MobileNetV2 a=0.35/224 (random weights)"
         else:
             model_desc = f"{base} version {find_latest_version(base)}"
-        print(f"model: {model_desc}; images: {source}; clients: {args.clients}; "
-              f"duration: {args.duration:g} s")
+        print(
+            f"model: {model_desc}; images: {source}; clients: {args.clients}; "
+            f"duration: {args.duration:g} s"
+        )
         local = bench_in_process(base, images, args.duration, args.batch_size, latency_seconds)
-        print(f"in-process: {local['throughput']:.1f} img/s (batch {args.batch_size}); "
-              f"single-image p50 {local['p50_ms']:.1f} ms, p99 {local['p99_ms']:.1f} ms")
+        print(
+            f"in-process: {local['throughput']:.1f} img/s (batch {args.batch_size}); "
+            f"single-image p50 {local['p50_ms']:.1f} ms, p99 {local['p99_ms']:.1f} ms"
+        )
         served = bench_server(base, images, args.duration, args.clients, latency_seconds)
     ratio = served["throughput"] / local["throughput"]
     p50_ratio = served["p50_ms"] / local["p50_ms"]
-    print(f"server: {served['throughput']:.1f} img/s with {args.clients} clients "
-          f"({served['requests']} requests, p50 {served['load_p50_ms']:.1f} ms, "
-          f"p99 {served['load_p99_ms']:.1f} ms under load)")
-    print(f"server single-image: p50 {served['p50_ms']:.1f} ms, p99 {served['p99_ms']:.1f} ms "
-          f"-> p50 {p50_ratio:.2f}x in-process (target <= {TARGET_P50})")
+    print(
+        f"server: {served['throughput']:.1f} img/s with {args.clients} clients "
+        f"({served['requests']} requests, p50 {served['load_p50_ms']:.1f} ms, "
+        f"p99 {served['load_p99_ms']:.1f} ms under load)"
+    )
+    print(
+        f"server single-image: p50 {served['p50_ms']:.1f} ms, p99 {served['p99_ms']:.1f} ms "
+        f"-> p50 {p50_ratio:.2f}x in-process (target <= {TARGET_P50})"
+    )
     print(f"errors: {served['errors']}")
     print(f"server RSS: start {served['rss_start_mb']:.0f} MiB, end {served['rss_end_mb']:.0f} MiB")
     if args.json:
-        Path(args.json).write_text(json.dumps(
-            {"model": model_desc, "images": source, "clients": args.clients,
-             "duration_s": args.duration, "in_process": local, "server": served,
-             "throughput_ratio": ratio, "p50_ratio": p50_ratio}, indent=2) + "\n")
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "model": model_desc,
+                    "images": source,
+                    "clients": args.clients,
+                    "duration_s": args.duration,
+                    "in_process": local,
+                    "server": served,
+                    "throughput_ratio": ratio,
+                    "p50_ratio": p50_ratio,
+                },
+                indent=2,
+            )
+            + "\n"
+        )
     print(f"serving ratio={ratio:.2f} target={TARGET_RATIO}")
     return 0
 

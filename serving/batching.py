@@ -58,8 +58,7 @@ class Batcher:
         self._closed = False
         self._in_flight = 0  # batches handed to a worker and not finished yet
         self.batch_sizes: list[int] = []  # for tests and the benchmark: proof that batching ran
-        self._scheduler = threading.Thread(target=self._schedule, name=f"{name}-sched",
-                                           daemon=True)
+        self._scheduler = threading.Thread(target=self._schedule, name=f"{name}-sched", daemon=True)
         self._scheduler.start()
 
     def submit(self, images: Sequence[bytes]) -> Future:

@@ -46,7 +46,7 @@ class ServedModelConfig:
             return available
         if self.policy == "specific":
             return [v for v in available if v in self.policy_versions]
-        return available[-max(1, self.policy_versions[0]):] if available else []
+        return available[-max(1, self.policy_versions[0]) :] if available else []
 
 
 def load_model_config_file(path: str | os.PathLike) -> list[ServedModelConfig]:
@@ -81,10 +81,15 @@ def load_model_config_file(path: str | os.PathLike) -> list[ServedModelConfig]:
         base = Path(entry.base_path)
         if not base.is_absolute():  # TF Serving resolves relative to its working directory
             base = Path.cwd() / base
-        models.append(ServedModelConfig(
-            name=entry.name, base_path=base, policy=spec[0], policy_versions=spec[1],
-            version_labels=dict(entry.version_labels),
-        ))
+        models.append(
+            ServedModelConfig(
+                name=entry.name,
+                base_path=base,
+                policy=spec[0],
+                policy_versions=spec[1],
+                version_labels=dict(entry.version_labels),
+            )
+        )
     names = [m.name for m in models]
     if len(set(names)) != len(names):
         raise ConfigError(f"{path}: model names must be unique, got {names}")
@@ -132,14 +137,26 @@ def _batching_parameters_class():
     message = file_proto.message_type.add(name="BatchingParameters")
     fdp = descriptor_pb2.FieldDescriptorProto
     for name, number in _INT64_FIELDS.items():
-        message.field.add(name=name, number=number, type=fdp.TYPE_MESSAGE,
-                          label=fdp.LABEL_OPTIONAL, type_name=".google.protobuf.Int64Value")
-    message.field.add(name="thread_pool_name", number=5, type=fdp.TYPE_MESSAGE,
-                      label=fdp.LABEL_OPTIONAL, type_name=".google.protobuf.StringValue")
-    message.field.add(name="allowed_batch_sizes", number=6, type=fdp.TYPE_INT64,
-                      label=fdp.LABEL_REPEATED)
-    message.field.add(name="pad_variable_length_inputs", number=7, type=fdp.TYPE_BOOL,
-                      label=fdp.LABEL_OPTIONAL)
+        message.field.add(
+            name=name,
+            number=number,
+            type=fdp.TYPE_MESSAGE,
+            label=fdp.LABEL_OPTIONAL,
+            type_name=".google.protobuf.Int64Value",
+        )
+    message.field.add(
+        name="thread_pool_name",
+        number=5,
+        type=fdp.TYPE_MESSAGE,
+        label=fdp.LABEL_OPTIONAL,
+        type_name=".google.protobuf.StringValue",
+    )
+    message.field.add(
+        name="allowed_batch_sizes", number=6, type=fdp.TYPE_INT64, label=fdp.LABEL_REPEATED
+    )
+    message.field.add(
+        name="pad_variable_length_inputs", number=7, type=fdp.TYPE_BOOL, label=fdp.LABEL_OPTIONAL
+    )
     pool.Add(file_proto)
     return message_factory.GetMessageClass(
         pool.FindMessageTypeByName("tensorflow.serving.BatchingParameters")
@@ -153,8 +170,7 @@ def parse_batching_parameters(text: str) -> BatchingOptions:
         text_format.Parse(text, params)
     except text_format.ParseError as err:
         raise ConfigError(f"batching parameters are malformed: {err}") from None
-    values = {name: getattr(params, name).value
-              for name in _INT64_FIELDS if params.HasField(name)}
+    values = {name: getattr(params, name).value for name in _INT64_FIELDS if params.HasField(name)}
     options = BatchingOptions(**values, allowed_batch_sizes=tuple(params.allowed_batch_sizes))
     if options.max_batch_size < 1 or options.num_batch_threads < 1:
         raise ConfigError("max_batch_size and num_batch_threads must be >= 1")

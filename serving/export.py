@@ -81,8 +81,12 @@ def build_metadata(run, *, model_name: str, version: int) -> dict[str, Any]:
         "display_names": {name: DISPLAY_NAMES[name] for name in CLASS_NAMES},
         "image_size": run.image_size,
         "temperature": run.temperature,
-        "input": {"name": INPUT_KEY, "dtype": "string", "shape": [None],
-                  "description": "encoded JPEG/PNG/BMP/GIF bytes"},
+        "input": {
+            "name": INPUT_KEY,
+            "dtype": "string",
+            "shape": [None],
+            "description": "encoded JPEG/PNG/BMP/GIF bytes",
+        },
         "outputs": list(OUTPUT_KEYS),
         "dataset": config.get("dataset", {}),
         "model_config": {

@@ -41,7 +41,8 @@ class InProcessModel:
     """The newest (or a given) version of an exported model, loaded with ``tf.saved_model.load``."""
 
     def __init__(
-        self, model_base_path: str | os.PathLike = DEFAULT_MODEL_BASE_PATH,
+        self,
+        model_base_path: str | os.PathLike = DEFAULT_MODEL_BASE_PATH,
         version: int | None = None,
     ) -> None:
         import tensorflow as tf

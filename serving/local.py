@@ -68,8 +68,12 @@ def _error(err: ServingStatusError) -> JSONResponse:
     return JSONResponse({"error": err.message}, status_code=err.http_status)
 
 
-def create_app(manager: ModelManager, *, max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
-               timeout_s: float = 30.0) -> Starlette:
+def create_app(
+    manager: ModelManager,
+    *,
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+    timeout_s: float = 30.0,
+) -> Starlette:
     """The ASGI app; ``manager`` must already be started (its versions loaded)."""
 
     async def read_body(request: Request) -> bytes:
@@ -147,19 +151,33 @@ def build_arg_parser() -> argparse.ArgumentParser:
         description="Local TF Serving REST API stand-in (same flags as tensorflow_model_server).",
     )
     parser.add_argument("--rest_api_port", type=int, default=8501)
-    parser.add_argument("--host", default="127.0.0.1",
-                        help="address to bind (default 127.0.0.1; 0.0.0.0 exposes it)")
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (default 127.0.0.1; 0.0.0.0 exposes it)",
+    )
     parser.add_argument("--model_name", default="brain_mri")
     parser.add_argument("--model_base_path", default="models/brain_mri")
-    parser.add_argument("--model_config_file", default="",
-                        help="ModelServerConfig text proto; overrides --model_name/_base_path")
-    parser.add_argument("--file_system_poll_wait_seconds", type=float, default=1.0,
-                        help="seconds between checks for new versions (0 disables)")
+    parser.add_argument(
+        "--model_config_file",
+        default="",
+        help="ModelServerConfig text proto; overrides --model_name/_base_path",
+    )
+    parser.add_argument(
+        "--file_system_poll_wait_seconds",
+        type=float,
+        default=1.0,
+        help="seconds between checks for new versions (0 disables)",
+    )
     parser.add_argument("--enable_batching", action="store_true")
     parser.add_argument("--batching_parameters_file", default="")
     parser.add_argument("--rest_api_timeout_in_ms", type=int, default=30000)
-    parser.add_argument("--rest_api_num_threads", type=int, default=os.cpu_count() or 2,
-                        help="threads running un-batched requests")
+    parser.add_argument(
+        "--rest_api_num_threads",
+        type=int,
+        default=os.cpu_count() or 2,
+        help="threads running un-batched requests",
+    )
     parser.add_argument("--max_request_bytes", type=int, default=DEFAULT_MAX_REQUEST_BYTES)
     return parser
 
@@ -180,14 +198,22 @@ def manager_from_args(args: argparse.Namespace) -> ModelManager:
     if args.model_config_file:
         configs = load_model_config_file(args.model_config_file)
     else:
-        configs = [ServedModelConfig(name=args.model_name,
-                                     base_path=Path(args.model_base_path).resolve())]
+        configs = [
+            ServedModelConfig(name=args.model_name, base_path=Path(args.model_base_path).resolve())
+        ]
     batching: BatchingOptions | None = None
     if args.enable_batching:
-        batching = (load_batching_parameters(args.batching_parameters_file)
-                    if args.batching_parameters_file else BatchingOptions())
-    return ModelManager(configs, batching, poll_seconds=args.file_system_poll_wait_seconds,
-                        num_threads=args.rest_api_num_threads)
+        batching = (
+            load_batching_parameters(args.batching_parameters_file)
+            if args.batching_parameters_file
+            else BatchingOptions()
+        )
+    return ModelManager(
+        configs,
+        batching,
+        poll_seconds=args.file_system_poll_wait_seconds,
+        num_threads=args.rest_api_num_threads,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -203,14 +229,21 @@ def main(argv: list[str] | None = None) -> int:
     manager.start()
     for name, model in manager.models.items():
         if not model.versions:
-            log.warning("no version of %s under %s yet; waiting for one to appear",
-                        name, model.config.base_path)
-    app = create_app(manager, max_request_bytes=args.max_request_bytes,
-                     timeout_s=args.rest_api_timeout_in_ms / 1000)
+            log.warning(
+                "no version of %s under %s yet; waiting for one to appear",
+                name,
+                model.config.base_path,
+            )
+    app = create_app(
+        manager,
+        max_request_bytes=args.max_request_bytes,
+        timeout_s=args.rest_api_timeout_in_ms / 1000,
+    )
     log.info("REST API at http://%s:%d/v1/models/...", args.host, args.rest_api_port)
     try:
-        uvicorn.run(app, host=args.host, port=args.rest_api_port, access_log=False,
-                    log_level="warning")
+        uvicorn.run(
+            app, host=args.host, port=args.rest_api_port, access_log=False, log_level="warning"
+        )
     finally:
         manager.stop()
     return 0

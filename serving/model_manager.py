@@ -100,14 +100,18 @@ class ServedModel:
 
         path = self.config.base_path / str(version)
         loaded = LoadedVersion(
-            name=self.config.name, version=version, path=path,
-            loaded=tf.saved_model.load(str(path)), signature_defs=read_signature_defs(path),
+            name=self.config.name,
+            version=version,
+            path=path,
+            loaded=tf.saved_model.load(str(path)),
+            signature_defs=read_signature_defs(path),
         )
         if self.batching is not None and DEFAULT_SIGNATURE in loaded.signature_defs:
             input_key = next(iter(loaded.signature_defs[DEFAULT_SIGNATURE].inputs))
             loaded.batcher = Batcher(
                 lambda images: loaded.run(DEFAULT_SIGNATURE, {input_key: images}),
-                self.batching, name=f"{self.config.name}-v{version}",
+                self.batching,
+                name=f"{self.config.name}-v{version}",
             )
         return loaded
 
@@ -144,8 +148,13 @@ class ServedModel:
 class ModelManager:
     """All served models, plus the poller that keeps them in step with their base paths."""
 
-    def __init__(self, configs: list[ServedModelConfig], batching: BatchingOptions | None,
-                 poll_seconds: float = 1.0, num_threads: int = 4) -> None:
+    def __init__(
+        self,
+        configs: list[ServedModelConfig],
+        batching: BatchingOptions | None,
+        poll_seconds: float = 1.0,
+        num_threads: int = 4,
+    ) -> None:
         self.models = {c.name: ServedModel(c, batching) for c in configs}
         self.poll_seconds = poll_seconds
         self._stop = threading.Event()
@@ -183,8 +192,9 @@ class ModelManager:
             raise NotFound(f"Servable not found for request: Latest({name})")
         return self.models[name]
 
-    def predict(self, loaded: LoadedVersion, signature: str,
-                inputs: dict[str, list[bytes]]) -> Future:
+    def predict(
+        self, loaded: LoadedVersion, signature: str, inputs: dict[str, list[bytes]]
+    ) -> Future:
         """Run a signature: through the batcher for ``serving_default``, directly otherwise."""
         if signature == DEFAULT_SIGNATURE and loaded.batcher is not None:
             (images,) = inputs.values()

@@ -46,8 +46,7 @@ def parse_predict_body(body: bytes, signature_defs: dict[str, Any]) -> tuple[str
     if has_instances == has_inputs:
         if has_instances:
             raise InvalidArgument(
-                "Not formatted correctly expecting only one of 'inputs' or 'instances' keys "
-                "exists"
+                "Not formatted correctly expecting only one of 'inputs' or 'instances' keys exists"
             )
         raise InvalidArgument("Missing 'inputs' or 'instances' key")
     if has_instances:
@@ -103,14 +102,14 @@ def _parse_columns(inputs: Any, input_names: list[str]) -> dict[str, list[bytes]
 def _to_bytes(value: Any, where: str) -> bytes:
     if isinstance(value, dict):
         if set(value) != {"b64"} or not isinstance(value["b64"], str):
-            raise InvalidArgument(f"{where}: a binary value must be {{\"b64\": \"<base64>\"}}")
+            raise InvalidArgument(f'{where}: a binary value must be {{"b64": "<base64>"}}')
         try:
             return base64.b64decode(value["b64"], validate=True)
         except (binascii.Error, ValueError):
             raise InvalidArgument(f"{where}: Unable to base64 decode") from None
     if isinstance(value, str):
         return value.encode("utf-8")
-    raise InvalidArgument(f"{where}: expecting a string or {{\"b64\": ...}} for a DT_STRING input")
+    raise InvalidArgument(f'{where}: expecting a string or {{"b64": ...}} for a DT_STRING input')
 
 
 def _jsonable(name: str, array: np.ndarray) -> list:

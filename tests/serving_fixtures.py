@@ -17,8 +17,13 @@ FIXTURE_IMAGE_SIZE = 32
 FIXTURE_TEMPERATURE = 1.7
 
 
-def make_fixture_run(path: Path, *, image_size: int = FIXTURE_IMAGE_SIZE,
-                     temperature: float = FIXTURE_TEMPERATURE, seed: int = 0) -> Path:
+def make_fixture_run(
+    path: Path,
+    *,
+    image_size: int = FIXTURE_IMAGE_SIZE,
+    temperature: float = FIXTURE_TEMPERATURE,
+    seed: int = 0,
+) -> Path:
     """Write ``runs/<name>/`` with model.keras, config.json, calibration.json and one eval."""
     import keras
 
@@ -34,17 +39,31 @@ def make_fixture_run(path: Path, *, image_size: int = FIXTURE_IMAGE_SIZE,
     model = keras.Model(inputs, outputs)
     path.mkdir(parents=True, exist_ok=True)
     model.save(path / MODEL_FILE)
-    write_json(path / CONFIG_FILE, {
-        "image_size": image_size, "alpha": 0.35, "weights": "none (test fixture)",
-        "dropout": 0.2, "head_units": 0, "seed": seed,
-        "dataset": {"name": "brain_mri", "config": "clean", "version": "1.0.0"},
-    })
+    write_json(
+        path / CONFIG_FILE,
+        {
+            "image_size": image_size,
+            "alpha": 0.35,
+            "weights": "none (test fixture)",
+            "dropout": 0.2,
+            "head_units": 0,
+            "seed": seed,
+            "dataset": {"name": "brain_mri", "config": "clean", "version": "1.0.0"},
+        },
+    )
     write_json(path / CALIBRATION_FILE, {"temperature": temperature})
-    write_json(path / "eval" / "clean-test" / "metrics.json", {
-        "config": "clean", "split": "test", "accuracy": 0.5, "macro_f1": 0.4,
-        "per_class": {n: {"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 3}
-                      for n in CLASS_NAMES},
-    })
+    write_json(
+        path / "eval" / "clean-test" / "metrics.json",
+        {
+            "config": "clean",
+            "split": "test",
+            "accuracy": 0.5,
+            "macro_f1": 0.4,
+            "per_class": {
+                n: {"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 3} for n in CLASS_NAMES
+            },
+        },
+    )
     return path
 
 
@@ -95,7 +114,10 @@ class LocalServer:
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "serving.local", f"--rest_api_port={self.port}", *args],
-            cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
         )
         self._wait_until_up(startup_timeout)
 
@@ -145,8 +167,9 @@ class ServingStack:
         self.root = Path(tempfile.mkdtemp(prefix="serving-tests-"))
         atexit.register(shutil.rmtree, self.root, True)
         self.run_path = make_fixture_run(self.root / "runs" / "fixture")
-        self.other_run_path = make_fixture_run(self.root / "runs" / "other", seed=1,
-                                               temperature=0.8)
+        self.other_run_path = make_fixture_run(
+            self.root / "runs" / "other", seed=1, temperature=0.8
+        )
         self.base_path = self.root / "models" / "brain_mri"
         self.v1 = export_run(self.run_path, self.base_path)
         self.v2 = export_run(self.other_run_path, self.base_path)

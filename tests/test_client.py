@@ -30,8 +30,9 @@ def test_predict_matches_in_process_model(stack, client):
     for r, p in zip(remote, local):
         assert r.class_name == p.class_name and r.class_index == p.class_index
         assert list(r.probabilities) == list(CLASS_NAMES)
-        np.testing.assert_allclose(list(r.probabilities.values()),
-                                   list(p.probabilities.values()), atol=1e-6)
+        np.testing.assert_allclose(
+            list(r.probabilities.values()), list(p.probabilities.values()), atol=1e-6
+        )
     assert client.predict([]) == []
 
 
@@ -74,8 +75,13 @@ def test_unreachable_server_is_retried_then_unavailable():
             calls.append(args)
             return super().request(*args, **kwargs)
 
-    client = TFServingClient(f"http://127.0.0.1:{free_port()}", retries=2, backoff=0.01,
-                             timeout=2, session=CountingSession())
+    client = TFServingClient(
+        f"http://127.0.0.1:{free_port()}",
+        retries=2,
+        backoff=0.01,
+        timeout=2,
+        session=CountingSession(),
+    )
     with pytest.raises(TFServingUnavailable, match="cannot reach"):
         client.status()
     assert len(calls) == 3
@@ -104,8 +110,9 @@ class _ScriptedSession:
 
 def test_503_and_429_are_retried_but_400_is_not():
     ok = _Response(200, {"model_version_status": [{"version": "1", "state": "AVAILABLE"}]})
-    session = _ScriptedSession([_Response(503, {"error": "loading"}),
-                                _Response(429, {"error": "queue full"}), ok])
+    session = _ScriptedSession(
+        [_Response(503, {"error": "loading"}), _Response(429, {"error": "queue full"}), ok]
+    )
     client = TFServingClient(retries=3, backoff=0.001, session=session)
     assert client.status()["model_version_status"][0]["version"] == "1"
     assert session.calls == 3

@@ -148,18 +148,27 @@ def test_deployment_files_agree_with_each_other():
         source = next(src for src, dst in mounted.items() if dst == value)
         assert (serving_dir / source).exists(), source
     # the container's model path is the one models.config names
-    assert mounted["../models/brain_mri"] == str(load_model_config_file(
-        serving_dir / "models.config")[0].base_path)
-    docs = {d["kind"]: d for f in (serving_dir / "k8s").glob("*.yaml")
-            for d in yaml.safe_load_all(f.read_text())}
+    assert mounted["../models/brain_mri"] == str(
+        load_model_config_file(serving_dir / "models.config")[0].base_path
+    )
+    docs = {
+        d["kind"]: d
+        for f in (serving_dir / "k8s").glob("*.yaml")
+        for d in yaml.safe_load_all(f.read_text())
+    }
     container = docs["Deployment"]["spec"]["template"]["spec"]["containers"][0]
     assert container["readinessProbe"]["httpGet"]["path"] == "/v1/models/brain_mri"
-    assert docs["HorizontalPodAutoscaler"]["spec"]["scaleTargetRef"]["name"] == \
-        docs["Deployment"]["metadata"]["name"]
-    assert docs["Service"]["spec"]["selector"] == \
-        docs["Deployment"]["spec"]["selector"]["matchLabels"]
-    assert docs["InferenceService"]["spec"]["predictor"]["model"]["modelFormat"]["name"] == \
-        "tensorflow"
+    assert (
+        docs["HorizontalPodAutoscaler"]["spec"]["scaleTargetRef"]["name"]
+        == docs["Deployment"]["metadata"]["name"]
+    )
+    assert (
+        docs["Service"]["spec"]["selector"] == docs["Deployment"]["spec"]["selector"]["matchLabels"]
+    )
+    assert (
+        docs["InferenceService"]["spec"]["predictor"]["model"]["modelFormat"]["name"]
+        == "tensorflow"
+    )
 
 
 @pytest.mark.slow

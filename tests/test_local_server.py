@@ -23,11 +23,17 @@ def test_flags_match_tensorflow_model_server_and_default_to_localhost():
     assert args.rest_api_port == 8501
     assert args.host == "127.0.0.1"
     assert args.model_name == "brain_mri" and not args.enable_batching
-    args = build_arg_parser().parse_args(_str2bool_argv(
-        ["--enable_batching=true", "--model_config_file=x", "--batching_parameters_file=y"]))
+    args = build_arg_parser().parse_args(
+        _str2bool_argv(
+            ["--enable_batching=true", "--model_config_file=x", "--batching_parameters_file=y"]
+        )
+    )
     assert args.enable_batching and args.model_config_file == "x"
-    assert not build_arg_parser().parse_args(_str2bool_argv(["--enable_batching=false"])) \
+    assert (
+        not build_arg_parser()
+        .parse_args(_str2bool_argv(["--enable_batching=false"]))
         .enable_batching
+    )
 
 
 def _echo_batch(images):
@@ -38,8 +44,10 @@ def _echo_batch(images):
 
 
 def test_batcher_merges_concurrent_requests_and_returns_each_its_slice():
-    batcher = Batcher(_echo_batch, BatchingOptions(max_batch_size=8, batch_timeout_micros=20000,
-                                                   num_batch_threads=1))
+    batcher = Batcher(
+        _echo_batch,
+        BatchingOptions(max_batch_size=8, batch_timeout_micros=20000, num_batch_threads=1),
+    )
     try:
         futures = [batcher.submit([b"a" * (i + 1)]) for i in range(12)]
         results = [f.result(timeout=10)["x"].tolist() for f in futures]
@@ -50,8 +58,15 @@ def test_batcher_merges_concurrent_requests_and_returns_each_its_slice():
 
 
 def test_batcher_isolates_a_bad_request_and_bounds_its_queue():
-    batcher = Batcher(_echo_batch, BatchingOptions(max_batch_size=4, batch_timeout_micros=50000,
-                                                   max_enqueued_batches=2, num_batch_threads=1))
+    batcher = Batcher(
+        _echo_batch,
+        BatchingOptions(
+            max_batch_size=4,
+            batch_timeout_micros=50000,
+            max_enqueued_batches=2,
+            num_batch_threads=1,
+        ),
+    )
     try:
         good, bad, good2 = (batcher.submit(x) for x in ([b"aa"], [b"bad"], [b"ccc"]))
         assert good.result(timeout=10)["x"].tolist() == [2]
@@ -77,8 +92,9 @@ def test_concurrent_clients_all_get_correct_answers():
         got = list(pool.map(one, range(20)))
     for g, e in zip(got, expected):
         assert g.class_name == e.class_name
-        np.testing.assert_allclose(list(g.probabilities.values()),
-                                   list(e.probabilities.values()), atol=1e-5)
+        np.testing.assert_allclose(
+            list(g.probabilities.values()), list(e.probabilities.values()), atol=1e-5
+        )
 
 
 def test_new_version_is_picked_up_without_restart():
@@ -127,8 +143,10 @@ def test_server_binds_localhost_only():
 
 
 def test_batcher_survives_a_request_whose_caller_gave_up():
-    batcher = Batcher(_echo_batch, BatchingOptions(max_batch_size=8, batch_timeout_micros=30000,
-                                                   num_batch_threads=1))
+    batcher = Batcher(
+        _echo_batch,
+        BatchingOptions(max_batch_size=8, batch_timeout_micros=30000, num_batch_threads=1),
+    )
     try:
         first = batcher.submit([b"a"])  # runs alone (idle server), keeping the thread busy
         abandoned = batcher.submit([b"bb"])

@@ -40,8 +40,9 @@ def b64(data: bytes) -> dict:
 
 
 def assert_still_serving(url: str) -> None:
-    response = requests.post(f"{url}/v1/models/{MODEL}:predict",
-                             json={"instances": [b64(make_images(1)[0])]}, timeout=30)
+    response = requests.post(
+        f"{url}/v1/models/{MODEL}:predict", json={"instances": [b64(make_images(1)[0])]}, timeout=30
+    )
     assert response.status_code == 200, response.text
     assert len(response.json()["predictions"]) == 1
 
@@ -75,13 +76,17 @@ def test_model_metadata_is_the_signature_def_map(url):
 
 def test_predict_row_and_columnar_formats_agree(url):
     images = [b64(i) for i in make_images(3, seed=7)]
-    row = requests.post(f"{url}/v1/models/{MODEL}:predict", json={"instances": images},
-                        timeout=30)
-    named = requests.post(f"{url}/v1/models/{MODEL}:predict",
-                          json={"instances": [{"image_bytes": i} for i in images]}, timeout=30)
-    col = requests.post(f"{url}/v1/models/{MODEL}:predict",
-                        json={"signature_name": "serving_default",
-                              "inputs": {"image_bytes": images}}, timeout=30)
+    row = requests.post(f"{url}/v1/models/{MODEL}:predict", json={"instances": images}, timeout=30)
+    named = requests.post(
+        f"{url}/v1/models/{MODEL}:predict",
+        json={"instances": [{"image_bytes": i} for i in images]},
+        timeout=30,
+    )
+    col = requests.post(
+        f"{url}/v1/models/{MODEL}:predict",
+        json={"signature_name": "serving_default", "inputs": {"image_bytes": images}},
+        timeout=30,
+    )
     assert row.status_code == named.status_code == col.status_code == 200
     predictions = row.json()["predictions"]
     assert predictions == named.json()["predictions"]
@@ -96,17 +101,24 @@ def test_predict_row_and_columnar_formats_agree(url):
 
 def test_explicit_version_and_metadata_signature(url):
     status = requests.get(f"{url}/v1/models/{MODEL}", timeout=10).json()
-    versions = sorted(int(s["version"]) for s in status["model_version_status"]
-                      if s["state"] == "AVAILABLE")
+    versions = sorted(
+        int(s["version"]) for s in status["model_version_status"] if s["state"] == "AVAILABLE"
+    )
     image = [b64(make_images(1, seed=11)[0])]
     answers = {}
     for version in versions:
-        response = requests.post(f"{url}/v1/models/{MODEL}/versions/{version}:predict",
-                                 json={"instances": image}, timeout=30)
+        response = requests.post(
+            f"{url}/v1/models/{MODEL}/versions/{version}:predict",
+            json={"instances": image},
+            timeout=30,
+        )
         assert response.status_code == 200, response.text
         answers[version] = response.json()["predictions"][0]["probabilities"]
-        meta = requests.post(f"{url}/v1/models/{MODEL}/versions/{version}:predict",
-                             json={"signature_name": "metadata", "instances": ["m"]}, timeout=30)
+        meta = requests.post(
+            f"{url}/v1/models/{MODEL}/versions/{version}:predict",
+            json={"signature_name": "metadata", "instances": ["m"]},
+            timeout=30,
+        )
         assert meta.status_code == 200
         assert f'"model_version": {version}' in meta.json()["predictions"][0]
     if len(versions) >= 2:  # two different exports must be told apart by version
@@ -117,25 +129,47 @@ BAD_REQUESTS = [
     # (name, method, path, body (bytes or JSON), expected status)
     ("invalid JSON", "POST", f"/v1/models/{MODEL}:predict", b'{"instances": [', 400),
     ("missing instances", "POST", f"/v1/models/{MODEL}:predict", {"signature_name": ""}, 400),
-    ("both instances and inputs", "POST", f"/v1/models/{MODEL}:predict",
-     {"instances": ["a"], "inputs": ["a"]}, 400),
+    (
+        "both instances and inputs",
+        "POST",
+        f"/v1/models/{MODEL}:predict",
+        {"instances": ["a"], "inputs": ["a"]},
+        400,
+    ),
     ("bad base64", "POST", f"/v1/models/{MODEL}:predict", {"instances": [{"b64": "%%%"}]}, 400),
-    ("non-image bytes", "POST", f"/v1/models/{MODEL}:predict",
-     {"instances": [b64(b"this is not an image")]}, 400),
-    ("unknown signature", "POST", f"/v1/models/{MODEL}:predict",
-     {"signature_name": "nope", "instances": ["a"]}, 400),
-    ("unknown version", "POST", f"/v1/models/{MODEL}/versions/987654:predict",
-     {"instances": ["a"]}, 404),
+    (
+        "non-image bytes",
+        "POST",
+        f"/v1/models/{MODEL}:predict",
+        {"instances": [b64(b"this is not an image")]},
+        400,
+    ),
+    (
+        "unknown signature",
+        "POST",
+        f"/v1/models/{MODEL}:predict",
+        {"signature_name": "nope", "instances": ["a"]},
+        400,
+    ),
+    (
+        "unknown version",
+        "POST",
+        f"/v1/models/{MODEL}/versions/987654:predict",
+        {"instances": ["a"]},
+        404,
+    ),
     ("unknown model", "POST", "/v1/models/no_such_model:predict", {"instances": ["a"]}, 404),
     ("unknown model status", "GET", "/v1/models/no_such_model", None, 404),
     ("unknown version status", "GET", f"/v1/models/{MODEL}/versions/987654", None, 404),
 ]
 
 
-@pytest.mark.parametrize("name,method,path,body,expected", BAD_REQUESTS,
-                         ids=[b[0] for b in BAD_REQUESTS])
+@pytest.mark.parametrize(
+    "name,method,path,body,expected", BAD_REQUESTS, ids=[b[0] for b in BAD_REQUESTS]
+)
 def test_bad_requests_get_tf_serving_errors_and_server_keeps_serving(
-        url, name, method, path, body, expected):
+    url, name, method, path, body, expected
+):
     kwargs = {"data": body} if isinstance(body, bytes) else {"json": body}
     response = requests.request(method, url + path, timeout=30, **kwargs)
     assert response.status_code == expected, response.text
@@ -146,8 +180,11 @@ def test_bad_requests_get_tf_serving_errors_and_server_keeps_serving(
 
 def test_one_bad_image_in_a_batch_fails_that_request_only(url):
     good = [b64(i) for i in make_images(2, seed=5)]
-    response = requests.post(f"{url}/v1/models/{MODEL}:predict",
-                             json={"instances": [*good, b64(b"GIF89a broken")]}, timeout=30)
+    response = requests.post(
+        f"{url}/v1/models/{MODEL}:predict",
+        json={"instances": [*good, b64(b"GIF89a broken")]},
+        timeout=30,
+    )
     assert response.status_code == 400
     assert_still_serving(url)
 
