@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFile
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
@@ -50,12 +50,18 @@ def thumbnail(data: bytes, size: int = THUMBNAIL_SIZE) -> np.ndarray:
     Raises :class:`UnreadableImageError` when the bytes cannot be decoded completely. A constant
     image (all one grey) has no direction and is returned as zeros, which matches nothing.
     """
+    # A truncated file must be rejected, not padded with grey: other code in the process (TFDS's
+    # preview helpers, for one) may have switched Pillow's lenient global mode on.
+    lenient = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
     try:
         with Image.open(io.BytesIO(data)) as image:
             image.load()
             grey = image.convert("L").resize((size, size), Image.Resampling.BILINEAR)
     except Exception as error:  # PIL raises many types for bad input: normalise them.
         raise UnreadableImageError(f"cannot decode image: {error}") from error
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = lenient
     vector = np.asarray(grey, dtype=np.float32).ravel()
     vector -= vector.mean()
     norm = float(np.linalg.norm(vector))

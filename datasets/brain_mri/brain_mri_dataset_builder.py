@@ -95,7 +95,14 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         if manual_dir is not None:
             return epath.Path(sartaj.find_archive(manual_dir))
         logger.info("No manual archive found; downloading %s", _URL)
-        return epath.Path(sartaj.find_archive(dl_manager.download_and_extract(_URL)))
+        try:
+            downloaded = dl_manager.download_and_extract(_URL)
+        except Exception as error:  # offline machines end up here: say what to do instead
+            raise RuntimeError(
+                f"no archive in the manual dir and the download of {_URL} failed ({error}). "
+                f"Offline, pass --manual_dir pointing at a folder holding {sartaj.ARCHIVE_NAME}."
+            ) from error
+        return epath.Path(sartaj.find_archive(downloaded))
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
         source = self._source(dl_manager)
