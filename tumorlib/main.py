@@ -1,0 +1,134 @@
+"""The main job, end to end on the embedded default: ``python -m tumorlib.main`` (``scripts/main``).
+
+build the dataset (both configs) -> train -> evaluate (clean/test, original/test)
+-> export to models/brain_mri/<version>/ -> open the upload page on the in-process model.
+
+Each step is the project's own command-line entry point called in-process, so this file only
+orchestrates; every step can also be run on its own (the README lists the commands).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tumorlib.data import CONFIGS, REPO_ROOT, build, data_dir
+from tumorlib.dataset_report import format_report
+
+DEFAULT_MANUAL_DIR = REPO_ROOT.parent / "shared" / "data"
+APP = REPO_ROOT / "streamlit_app" / "app.py"
+
+
+class StepFailed(RuntimeError):
+    """A step of the main job returned a failure; its own message has been printed."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m tumorlib.main",
+        description="Build the dataset, train, evaluate, export and open the upload page.",
+    )
+    parser.add_argument(
+        "--manual-dir",
+        help=f"folder holding the archive (default {DEFAULT_MANUAL_DIR} if present, else download)",
+    )
+    parser.add_argument("--data-dir", help="TFDS data dir (default data/tensorflow_datasets)")
+    parser.add_argument("--run", help="reuse this trained run folder instead of training")
+    parser.add_argument("--run-name", default="", help="name of the new run folder")
+    parser.add_argument("--hparams", help="best-hyperparameters JSON for training")
+    parser.add_argument(
+        "--stop-after",
+        choices=("build", "train", "evaluate", "export"),
+        help="stop after this step (default: run everything and open the app)",
+    )
+    parser.add_argument("--app-port", type=int, default=8502, help="port of the upload page")
+    return parser
+
+
+def step(title: str) -> None:
+    print(f"\n=== {title} ===", flush=True)
+
+
+def build_dataset(manual_dir: str | None, data_dir_: str | None) -> None:
+    """Build both configs (a built config is reused) and print their statistics."""
+    if manual_dir is None and DEFAULT_MANUAL_DIR.is_dir():
+        manual_dir = str(DEFAULT_MANUAL_DIR)
+    for config in CONFIGS:
+        builder = build(config, manual_dir, data_dir_)
+        print(format_report(config, dict(builder.info.metadata)))
+
+
+def _check(code: int, what: str) -> None:
+    if code != 0:
+        raise StepFailed(f"{what} failed (exit code {code})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    data_dir_ = str(data_dir(args.data_dir))
+    try:
+        step(f"1/5 dataset -> {data_dir_}")
+        build_dataset(args.manual_dir, data_dir_)
+        if args.stop_after == "build":
+            return 0
+
+        if args.run:
+            run_dir = Path(args.run)
+            step(f"2/5 training skipped: reusing {run_dir}")
+        else:
+            from tumorlib import train
+
+            step("2/5 training")
+            train_args = ["--data-dir", data_dir_]
+            if args.run_name:
+                train_args += ["--run-name", args.run_name]
+            if args.hparams:
+                train_args += ["--hparams", args.hparams]
+            run_dir = train.train(train.config_from_args(train_args))
+        if args.stop_after == "train":
+            return 0
+
+        from tumorlib import evaluate
+
+        for config in CONFIGS:
+            step(f"3/5 evaluation on {config}/test")
+            _check(
+                evaluate.main([str(run_dir), "--config", config, "--split", "test",
+                               "--data-dir", data_dir_]),
+                f"evaluation on {config}/test",
+            )  # fmt: skip
+        if args.stop_after == "evaluate":
+            return 0
+
+        from serving import export
+
+        step("4/5 export")
+        _check(export.main([str(run_dir)]), "export")
+        if args.stop_after == "export":
+            return 0
+    except StepFailed as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+
+    step("5/5 upload page (in-process model; Ctrl-C to stop)")
+    url = f"http://127.0.0.1:{args.app_port}"
+    print(f"Open {url}")
+    print(
+        "To use TF Serving instead: start it (python -m serving.local, or tensorflow_model_server "
+        "--rest_api_port=8501 --model_base_path=$PWD/models/brain_mri --model_name=brain_mri) and "
+        "set TUMORLIB_SERVING_URL=http://127.0.0.1:8501 or enter the URL in the page's sidebar."
+    )
+    env = dict(os.environ)
+    command = [sys.executable, "-m", "streamlit", "run", str(APP),
+               "--server.port", str(args.app_port)]  # fmt: skip
+    try:
+        return subprocess.call(command, cwd=REPO_ROOT, env=env)
+    except KeyboardInterrupt:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
