@@ -1,0 +1,155 @@
+"""Grad-CAM: which regions of the slice drove the prediction.
+
+Why: a radiologist will not trust four numbers alone. Grad-CAM (Selvaraju et al., 2017) weights
+each channel of the last convolutional block's activations by the mean gradient of the predicted
+class's logit with respect to that channel, sums, keeps the positive part and upsamples to the
+input. For our architecture (MobileNetV2 -> global average pooling -> linear head) this is exactly
+the class activation map, so the heatmap says which locations pushed the score up.
+
+The last convolutional block of MobileNetV2 is the output of the ``"backbone"`` sub-model of
+:func:`tumorlib.model.build_model` (``out_relu``: ``Conv_1`` + BN + ReLU6, 1280 channels, stride
+32). The rest of the classifier (pooling and the ``"head"`` sub-model) is re-applied on top of it
+so one forward pass gives both the probabilities and the activations that the gradient needs.
+
+Everything is TensorFlow ops inside :func:`tf.function`, so :func:`make_explain_fn` can be
+exported as a second SavedModel signature (``explain``) and served by TF Serving.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import keras
+import tensorflow as tf
+
+from tumorlib.calibration import apply_temperature
+from tumorlib.model import backbone_of, head_of
+from tumorlib.preprocessing import preprocess_bytes_batch
+
+EXPLAIN_SIGNATURE = "explain"
+EXPLAIN_OUTPUT_KEYS = ("probabilities", "class_index", "heatmap")
+_EPS = 1e-8
+
+
+def head_logits(head: keras.Model, pooled: tf.Tensor) -> tf.Tensor:
+    """The head's pre-softmax scores ``[N, C]`` for pooled features.
+
+    Grad-CAM differentiates the class *score*, not its softmax probability: the probability
+    saturates near 1, so its gradient vanishes exactly where the model is most confident. The
+    head ends in a softmax ``Dense`` layer (see :func:`tumorlib.model.build_head`); we apply
+    every layer before it (in inference mode) and that layer's kernel and bias without the
+    activation.
+    """
+    layers = [layer for layer in head.layers if not isinstance(layer, keras.layers.InputLayer)]
+    last = layers[-1]
+    if not isinstance(last, keras.layers.Dense):
+        raise ValueError(
+            f"the head must end in a Dense layer for Grad-CAM, found {type(last).__name__}"
+        )
+    x = pooled
+    for layer in layers[:-1]:
+        x = layer(x, training=False)
+    return tf.matmul(x, tf.cast(last.kernel, x.dtype)) + tf.cast(last.bias, x.dtype)
+
+
+def gradcam(
+    model: keras.Model,
+    images: tf.Tensor,
+    class_index: tf.Tensor | None = None,
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """Probabilities ``[N, C]`` and Grad-CAM heatmaps ``[N, S, S]`` in [0, 1].
+
+    ``images`` are normalised ``[N, S, S, 3]`` (:func:`tumorlib.preprocessing.normalize`).
+    ``class_index`` ``[N]`` picks the class to explain per image; by default the predicted one.
+    Each heatmap is divided by its own maximum, so 1 marks the most influential location; an
+    image where nothing supports the class gets an all-zero map rather than amplified noise.
+    The probabilities are the model's own (untempered) softmax, identical to ``model(images)``.
+    """
+    images = tf.convert_to_tensor(images, tf.float32)
+    backbone, head = backbone_of(model), head_of(model)
+    with tf.GradientTape() as tape:
+        activations = backbone(images, training=False)  # [N, h, w, K]
+        tape.watch(activations)
+        pooled = tf.reduce_mean(activations, axis=[1, 2])
+        logits = head_logits(head, pooled)
+        if class_index is None:
+            target = tf.argmax(logits, axis=-1, output_type=tf.int32)
+        else:
+            target = tf.cast(class_index, tf.int32)
+        score = tf.gather(logits, target, batch_dims=1)
+    grads = tape.gradient(score, activations)
+    weights = tf.reduce_mean(grads, axis=[1, 2], keepdims=True)  # [N, 1, 1, K]
+    cam = tf.nn.relu(tf.reduce_sum(weights * activations, axis=-1))  # [N, h, w]
+    size = tf.shape(images)[1:3]
+    cam = tf.image.resize(cam[..., tf.newaxis], size, method="bilinear")[..., 0]
+    cam = tf.nn.relu(cam)  # bilinear interpolation of non-negative values stays >= 0; be exact
+    peak = tf.reduce_max(cam, axis=[1, 2], keepdims=True)
+    heatmap = tf.where(peak > _EPS, cam / tf.maximum(peak, _EPS), tf.zeros_like(cam))
+    return tf.nn.softmax(logits, axis=-1), tf.clip_by_value(heatmap, 0.0, 1.0)
+
+
+def make_gradcam_fn(model: keras.Model, temperature: float = 1.0, image_size: int | None = None):
+    """A ``tf.function``: normalised images ``[N, S, S, 3]`` -> ``{"probabilities", "heatmap"}``.
+
+    ``probabilities`` are temperature-scaled (:func:`tumorlib.calibration.apply_temperature`),
+    the same numbers the ``serving_default`` signature returns; the heatmap explains the
+    predicted class.
+    """
+    size = image_size or int(model.input_shape[1])
+
+    @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)])
+    def explain_images(images):
+        probabilities, heatmap = gradcam(model, images)
+        return {
+            "probabilities": apply_temperature(probabilities, temperature),
+            "heatmap": heatmap,
+        }
+
+    return explain_images
+
+
+def make_explain_fn(
+    model: keras.Model, *, image_size: int, temperature: float = 1.0
+) -> Callable[[tf.Tensor], dict[str, tf.Tensor]]:
+    """The ``explain`` serving signature: ``image_bytes`` ``tf.string [None]`` ->
+    ``probabilities`` ``float32 [None, 4]`` (temperature-scaled), ``class_index`` ``int64
+    [None]`` and ``heatmap`` ``float32 [None, S, S]`` in [0, 1] at model input resolution.
+
+    Decoding goes through :func:`tumorlib.preprocessing.preprocess_bytes_batch`, like
+    ``serving_default``; the heatmap is aligned with the resized, black-padded square image, so
+    a client overlays it on the image resized the same way
+    (:func:`tumorlib.preprocessing.resize`). Attach the returned function to a ``tf.Module``
+    that also tracks ``model`` (e.g. the exporter's module, as ``module.explain = fn``) before
+    ``tf.saved_model.save``, so the model's variables are saved with it.
+    """
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
+    def explain(image_bytes):
+        images = preprocess_bytes_batch(image_bytes, image_size)
+        probabilities, heatmap = gradcam(model, images)
+        probabilities = apply_temperature(probabilities, temperature)
+        return {
+            "probabilities": probabilities,
+            "class_index": tf.argmax(probabilities, axis=-1, output_type=tf.int64),
+            "heatmap": heatmap,
+        }
+
+    return explain
+
+
+def overlay(image, heatmap, opacity: float = 0.4):
+    """Blend a ``[S, S]`` heatmap (matplotlib's ``jet`` colours) over a ``[S, S, 3]`` uint8 image.
+
+    For the page and reports: returns a uint8 RGB array. ``opacity`` 0 shows only the image.
+    """
+    import numpy as np
+    from matplotlib import colormaps
+
+    if not 0.0 <= opacity <= 1.0:
+        raise ValueError(f"opacity must be in [0, 1], got {opacity}")
+    image = np.asarray(image, dtype=np.float32)
+    heatmap = np.clip(np.asarray(heatmap, dtype=np.float32), 0.0, 1.0)
+    if image.shape[:2] != heatmap.shape:
+        raise ValueError(f"image {image.shape[:2]} and heatmap {heatmap.shape} differ in size")
+    colours = colormaps["jet"](heatmap)[..., :3] * 255.0
+    return np.clip((1 - opacity) * image + opacity * colours, 0, 255).astype(np.uint8)
