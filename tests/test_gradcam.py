@@ -16,8 +16,12 @@ from tumorlib.preprocessing import normalize, preprocess_bytes_batch
 
 SIZE = 96
 BACKGROUND = 40.0
-CENTRES = [(SIZE // 4, SIZE // 4), (SIZE // 4, 3 * SIZE // 4),
-           (3 * SIZE // 4, SIZE // 4), (3 * SIZE // 4, 3 * SIZE // 4)]  # fmt: skip
+CENTRES = [
+    (SIZE // 4, SIZE // 4),
+    (SIZE // 4, 3 * SIZE // 4),
+    (3 * SIZE // 4, SIZE // 4),
+    (3 * SIZE // 4, 3 * SIZE // 4),
+]
 
 
 def blob_images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,216 @@
+"""DICOM input: ``.dcm`` bytes to the 8-bit images the model and the page use.
+
+Why this module: hospitals export DICOM, not JPEG. A DICOM slice stores raw detector values
+(often 12-16 bit, sometimes inverted — MONOCHROME1 — and sometimes many frames); turning it into
+an image a person or the model can read needs the modality rescale, a display window (the stored
+WindowCenter/WindowWidth when present, otherwise a robust 0.5-99.5 percentile window), inversion
+for MONOCHROME1, and a choice of frame. The result is encoded to PNG so it enters the model through
+exactly the same :func:`tumorlib.preprocessing.preprocess_bytes` path as any upload.
+
+Privacy: DICOM headers carry patient-identifying data (name, ID, birth date, ...). Nothing here
+logs or prints header values; :class:`DicomImage` keeps only non-identifying technical fields, and
+:func:`patient_info` returns the identifying ones only when a caller explicitly asks. Error
+messages name the problem (transfer syntax, missing pixel data), never header values.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+
+import numpy as np
+
+DICOM_SUFFIXES = (".dcm", ".dicom")
+IDENTIFYING_KEYWORDS = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "PatientAge",
+    "PatientAddress",
+    "OtherPatientIDs",
+    "InstitutionName",
+    "ReferringPhysicianName",
+    "AccessionNumber",
+    "StudyDate",
+    "StudyID",
+)
+PERCENTILE_WINDOW = (0.5, 99.5)
+
+
+class DicomError(ValueError):
+    """The bytes are not a usable DICOM image (malformed, no pixels, undecodable compression)."""
+
+
+@dataclass
+class DicomImage:
+    """Decoded frames (uint8 ``[H, W]`` or ``[H, W, 3]``) and non-identifying technical info."""
+
+    frames: list[np.ndarray]
+    photometric: str
+    window: tuple[float, float] | None  # (centre, width) actually applied
+    window_source: str  # "stored", "percentile" or "none" (already 8-bit colour)
+    modality: str = ""
+    transfer_syntax: str = ""
+    info: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.frames)
+
+    def rgb(self, frame: int = 0) -> np.ndarray:
+        """One frame as uint8 ``[H, W, 3]``."""
+        if not 0 <= frame < self.num_frames:
+            raise DicomError(f"frame {frame} out of range; the file has {self.num_frames}")
+        image = self.frames[frame]
+        return np.repeat(image[..., None], 3, axis=2) if image.ndim == 2 else image
+
+
+def is_dicom(data: bytes) -> bool:
+    """True for DICOM Part 10 files (the ``DICM`` magic after the 128-byte preamble)."""
+    return len(data) >= 132 and data[128:132] == b"DICM"
+
+
+def _dataset(data: bytes):
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    if not isinstance(data, bytes | bytearray):
+        raise TypeError(f"DICOM input must be bytes, not {type(data).__name__}")
+    try:
+        return pydicom.dcmread(io.BytesIO(data))
+    except InvalidDicomError:
+        raise DicomError("not a DICOM file (no 'DICM' header)") from None
+    except Exception as err:  # truncated or corrupt header
+        raise DicomError(f"malformed DICOM file: {type(err).__name__}") from None
+
+
+def _pixels(ds) -> np.ndarray:
+    if "PixelData" not in ds:
+        raise DicomError("DICOM file has no pixel data (not an image)")
+    syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    name = getattr(syntax, "name", str(syntax))
+    try:
+        return ds.pixel_array
+    except (NotImplementedError, RuntimeError) as err:
+        if "plugin" in str(err).lower() or "handler" in str(err).lower() or syntax is not None:
+            raise DicomError(
+                f"cannot decode pixel data compressed as {name!r}: no decoder installed "
+                "(install pylibjpeg with pylibjpeg-libjpeg/-openjpeg, or python-gdcm), or "
+                "export the series uncompressed"
+            ) from None
+        raise DicomError(f"cannot decode DICOM pixel data: {type(err).__name__}") from None
+    except Exception as err:  # truncated pixel data, inconsistent Rows/Columns/BitsAllocated
+        raise DicomError(
+            f"DICOM pixel data is malformed or truncated ({type(err).__name__})"
+        ) from None
+
+
+def _window(values: np.ndarray, centre: float, width: float) -> np.ndarray:
+    """DICOM PS3.3 C.11.2.1.2 linear VOI function mapped to [0, 255]."""
+    width = max(float(width), 1.0)
+    scaled = ((values - (centre - 0.5)) / (width - 1.0) + 0.5) if width > 1 else values - centre
+    return np.clip(np.round(scaled * 255.0), 0, 255).astype(np.uint8)
+
+
+def _stored_window(ds) -> tuple[float, float] | None:
+    centre, width = ds.get("WindowCenter"), ds.get("WindowWidth")
+    if centre is None or width is None:
+        return None
+    from pydicom.multival import MultiValue
+
+    # Multi-valued: several presets; the first is the default.
+    centre = centre[0] if isinstance(centre, MultiValue | list | tuple) else centre
+    width = width[0] if isinstance(width, MultiValue | list | tuple) else width
+    try:
+        centre, width = float(centre), float(width)
+    except (TypeError, ValueError):
+        return None
+    return (centre, width) if width > 0 else None
+
+
+def read_dicom(data: bytes, *, window: str = "auto") -> DicomImage:
+    """Decode every frame of a DICOM file to uint8.
+
+    ``window``: ``"auto"`` (stored window if present, else percentile), ``"stored"`` (error if
+    none is stored) or ``"percentile"``. Colour (RGB/YBR) images are returned as RGB unwindowed.
+    """
+    if window not in ("auto", "stored", "percentile"):
+        raise ValueError(f"window must be 'auto', 'stored' or 'percentile', got {window!r}")
+    from pydicom.pixels import apply_modality_lut, convert_color_space
+
+    ds = _dataset(data)
+    pixels = _pixels(ds)
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+    samples = int(ds.get("SamplesPerPixel", 1))
+    syntax = ds.file_meta.get("TransferSyntaxUID")
+    common = dict(
+        modality=str(ds.get("Modality", "")),
+        transfer_syntax=getattr(syntax, "name", str(syntax or "")),
+        info={
+            "rows": int(ds.Rows),
+            "columns": int(ds.Columns),
+            "frames": n_frames,
+            "bits_stored": int(ds.get("BitsStored", 0)),
+        },
+    )
+    if samples == 3:
+        frames = pixels if n_frames > 1 else pixels[None]
+        if photometric.startswith("YBR") and not getattr(ds, "_pixel_array_converted", False):
+            frames = np.stack([convert_color_space(f, photometric, "RGB") for f in frames])
+        frames = [_to_uint8_colour(f) for f in frames]
+        return DicomImage(frames, photometric, None, "none", **common)
+    frames_raw = pixels if n_frames > 1 else pixels[None]
+    values = apply_modality_lut(frames_raw, ds).astype(np.float64)
+    stored = _stored_window(ds)
+    if window == "stored" and stored is None:
+        raise DicomError("window='stored' but the file has no WindowCenter/WindowWidth")
+    if stored is not None and window != "percentile":
+        centre, width = stored
+        source = "stored"
+    else:
+        lo, hi = np.percentile(values, PERCENTILE_WINDOW)
+        if hi <= lo:
+            hi = lo + 1.0
+        centre, width = (lo + hi) / 2.0 + 0.5, hi - lo + 1.0
+        source = "percentile"
+    frames = [_window(f, centre, width) for f in values]
+    if photometric == "MONOCHROME1":  # high values are dark: invert for display
+        frames = [255 - f for f in frames]
+    return DicomImage(frames, photometric, (float(centre), float(width)), source, **common)
+
+
+def _to_uint8_colour(frame: np.ndarray) -> np.ndarray:
+    if frame.dtype == np.uint8:
+        return frame
+    frame = frame.astype(np.float64)
+    return np.clip(np.round(255.0 * frame / max(frame.max(), 1.0)), 0, 255).astype(np.uint8)
+
+
+def dicom_to_png(data: bytes, frame: int | None = 0, *, window: str = "auto") -> list[bytes]:
+    """PNG bytes for the model: one frame (``frame``) or every frame (``frame=None``)."""
+    from PIL import Image
+
+    image = read_dicom(data, window=window)
+    indices = range(image.num_frames) if frame is None else [frame]
+    out = []
+    for i in indices:
+        buffer = io.BytesIO()
+        Image.fromarray(image.rgb(i)).save(buffer, format="PNG")
+        out.append(buffer.getvalue())
+    return out
+
+
+def patient_info(data: bytes, *, reveal: bool = False) -> dict[str, str]:
+    """Identifying header fields — only when the caller passes ``reveal=True``.
+
+    The explicit flag makes revealing them a deliberate act in calling code (for example a
+    "show patient details" toggle on the page); without it, values are masked.
+    """
+    ds = _dataset(data)
+    return {
+        key: (str(ds.get(key, "")) if reveal else "(hidden)")
+        for key in IDENTIFYING_KEYWORDS
+        if key in ds
+    }
