@@ -1,0 +1,351 @@
+"""The upload page: validation, results table, backend choice, and the page itself via AppTest.
+
+The page tests drive the real ``streamlit_app/app.py`` with Streamlit's ``AppTest`` against a real
+exported fixture model, in-process and behind the real local REST server
+(``tests.serving_fixtures.shared_stack``), plus a closed port (server down) and a socket that
+never answers (server too slow).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import socket
+import struct
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from serving.prediction import Prediction
+from streamlit_app import backend as backends
+from streamlit_app.results import FileResult, results_table, to_csv_bytes
+from streamlit_app.validation import UploadRejected, validate_upload
+from tumorlib.classes import CLASS_NAMES, DISPLAY_NAMES
+
+APP = Path(__file__).resolve().parents[1] / "streamlit_app" / "app.py"
+APP_TIMEOUT_S = 90  # first in-process load of a SavedModel on two busy cores
+
+# --------------------------------------------------------------------------------------------
+# Uploads: one good and one of each kind of bad
+# --------------------------------------------------------------------------------------------
+
+
+def _encode(image: Image.Image, fmt: str = "PNG", **kwargs) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **kwargs)
+    return buffer.getvalue()
+
+
+def _rgb(seed: int = 0, size: tuple[int, int] = (48, 64)) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8))
+
+
+def _png_claiming_size(width: int, height: int) -> bytes:
+    """A small, well-formed PNG whose header declares ``width`` x ``height`` (a bomb's shape)."""
+    data = bytearray(_encode(Image.new("L", (8, 8))))
+    data[16:24] = struct.pack(">II", width, height)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    return bytes(data)
+
+
+def good_png(seed: int = 0) -> bytes:
+    return _encode(_rgb(seed))
+
+
+def good_jpeg(seed: int = 1) -> bytes:
+    return _encode(_rgb(seed).convert("L"), "JPEG", quality=95)
+
+
+BAD_UPLOADS: dict[str, tuple[bytes, str, str]] = {
+    # name: (bytes, expected reason, words the message must contain)
+    "not_an_image": (b"PK\x03\x04 this is a zip, not a slice", "not_an_image", "not an image"),
+    "truncated": (good_jpeg(2)[:-400], "truncated", "truncated"),
+    "too_large": (b"\x89PNG\r\n\x1a\n" + b"\0" * (11 * 1024 * 1024), "too_large_bytes", "limit"),
+    "bomb_header": (_png_claiming_size(6000, 6000), "too_many_pixels", "megapixels"),
+    "bomb_pillow": (_png_claiming_size(30000, 30000), "too_many_pixels", "decompression bomb"),
+    "16bit": (
+        _encode(Image.fromarray(np.arange(48 * 64, dtype=np.uint16).reshape(48, 64) * 16)),
+        "high_bit_depth",
+        "16-bit",
+    ),
+    "transparent": (
+        _encode(Image.fromarray(np.full((32, 32, 4), 128, np.uint8))),
+        "transparent",
+        "transparent",
+    ),
+    "cmyk": (_encode(_rgb(3).convert("CMYK"), "JPEG"), "cmyk", "CMYK"),
+    "animated": (
+        _encode(_rgb(4), save_all=True, append_images=[_rgb(5)]),  # APNG: still a .png
+        "animated",
+        "animated",
+    ),
+    "gif": (_encode(_rgb(6).convert("P"), "GIF"), "unsupported_format", "GIF"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_UPLOADS))
+def test_each_bad_upload_is_refused_with_its_own_clear_message(name):
+    data, reason, words = BAD_UPLOADS[name]
+    with pytest.raises(UploadRejected) as caught:
+        validate_upload(data)
+    assert caught.value.reason == reason
+    assert words.lower() in caught.value.message.lower()
+
+
+def test_good_uploads_pass_unchanged_and_opaque_alpha_is_dropped_losslessly():
+    for data, fmt in ((good_png(), "PNG"), (good_jpeg(), "JPEG")):
+        checked = validate_upload(data)
+        assert checked.data is data and checked.format == fmt and checked.note is None
+    rgb = _rgb(7)
+    checked = validate_upload(_encode(rgb.convert("RGBA")))
+    assert checked.note and "alpha" in checked.note
+    converted = Image.open(io.BytesIO(checked.data))
+    assert converted.mode == "RGB" and converted.format == "PNG"
+    assert np.array_equal(np.asarray(converted), np.asarray(rgb))
+
+
+def test_truncated_file_is_refused_even_when_pillow_is_lenient(monkeypatch):
+    from PIL import ImageFile
+
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
+    with pytest.raises(UploadRejected, match="truncated"):
+        validate_upload(BAD_UPLOADS["truncated"][0])
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is True  # restored for whoever set it
+
+
+# --------------------------------------------------------------------------------------------
+# Results table, CSV, backend settings and failure isolation
+# --------------------------------------------------------------------------------------------
+
+
+def _prediction(winner: str) -> Prediction:
+    probs = {name: (0.7 if name == winner else 0.1) for name in CLASS_NAMES}
+    return Prediction(probs, CLASS_NAMES.index(winner), winner)
+
+
+def test_results_table_has_plain_words_every_probability_and_errors():
+    results = [
+        FileResult("a.png", prediction=_prediction("pituitary"), model_version=3, backend="b"),
+        FileResult("=cmd|' /C calc'!A0.png", error="The file is empty.", backend="b"),
+    ]
+    table = results_table(results)
+    assert list(table["predicted class"]) == [DISPLAY_NAMES["pituitary"], ""]
+    assert table.loc[0, "confidence"] == pytest.approx(0.7)
+    assert table.loc[0, f"p({DISPLAY_NAMES['glioma']})"] == pytest.approx(0.1)
+    assert table.loc[1, "error"] == "The file is empty."
+    csv = to_csv_bytes(table).decode()
+    assert csv.splitlines()[0].startswith("file,predicted class,confidence,p(Glioma)")
+    assert "\n'=cmd" in csv  # a spreadsheet must not run a file name as a formula
+    assert "0.700000" in csv and ",3," in csv
+
+
+def test_settings_prefer_sidebar_then_secrets_then_environment(tmp_path):
+    env = {backends.ENV_URL: "http://env:1", backends.ENV_MODEL_BASE_PATH: str(tmp_path)}
+    secrets = {backends.SECRET_URL: "http://secret:2/"}
+    assert backends.resolve_settings("http://side:3", secrets, env).serving_url == "http://side:3"
+    assert backends.resolve_settings("", secrets, env).serving_url == "http://secret:2"
+    assert backends.resolve_settings(" ", {}, env).serving_url == "http://env:1"
+    embedded = backends.resolve_settings("", {}, {})
+    assert not embedded.uses_rest
+    assert embedded.model_base_path == backends.DEFAULT_MODEL_BASE_PATH
+    assert backends.resolve_settings("", {}, env).model_base_path == tmp_path
+    for bad in ("ftp://host", "127.0.0.1:8501", "http://host:99999"):
+        with pytest.raises(backends.BackendError):
+            backends.resolve_settings(bad, {}, {})
+    with pytest.raises(backends.BackendError, match="seconds"):
+        backends.resolve_settings("", {}, {backends.ENV_TIMEOUT: "soon"})
+
+
+def test_one_failing_image_costs_only_its_own_result_and_outages_propagate():
+    calls = []
+
+    def predict(images):
+        calls.append(len(images))
+        if b"bad" in images:
+            raise ValueError("cannot decode")
+        return [_prediction("glioma") for _ in images]
+
+    out = backends.predict_isolating_failures(predict, [b"a", b"bad", b"c"])
+    assert [isinstance(o, Prediction) for o in out] == [True, False, True]
+    assert "cannot decode" in out[1]
+    assert calls == [3, 1, 1, 1]
+
+    def down(images):
+        raise backends.BackendError("unavailable", "server down")
+
+    with pytest.raises(backends.BackendError):
+        backends.predict_isolating_failures(down, [b"a"])
+
+
+def test_large_batches_are_split_under_the_request_size_cap():
+    sizes = []
+
+    def predict(images):
+        sizes.append(sum(map(len, images)))
+        return [_prediction("glioma") for _ in images]
+
+    images = [b"x" * (2 * 1024 * 1024)] * 7
+    assert len(backends.predict_isolating_failures(predict, images)) == 7
+    assert len(sizes) > 1 and max(sizes) <= backends.MAX_CHUNK_BYTES
+
+
+# --------------------------------------------------------------------------------------------
+# The page (AppTest)
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def stack():
+    from tests.serving_fixtures import shared_stack
+
+    return shared_stack()
+
+
+@pytest.fixture
+def page_env(monkeypatch) -> Iterator[pytest.MonkeyPatch]:
+    for key in (backends.ENV_URL, backends.ENV_MODEL_NAME, backends.ENV_TIMEOUT):
+        monkeypatch.delenv(key, raising=False)
+    yield monkeypatch
+
+
+def _page() -> AppTest:
+    return AppTest.from_file(str(APP), default_timeout=APP_TIMEOUT_S)
+
+
+def _upload(at: AppTest, files: list[tuple[str, bytes]]) -> AppTest:
+    at.file_uploader[0].set_value([(name, data, "image/png") for name, data in files])
+    return at.run()
+
+
+def _texts(elements) -> list[str]:
+    return [e.value for e in elements]
+
+
+def _assert_no_stack_trace(at: AppTest) -> None:
+    assert not at.exception, _texts(at.exception)
+
+
+def _shown_probabilities(at: AppTest) -> list[dict[str, float]]:
+    table = at.dataframe[0].value
+    return [
+        {name: float(row[f"p({DISPLAY_NAMES[name]})"]) for name in CLASS_NAMES}
+        for _, row in table.iterrows()
+    ]
+
+
+def test_page_without_any_export_says_how_to_create_one(page_env, tmp_path):
+    page_env.setenv(backends.ENV_MODEL_BASE_PATH, str(tmp_path / "models" / "brain_mri"))
+    at = _page().run()
+    _assert_no_stack_trace(at)
+    sidebar = " ".join(_texts(at.sidebar.error))
+    assert "No exported model yet" in sidebar and "python -m serving.export" in sidebar
+    assert any("not a diagnosis" in w for w in _texts(at.warning))
+    _upload(at, [("slice.png", good_png())])
+    _assert_no_stack_trace(at)
+    assert any("No exported model yet" in e for e in _texts(at.main.error))
+    assert not any(m.startswith("#### Predicted") for m in _texts(at.markdown))
+
+
+def test_page_happy_path_in_process_with_every_bad_upload_in_the_same_batch(
+    page_env, stack, caplog
+):
+    from serving.inprocess import InProcessModel
+
+    page_env.setenv(backends.ENV_MODEL_BASE_PATH, str(stack.base_path))
+    good = [("patient-x-slice1.png", good_png(10)), ("patient-x-slice2.jpg", good_jpeg(11))]
+    bad = [(f"{name}.png", data) for name, (data, _, _) in sorted(BAD_UPLOADS.items())]
+    at = _page().run()
+    assert "version 2" in " ".join(_texts(at.sidebar.success))
+    with caplog.at_level(logging.DEBUG):
+        _upload(at, good + bad)
+    _assert_no_stack_trace(at)
+
+    expected = InProcessModel(stack.base_path).predict([data for _, data in good])
+    headings = [m for m in _texts(at.markdown) if m.startswith("#### Predicted")]
+    assert headings == [
+        f"#### Predicted: {DISPLAY_NAMES[p.class_name]} ({p.probabilities[p.class_name]:.1%})"
+        for p in expected
+    ]
+    assert len(at.get("vega_lite_chart")) == len(good)
+    captions = _texts(at.caption)
+    assert sum("Model version 2" in c and "not a diagnosis" in c for c in captions) == len(good)
+
+    errors = " ".join(_texts(at.main.error))
+    for name, (_, _, words) in BAD_UPLOADS.items():
+        assert f"{name}.png: " in errors and words.lower() in errors.lower(), name
+
+    table = at.dataframe[0].value
+    assert list(table["file"]) == [n for n, _ in good + bad]
+    assert (table["error"] == "").tolist() == [True] * len(good) + [False] * len(bad)
+    for shown, want in zip(_shown_probabilities(at), expected):
+        assert shown == pytest.approx(want.probabilities, abs=1e-6)
+    assert at.get("download_button")[0].proto.label == "Download results (CSV)"
+    # Uploads are never logged: not their names, not their bytes.
+    assert "patient-x" not in caplog.text
+
+
+def test_page_switches_backend_from_in_process_to_rest_with_identical_answers(page_env, stack):
+    page_env.setenv(backends.ENV_MODEL_BASE_PATH, str(stack.base_path))
+    files = [("a.png", good_png(20)), ("b.jpg", good_jpeg(21))]
+    at = _upload(_page().run(), files)
+    assert "In-process SavedModel" in " ".join(_texts(at.sidebar.markdown))
+    in_process = _shown_probabilities(at)
+
+    at.sidebar.text_input[0].set_value(stack.server.url).run()
+    _assert_no_stack_trace(at)
+    assert f"TF Serving REST at {stack.server.url}" in " ".join(_texts(at.sidebar.markdown))
+    assert "version 2 AVAILABLE" in " ".join(_texts(at.sidebar.success))
+    over_rest = _shown_probabilities(at)
+    for a, b in zip(in_process, over_rest):
+        assert a == pytest.approx(b, abs=1e-5)
+    assert set(at.dataframe[0].value["backend"]) == {
+        f"TF Serving REST at {stack.server.url} (model 'brain_mri')"
+    }
+
+
+def test_page_reads_url_and_model_name_from_secrets_and_reports_a_missing_model(page_env, stack):
+    at = _page()
+    at.secrets["serving_url"] = stack.server.url
+    at.secrets["model_name"] = "no_such_model"
+    at.run()
+    _assert_no_stack_trace(at)
+    assert at.sidebar.text_input[0].value == stack.server.url
+    message = " ".join(_texts(at.sidebar.error))
+    assert "does not serve a model named 'no_such_model'" in message
+
+
+def test_page_reports_a_server_that_is_down(page_env):
+    with socket.socket() as sock:  # a port that was free a moment ago: nothing listens there
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    page_env.setenv(backends.ENV_URL, f"http://127.0.0.1:{port}")
+    at = _upload(_page().run(), [("a.png", good_png())])
+    _assert_no_stack_trace(at)
+    assert "down or too slow" in " ".join(_texts(at.sidebar.error))
+    assert any("No predictions" in e for e in _texts(at.main.error))
+
+
+def test_page_reports_a_server_that_is_too_slow(page_env):
+    with socket.socket() as silent:  # accepts connections (backlog) but never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        port = silent.getsockname()[1]
+        page_env.setenv(backends.ENV_URL, f"http://127.0.0.1:{port}")
+        page_env.setenv(backends.ENV_TIMEOUT, "0.5")
+        at = _upload(_page().run(), [("a.png", good_png())])
+    _assert_no_stack_trace(at)
+    message = " ".join(_texts(at.sidebar.error))
+    assert "down or too slow (timeout 0.5 s)" in message and "timed out" in message.lower()
+
+
+def test_page_rejects_a_malformed_url_in_words(page_env):
+    page_env.setenv(backends.ENV_URL, "localhost:8501")
+    at = _page().run()
+    _assert_no_stack_trace(at)
+    assert "is not a TF Serving URL" in " ".join(_texts(at.sidebar.error))
