@@ -68,10 +68,10 @@ def probability_chart(prediction: Prediction) -> alt.Chart:
                 scale=alt.Scale(domain=[0, 1]),
                 axis=alt.Axis(format="%", title="probability"),
             ),
-            y=alt.Y("class:N", sort=None, title=None),
+            y=alt.Y("class:N", sort=None, title=None, axis=alt.Axis(labelOverlap=False)),
             tooltip=[alt.Tooltip("class:N"), alt.Tooltip("probability:Q", format=".1%")],
         )
-        .properties(height=140)
+        .properties(height=alt.Step(26))
     )
 
 
@@ -89,13 +89,13 @@ def results_table(results: Sequence[FileResult]) -> pd.DataFrame:
             "file": result.file_name,
             "predicted class": result.predicted_label,
             "confidence": result.confidence,
+            "error": result.error or "",
         }
         for name in CLASS_NAMES:
             p = result.prediction.probabilities.get(name) if result.prediction else None
             row[f"p({display_name(name)})"] = p
         row["model version"] = result.model_version
         row["backend"] = result.backend
-        row["error"] = result.error or ""
         rows.append(row)
     frame = pd.DataFrame(rows)
     return frame.astype({"model version": "Int64"}) if len(frame) else frame
@@ -120,15 +120,15 @@ def show_results_table(results: Sequence[FileResult]) -> None:
     """The batch summary: table plus a CSV download that does not re-run the predictions."""
     table = results_table(results)
     st.subheader("All results")
+    # Shown in percent with one decimal; the CSV keeps the probabilities as they came.
+    percent_columns = ["confidence", *(f"p({display_name(n)})" for n in CLASS_NAMES)]
+    shown = table.copy()
+    shown[percent_columns] = shown[percent_columns].astype(float) * 100
     st.dataframe(
-        table,
+        shown,
         hide_index=True,
         column_config={
-            "confidence": st.column_config.NumberColumn(format="percent"),
-            **{
-                f"p({display_name(n)})": st.column_config.NumberColumn(format="percent")
-                for n in CLASS_NAMES
-            },
+            c: st.column_config.NumberColumn(c, format="%.1f%%") for c in percent_columns
         },
     )
     st.download_button(

@@ -140,7 +140,7 @@ def test_results_table_has_plain_words_every_probability_and_errors():
     assert table.loc[0, f"p({DISPLAY_NAMES['glioma']})"] == pytest.approx(0.1)
     assert table.loc[1, "error"] == "The file is empty."
     csv = to_csv_bytes(table).decode()
-    assert csv.splitlines()[0].startswith("file,predicted class,confidence,p(Glioma)")
+    assert csv.splitlines()[0].startswith("file,predicted class,confidence,error,p(Glioma)")
     assert "\n'=cmd" in csv  # a spreadsheet must not run a file name as a formula
     assert "0.700000" in csv and ",3," in csv
 
@@ -234,7 +234,7 @@ def _assert_no_stack_trace(at: AppTest) -> None:
 def _shown_probabilities(at: AppTest) -> list[dict[str, float]]:
     table = at.dataframe[0].value
     return [
-        {name: float(row[f"p({DISPLAY_NAMES[name]})"]) for name in CLASS_NAMES}
+        {name: float(row[f"p({DISPLAY_NAMES[name]})"]) / 100 for name in CLASS_NAMES}
         for _, row in table.iterrows()
     ]
 
