@@ -253,6 +253,12 @@ def test_best_hparams_round_trip_into_training(tmp_path):
     loaded = train.load_hparams(path)
     for key in HPARAM_KEYS:
         assert loaded[key] == pytest.approx(hparams[key])
+    # The command line of training takes the file as it is.
+    config = train.config_from_args(["--hparams", str(path)])
+    assert config.dropout == pytest.approx(hparams["dropout"])
+    assert config.head_units == hparams["head_units"]
+    assert config.label_smoothing == pytest.approx(hparams["label_smoothing"])
+    assert config.head_learning_rate == pytest.approx(hparams["learning_rate"])
 
     built = tmodel.build_model(
         image_size=32,
