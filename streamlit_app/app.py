@@ -45,6 +45,28 @@ UPLOAD_KEY = "uploads"
 URL_KEY = "serving_url"
 
 
+def signed_in_or_login_prompt(secrets: dict) -> bool:
+    """With an ``[auth]`` section in secrets.toml, only signed-in users see the page.
+
+    Streamlit's own OIDC login (``st.login``); without ``[auth]`` the page relies on binding to
+    127.0.0.1 (``.streamlit/config.toml``) or on an authenticating reverse proxy (docs/app.md).
+    """
+    if "auth" not in secrets:
+        return True
+    if getattr(st.user, "is_logged_in", False):
+        with st.sidebar:
+            st.caption(f"Signed in as {st.user.get('email') or st.user.get('name') or 'user'}")
+            st.button("Log out", on_click=st.logout)
+        return True
+    st.info("Sign in to classify images.")
+    if st.button("Log in"):
+        try:
+            st.login()
+        except Exception as err:  # noqa: BLE001 - e.g. Authlib missing, incomplete [auth]
+            st.error(f"Sign-in is configured but failed: {err}")
+    return False
+
+
 def sidebar() -> tuple[backends.Backend | None, backends.Health | None, str | None]:
     """Backend choice and health; returns (backend, health, error message)."""
     with st.sidebar:
@@ -180,6 +202,8 @@ def main() -> None:
     st.set_page_config(page_title="tumorlib: brain MRI slice classifier", layout="wide")
     st.title("Brain MRI slice classifier")
     st.warning(DISCLAIMER)
+    if not signed_in_or_login_prompt(_safe_secrets()):
+        return
     backend, health, backend_error = sidebar()
     files = st.file_uploader(
         "Upload MRI slices (JPEG or PNG, one slice per file)",

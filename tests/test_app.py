@@ -349,3 +349,17 @@ def test_page_rejects_a_malformed_url_in_words(page_env):
     at = _page().run()
     _assert_no_stack_trace(at)
     assert "is not a TF Serving URL" in " ".join(_texts(at.sidebar.error))
+
+
+def test_page_requires_sign_in_when_auth_is_configured(page_env, tmp_path):
+    page_env.setenv(backends.ENV_MODEL_BASE_PATH, str(tmp_path))
+    at = _page()
+    at.secrets["auth"] = {"redirect_uri": "http://127.0.0.1:8502/oauth2callback"}
+    at.user = {"is_logged_in": False}
+    at.run()
+    _assert_no_stack_trace(at)
+    assert not at.file_uploader and [b.label for b in at.button] == ["Log in"]
+    at.user = {"is_logged_in": True, "email": "clinician@example.org"}
+    at.run()
+    _assert_no_stack_trace(at)
+    assert at.file_uploader and "clinician@example.org" in " ".join(_texts(at.sidebar.caption))
