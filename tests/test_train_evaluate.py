@@ -1,4 +1,7 @@
-"""A short real training run on a tiny dataset, its evaluation, and the commands' bad inputs."""
+"""A short real training run on a tiny dataset, its evaluation, and the commands' bad inputs.
+
+The tests that need the trained fixture run (about a minute on two cores) are marked ``slow``.
+"""
 
 from __future__ import annotations
 
@@ -43,6 +46,7 @@ def run_dir(setup):
     return setup["tmp"] / "runs" / "tiny"
 
 
+@pytest.mark.slow
 def test_training_improves_loss_and_writes_run_folder(run_dir):
     for name in ("config.json", "model.keras", "calibration.json", "history.csv"):
         assert (run_dir / name).is_file(), name
@@ -74,6 +78,7 @@ def test_training_improves_loss_and_writes_run_folder(run_dir):
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_evaluation_matches_sklearn_and_writes_every_plot(run_dir, setup):
     metrics = evaluate.evaluate(run_dir, "clean", "test", setup["data_dir"])
     out = run_dir / "eval" / "clean-test"
@@ -108,6 +113,7 @@ def test_evaluation_matches_sklearn_and_writes_every_plot(run_dir, setup):
     assert metrics["ece_after"] == pytest.approx(expected_calibration_error(scaled, y), abs=1e-6)
 
 
+@pytest.mark.slow
 def test_original_test_reports_overlap_with_training(run_dir, setup):
     metrics = evaluate.evaluate(run_dir, "original", "test", setup["data_dir"])
     test = evaluate.split_arrays("test", "original", setup["data_dir"])
@@ -125,6 +131,7 @@ def test_original_test_reports_overlap_with_training(run_dir, setup):
 
 
 # ------------------------------------------------------------------------------ bad inputs
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "argv, message",
     [
@@ -141,6 +148,7 @@ def test_evaluate_bad_inputs_exit_2_with_one_line(argv, message, run_dir, setup,
     assert err.startswith("error: ") and message in err and "\n" not in err
 
 
+@pytest.mark.slow
 def test_train_rejects_a_wrong_shaped_weights_file(setup, tmp_path, capsys):
     argv = ["--data-dir", str(setup["data_dir"]), "--weights", str(setup["weights"]),
             "--image-size", str(SIZE), "--alpha", "0.5", "--runs-dir", str(tmp_path)]  # fmt: skip
