@@ -78,7 +78,6 @@ def _browser():
         "--window-size=1400,2200",
     ):
         options.add_argument(flag)
-    os.environ.setdefault("SE_OFFLINE", "true")  # Selenium Manager must not fetch anything
     driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
     return driver, profile
 
@@ -124,12 +123,13 @@ class StreamlitApp:
         return self.output()
 
 
-def test_upload_a_real_slice_in_chromium_and_read_the_prediction(tmp_path):
+def test_upload_a_real_slice_in_chromium_and_read_the_prediction(tmp_path, monkeypatch):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
     from tests.serving_fixtures import shared_stack
 
+    monkeypatch.setenv("SE_OFFLINE", "true")  # Selenium Manager must not fetch anything
     real = _real_slice(tmp_path)
     truncated = tmp_path / "truncated.jpg"
     truncated.write_bytes(real.read_bytes()[: real.stat().st_size // 2])
@@ -140,8 +140,9 @@ def test_upload_a_real_slice_in_chromium_and_read_the_prediction(tmp_path):
         driver.get(app.url)
         wait = WebDriverWait(driver, PAGE_TIMEOUT_S, poll_frequency=0.3)
         wait.until(lambda d: "AVAILABLE" in d.find_element(By.TAG_NAME, "body").text)
-        upload = driver.find_element(By.CSS_SELECTOR, "input[type='file']")
-        upload.send_keys(f"{real}\n{truncated}")
+        # The sidebar renders before the uploader: wait for the file input itself.
+        inputs = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "input[type='file']"))
+        inputs[0].send_keys(f"{real}\n{truncated}")
         wait.until(lambda d: "Predicted:" in d.find_element(By.TAG_NAME, "body").text)
         wait.until(lambda d: "Download results (CSV)" in d.find_element(By.TAG_NAME, "body").text)
         time.sleep(1.0)  # let the chart finish drawing for the screenshot
