@@ -1,5 +1,5 @@
-"""The Mahalanobis input gate: fitting, thresholds, persistence, the TF twin inside a signature,
-and the generated negatives."""
+"""The multi-layer Mahalanobis input gate: fitting, thresholds, persistence, the TF twin inside a
+saved serving signature, and the generated negatives."""
 
 from __future__ import annotations
 
@@ -11,60 +11,124 @@ from tumorlib.input_gate import (
     GateError,
     InputGate,
     evaluate_gate,
+    feature_extractor,
     fit_gate,
-    gate_distance_tf,
+    gate_score_tf,
     generate_negatives,
+    make_gated_serve_fn,
 )
 
 
 @pytest.fixture(scope="module")
 def features():
     rng = np.random.default_rng(0)
-    basis = rng.normal(size=(16, 16))
-    draw = lambda n, shift=0.0: rng.normal(size=(n, 16)) @ basis + shift  # noqa: E731
+    bases = {"low": rng.normal(size=(6, 6)), "high": rng.normal(size=(16, 16))}
+
+    def draw(n, shift=(0.0, 0.0)):
+        return {
+            name: rng.normal(size=(n, b.shape[0])) @ b + s
+            for (name, b), s in zip(bases.items(), shift)
+        }
+
+    # "far_low" is only unusual in the low layer, "far_high" only in the high one: the gate
+    # must catch both, as blank images are caught only by a mid-level layer of the real model.
     return {
         "train": draw(800),
         "validation": draw(400),
         "test": draw(400),
-        "far": draw(200, shift=8.0),
+        "far_low": draw(100, (9.0, 0.0)),
+        "far_high": draw(100, (0.0, 9.0)),
     }
 
 
-def test_threshold_is_the_validation_quantile_and_generalises(features):
-    gate = fit_gate(features["train"], features["validation"], false_rejection=0.01)
-    val_rejected = ~gate.accept(features["validation"])
-    assert val_rejected.mean() <= 0.01
-    report = evaluate_gate(gate, features["test"], {"far": features["far"]})
-    assert report["test_false_rejection_rate"] <= 0.04
-    assert report["negative_rejection_rate"] >= 0.99
-    assert report["negative_rejection_by_kind"]["far"]["n"] == 200
-    assert 0.0 <= gate.shrinkage <= 1.0
+def test_thresholds_come_from_validation_and_every_layer_must_accept(features):
+    gate = fit_gate(features["train"], features["validation"], false_rejection=0.02)
+    assert gate.layer_names == ("low", "high")
+    assert (~gate.accept(features["validation"])).mean() <= 0.02
+    for g in gate.layers:  # each layer at the Bonferroni share of the target
+        assert (g.distance(features["validation"][g.layer]) > g.threshold).mean() <= 0.01
+        assert 0.0 <= g.shrinkage <= 1.0
+    report = evaluate_gate(
+        gate, features["test"], {"far_low": features["far_low"], "far_high": features["far_high"]}
+    )
+    assert report["test_false_rejection_rate"] <= 0.05
+    assert report["negative_rejection_by_kind"]["far_low"]["rate"] >= 0.99
+    assert report["negative_rejection_by_kind"]["far_high"]["rate"] >= 0.99
+    assert report["negatives_total"] == 200
 
 
-def test_distance_matches_scipy_mahalanobis(features):
+def test_distance_matches_scipy_and_tf_score_matches_numpy(features):
     from scipy.spatial.distance import mahalanobis
 
     gate = fit_gate(features["train"], features["validation"])
-    x = features["test"][:5]
-    expected = [mahalanobis(v, gate.mean, gate.precision) for v in x]
-    np.testing.assert_allclose(gate.distance(x), expected, rtol=1e-9)
-    got_tf = gate_distance_tf(tf.constant(x, tf.float32), gate).numpy()
-    np.testing.assert_allclose(got_tf, expected, rtol=2e-3)
+    g = gate.layers[1]
+    x = features["test"]["high"][:5]
+    np.testing.assert_allclose(
+        g.distance(x), [mahalanobis(v, g.mean, g.precision) for v in x], rtol=1e-9
+    )
+    sample = {k: v[:20] for k, v in features["far_low"].items()}
+    got = gate_score_tf([tf.constant(sample[n], tf.float32) for n in gate.layer_names], gate)
+    np.testing.assert_allclose(got.numpy(), gate.score(sample), rtol=2e-3)
 
 
 def test_save_load_round_trip_and_errors(features, tmp_path):
     gate = fit_gate(features["train"], features["validation"])
     loaded = InputGate.load(gate.save(tmp_path / "gate.npz"))
-    assert loaded.threshold == gate.threshold
+    assert loaded.layer_names == gate.layer_names
+    assert [g.threshold for g in loaded.layers] == [g.threshold for g in gate.layers]
     np.testing.assert_allclose(
-        loaded.distance(features["test"]), gate.distance(features["test"]), rtol=1e-4
+        loaded.score(features["test"]), gate.score(features["test"]), rtol=1e-4
     )
     with pytest.raises(GateError, match="does not exist"):
         InputGate.load(tmp_path / "missing.npz")
+    with pytest.raises(GateError, match="missing"):
+        gate.score({"low": features["test"]["low"]})
     with pytest.raises(GateError, match=r"expected features \[N, 16\]"):
-        gate.distance(np.zeros((2, 3)))
+        gate.score({"low": features["test"]["low"], "high": np.zeros((2, 3))})
     with pytest.raises(GateError, match="do not match"):
-        fit_gate(features["train"], np.zeros((3, 5)))
+        fit_gate(features["train"], {"low": np.zeros((3, 5)), "high": np.zeros((3, 16))})
+
+
+def test_gated_signature_round_trips_through_a_saved_model(tmp_path):
+    """The export path: statistics embedded as constants, one backbone pass, same answers."""
+    from tumorlib.model import build_model
+    from tumorlib.preprocessing import preprocess_bytes_batch
+
+    size = 32
+    model = build_model(image_size=size, weights=None)
+    rng = np.random.default_rng(0)
+    encoded = [
+        tf.io.encode_png(rng.integers(0, 255, (40, 36, 3), dtype=np.uint8)).numpy()
+        for _ in range(12)
+    ]
+    images = preprocess_bytes_batch(tf.constant(encoded), size)
+    layers = ("block_13_expand_relu", "out_relu")
+    outs = feature_extractor(model, layers)(images)
+    feats = {name: outs[i].numpy() for i, name in enumerate(layers)}
+    gate = fit_gate({k: v[:8] for k, v in feats.items()}, {k: v[8:] for k, v in feats.items()})
+
+    module = tf.Module()
+    module.model = model
+    module.serve, module.gate_features = make_gated_serve_fn(
+        model, gate, image_size=size, temperature=1.5
+    )
+    tf.saved_model.save(module, str(tmp_path), signatures={"serving_default": module.serve})
+    out = tf.saved_model.load(str(tmp_path)).signatures["serving_default"](
+        image_bytes=tf.constant(encoded[:4])
+    )
+    from tumorlib.calibration import apply_temperature_np
+
+    expected = apply_temperature_np(model(images[:4]).numpy(), 1.5)
+    np.testing.assert_allclose(out["probabilities"].numpy(), expected, atol=1e-5)
+    score = gate.score({k: v[:4] for k, v in feats.items()})
+    np.testing.assert_allclose(out["gate_score"].numpy(), score, rtol=1e-3)
+    assert out["in_distribution"].numpy().tolist() == (score <= 1.0).tolist()
+    assert [c.decode() for c in out["class_name"].numpy()][0] in (
+        "glioma",
+        "meningioma",
+        "no_tumor",
+        "pituitary",
+    )
 
 
 def test_generated_negatives_cover_every_kind_and_are_images():

@@ -61,11 +61,15 @@ def test_card_from_a_complete_run(tmp_path, capsys):
     )
     (run / "safety" / "rc.png").write_bytes(b"\x89PNG\r\n\x1a\n")
     rng = np.random.default_rng(1)
-    gate = fit_gate(rng.normal(size=(200, 4)), rng.normal(size=(100, 4)))
-    gate_report = evaluate_gate(
-        gate, rng.normal(size=(100, 4)), {"noise": rng.normal(9, 1, (20, 4))}
+    gate = fit_gate(
+        {"out_relu": rng.normal(size=(200, 4))}, {"out_relu": rng.normal(size=(100, 4))}
     )
-    write_json(run / "input_gate.json", dict(gate_report, shrinkage=gate.shrinkage))
+    gate_report = evaluate_gate(
+        gate,
+        {"out_relu": rng.normal(size=(100, 4))},
+        {"noise": {"out_relu": rng.normal(9, 1, (20, 4))}},
+    )
+    write_json(run / "input_gate.json", gate_report)
     data_dir = tmp_path / "tfds"
     meta_dir = data_dir / "brain_mri" / "clean" / "1.0.0"
     meta_dir.mkdir(parents=True)
@@ -102,6 +106,7 @@ def test_card_from_a_complete_run(tmp_path, capsys):
     assert f"**{chosen.threshold:.4f}**" in md and f"{100 * test.coverage:.1f} %" in md
     assert f"**{100 * gate_report['test_false_rejection_rate']:.1f} %**" in md
     assert "![risk-coverage](safety/rc.png)" in md
+    assert f"`out_relu` (threshold {gate.layers[0].threshold:.1f}" in md and "noise 100.0 %" in md
     for limitation in ("2-D slices only", "Single public source", "No patient IDs"):
         assert limitation in md
     html = (run / "model_card.html").read_text()

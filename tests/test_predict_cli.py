@@ -104,7 +104,7 @@ class GatedPrediction:
     class_index: int
     class_name: str
     in_distribution: bool
-    gate_distance: float
+    gate_score: float
 
 
 class GatedBackend:
@@ -134,7 +134,7 @@ def test_threshold_and_gate_come_from_the_model(inputs, tmp_path):
     rows = read_rows(out)
     assert [r["abstain"] for r in rows] == ["true", "false"]  # flat 0.25 < 0.9 <= 0.97
     assert [r["in_distribution"] for r in rows] == ["false", "true"]
-    assert rows[1]["gate_distance"] == "4.000"
+    assert rows[1]["gate_score"] == "4.000"
 
 
 def test_missing_path_and_dead_server_are_clear_errors(inputs, tmp_path, capsys):

@@ -327,11 +327,16 @@ def build_card(run_path: str | os.PathLike, data_dir: str | None = None) -> str:
 
     md += ["## Input gate (non-MRI inputs)", ""]
     if gate:
+        layer_text = "; ".join(
+            f"`{g['layer']}` (threshold {g['threshold']:.1f}, Ledoit–Wolf shrinkage "
+            f"{g['shrinkage']:.3f})"
+            for g in gate.get("layers", [])
+        )
         md += [
-            f"Mahalanobis distance of the pooled backbone embedding (Ledoit–Wolf shrinkage "
-            f"{gate.get('shrinkage', float('nan')):.3f}) with threshold "
-            f"{gate['threshold']:.2f} set on validation "
-            f"(target false rejection {_pct(gate['false_rejection_target_on_validation'])}).",
+            "An image is classified only if, for every gated backbone layer, the Mahalanobis "
+            "distance of its pooled activations to the training distribution is within a "
+            f"threshold set on validation: {layer_text}. Combined false-rejection target on "
+            f"validation {_pct(gate['false_rejection_target_on_validation'])}.",
             "",
             f"- False rejection on the test split: **{_pct(gate['test_false_rejection_rate'])}**"
             f" ({gate['test_rejected']} of {gate['test_total']}).",

@@ -154,8 +154,8 @@ def csv_rows(items: list[Item], predictions: list[Any], threshold: float | None)
         row["abstain"] = "" if abstain is None else str(bool(abstain)).lower()
         in_dist = getattr(pred, "in_distribution", None)
         row["in_distribution"] = "" if in_dist is None else str(bool(in_dist)).lower()
-        distance = getattr(pred, "gate_distance", None)
-        row["gate_distance"] = "" if distance is None else f"{float(distance):.3f}"
+        score = getattr(pred, "gate_score", None)
+        row["gate_score"] = "" if score is None else f"{float(score):.3f}"
         row["error"] = ""
         rows.append(row)
     return rows
@@ -164,7 +164,7 @@ def csv_rows(items: list[Item], predictions: list[Any], threshold: float | None)
 FIELDS = (
     ["path", "frame"]
     + [f"p_{n}" for n in CLASS_NAMES]
-    + ["class_name", "display_name", "confidence", "abstain", "in_distribution", "gate_distance"]
+    + ["class_name", "display_name", "confidence", "abstain", "in_distribution", "gate_score"]
     + ["error"]
 )
 
