@@ -167,9 +167,12 @@ def plot_risk_coverage(
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4.5))
+    lowest = 1.0
     for name, (probs, labels) in curves.items():
         curve = risk_coverage_curve(probs, labels)
         ax.plot(curve["coverage"], curve["accuracy"], label=name)
+        # The first few points (a handful of images) swing wildly; scale to the rest.
+        lowest = min(lowest, float(curve["accuracy"][curve["coverage"] >= 0.05].min()))
     ax.axhline(threshold.target_precision, color="grey", ls="--", lw=1, label="target precision")
     if threshold.reachable:
         ax.plot(
@@ -190,7 +193,7 @@ def plot_risk_coverage(
     ax.set_xlabel("coverage (fraction of slices answered)")
     ax.set_ylabel("accuracy of answered slices")
     ax.set_xlim(0, 1.01)
-    ax.set_ylim(max(0.0, ax.get_ylim()[0]), 1.005)
+    ax.set_ylim(max(0.0, min(lowest, threshold.target_precision) - 0.02), 1.005)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower left", fontsize=8)
     ax.set_title("Risk–coverage (temperature-scaled confidence)")

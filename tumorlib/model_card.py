@@ -288,7 +288,7 @@ def build_card(run_path: str | os.PathLike, data_dir: str | None = None) -> str:
         for key in evals:
             for png, caption in (
                 ("confusion_matrix.png", "confusion matrix"),
-                ("roc.png", "ROC curves"),
+                ("roc_curves.png", "ROC curves"),
             ):
                 md += _figure(run, f"eval/{key}/{png}", f"{key} {caption}")
 
@@ -303,7 +303,7 @@ def build_card(run_path: str | os.PathLike, data_dir: str | None = None) -> str:
     else:
         md += ["Not yet measured.", ""]
     for key in evals:
-        md += _figure(run, f"eval/{key}/reliability.png", f"{key} reliability diagram")
+        md += _figure(run, f"eval/{key}/reliability_diagram.png", f"{key} reliability diagram")
 
     md += ['## Abstention ("uncertain — refer to a radiologist")', ""]
     if abstention:
