@@ -1,4 +1,5 @@
-"""Export: TF Serving layout, signature contract, metadata asset, and agreement with Keras."""
+"""Export: TF Serving layout, signature contract, metadata asset, and agreement with Keras;
+the safety outputs (abstention, input gate) and the Grad-CAM ``explain`` signature."""
 
 from __future__ import annotations
 
@@ -9,12 +10,18 @@ import pytest
 import tensorflow as tf
 
 from serving.config import ConfigError, load_model_config_file, parse_batching_parameters
-from serving.export import METADATA_ASSET, export_run, main
+from serving.export import METADATA_ASSET, ExportError, export_run, main
 from serving.inprocess import InProcessModel, InvalidImageError, ModelNotFoundError
 from serving.versions import find_latest_version, list_versions, next_version
 from tests.serving_fixtures import (
+    ABSTAIN_PROBE_COUNT,
+    ABSTAIN_PROBE_SEED,
+    FIXTURE_GATE_LAYERS,
+    FIXTURE_IMAGE_SIZE,
     FIXTURE_TEMPERATURE,
     REPO_ROOT,
+    add_safety_outputs,
+    blank_png,
     make_fixture_run,
     make_images,
 )
@@ -31,6 +38,19 @@ def exported(tmp_path_factory):
     base = root / "models" / "brain_mri"
     first = export_run(run, base)
     return run, base, first
+
+
+@pytest.fixture(scope="module")
+def safe_export(tmp_path_factory):
+    """A run with abstention.json and input_gate.npz, exported once."""
+    root = tmp_path_factory.mktemp("safe-export")
+    run = make_fixture_run(root / "runs" / "safe", seed=1, temperature=0.8)
+    add_safety_outputs(run)
+    return run, export_run(run, root / "models" / "brain_mri")
+
+
+def _outputs(signature) -> dict[str, tuple[tf.DType, list]]:
+    return {k: (v.dtype, v.shape.as_list()) for k, v in signature.structured_outputs.items()}
 
 
 def test_export_writes_integer_versions_and_never_overwrites(exported, tmp_path):
@@ -74,6 +94,130 @@ def test_serving_signature_contract(exported):
     assert outputs["probabilities"].shape.as_list() == [None, 4]
     assert outputs["class_index"].dtype == tf.int64
     assert outputs["class_name"].dtype == tf.string
+
+
+def test_safety_outputs_and_explain_signature_contract(safe_export):
+    _, target = safe_export
+    signatures = tf.saved_model.load(str(target)).signatures
+    assert _outputs(signatures["serving_default"]) == {
+        "probabilities": (tf.float32, [None, 4]),
+        "class_index": (tf.int64, [None]),
+        "class_name": (tf.string, [None]),
+        "confidence": (tf.float32, [None]),
+        "abstain": (tf.bool, [None]),
+        "in_distribution": (tf.bool, [None]),
+        "gate_score": (tf.float32, [None]),
+    }
+    size = FIXTURE_IMAGE_SIZE
+    assert _outputs(signatures["explain"]) == {
+        "probabilities": (tf.float32, [None, 4]),
+        "class_index": (tf.int64, [None]),
+        "heatmap": (tf.float32, [None, size, size]),
+    }
+    (_, inputs) = signatures["explain"].structured_input_signature
+    assert list(inputs) == ["image_bytes"] and inputs["image_bytes"].dtype == tf.string
+
+
+def test_metadata_carries_the_abstention_and_gate_thresholds(safe_export):
+    from tumorlib.input_gate import InputGate
+
+    run, target = safe_export
+    meta = json.loads((target / "assets" / METADATA_ASSET).read_text())
+    chosen = json.loads((run / "abstention.json").read_text())["chosen_on_validation"]
+    assert meta["abstention"]["threshold"] == chosen["threshold"]
+    assert meta["abstention"]["target_precision"] == 0.99
+    assert "Uncertain" in meta["abstention"]["message"]
+    gate = InputGate.load(run / "input_gate.npz")
+    assert [(g["layer"], g["threshold"]) for g in meta["input_gate"]["layers"]] == [
+        (g.layer, g.threshold) for g in gate.layers
+    ]
+    assert meta["input_gate"]["score_threshold"] == 1.0
+    assert meta["outputs"] == meta["signatures"]["serving_default"]
+    assert "abstain" in meta["outputs"] and "gate_score" in meta["outputs"]
+    assert meta["signatures"]["explain"] == ["probabilities", "class_index", "heatmap"]
+
+
+def test_abstain_flag_is_confidence_below_the_threshold(safe_export):
+    _, target = safe_export
+    meta = json.loads((target / "assets" / METADATA_ASSET).read_text())
+    threshold = np.float32(meta["abstention"]["threshold"])
+    out = InProcessModel(target.parent).predict_raw(
+        make_images(ABSTAIN_PROBE_COUNT, seed=ABSTAIN_PROBE_SEED)
+    )
+    np.testing.assert_allclose(out["confidence"], out["probabilities"].max(axis=1), atol=1e-7)
+    np.testing.assert_array_equal(out["abstain"], out["confidence"] < threshold)
+    assert 0 < out["abstain"].sum() < len(out["abstain"])  # both sides are exercised
+
+
+def test_gate_flags_a_blank_image_and_matches_the_numpy_gate(safe_export):
+    from tumorlib.input_gate import InputGate, feature_extractor, features_for_images
+    from tumorlib.runs import load_run
+
+    run_path, target = safe_export
+    images = make_images(6, seed=3) + [blank_png()]
+    out = InProcessModel(target.parent).predict_raw(images)
+    assert out["in_distribution"].tolist() == [True] * 6 + [False]
+    assert out["gate_score"][-1] > 2.0 and (out["gate_score"][:-1] <= 1.0).all()
+
+    run = load_run(run_path)
+    extractor = feature_extractor(run.load_model(), FIXTURE_GATE_LAYERS)
+    feats = features_for_images(extractor, FIXTURE_GATE_LAYERS, images, run.image_size)
+    expected = InputGate.load(run_path / "input_gate.npz").score(feats)
+    np.testing.assert_allclose(out["gate_score"], expected, rtol=1e-3)
+
+
+def test_explain_heatmap_is_a_unit_map_at_input_resolution(safe_export):
+    from tumorlib.gradcam import make_gradcam_fn
+    from tumorlib.runs import load_run
+
+    run_path, target = safe_export
+    images = tf.constant(make_images(4, seed=5) + make_images(1, seed=6, fmt="JPEG"))
+    signatures = tf.saved_model.load(str(target)).signatures
+    explained = signatures["explain"](image_bytes=images)
+    served = signatures["serving_default"](image_bytes=images)
+    heatmap = explained["heatmap"].numpy()
+    assert heatmap.shape == (5, FIXTURE_IMAGE_SIZE, FIXTURE_IMAGE_SIZE)
+    assert np.isfinite(heatmap).all() and heatmap.min() >= 0.0 and heatmap.max() <= 1.0
+    np.testing.assert_allclose(
+        explained["probabilities"].numpy(), served["probabilities"].numpy(), atol=1e-5
+    )
+    np.testing.assert_array_equal(explained["class_index"], served["class_index"])
+    run = load_run(run_path)
+    direct = make_gradcam_fn(run.load_model(), temperature=run.temperature)(
+        preprocess_bytes_batch(images, run.image_size)
+    )
+    np.testing.assert_allclose(heatmap, direct["heatmap"].numpy(), atol=1e-4)
+
+
+def test_export_without_safety_files_omits_their_outputs(exported):
+    _, _, first = exported
+    signatures = tf.saved_model.load(str(first)).signatures
+    outputs = set(signatures["serving_default"].structured_outputs)
+    assert outputs == {"probabilities", "class_index", "class_name", "confidence"}
+    assert "explain" in signatures
+    meta = json.loads((first / "assets" / METADATA_ASSET).read_text())
+    assert meta["abstention"] is None and meta["input_gate"] is None
+    assert set(meta["outputs"]) == outputs
+
+
+def test_model_without_backbone_and_head_exports_without_explain(tmp_path, capsys):
+    run = make_fixture_run(tmp_path / "runs" / "plain", plain=True)
+    target = export_run(run, tmp_path / "models")
+    assert "without the 'explain'" in capsys.readouterr().err
+    assert "explain" not in tf.saved_model.load(str(target)).signatures
+    meta = json.loads((target / "assets" / METADATA_ASSET).read_text())
+    assert set(meta["signatures"]) == {"serving_default", "metadata"}
+
+
+def test_threshold_chosen_at_another_temperature_stops_the_export(tmp_path):
+    run = make_fixture_run(tmp_path / "runs" / "stale")
+    add_safety_outputs(run, gate=False)
+    report = json.loads((run / "abstention.json").read_text())
+    report["temperature"] = 3.0
+    (run / "abstention.json").write_text(json.dumps(report))
+    with pytest.raises(ExportError, match="temperature 3.0"):
+        export_run(run, tmp_path / "models")
+    assert not (tmp_path / "models" / "1").exists()
 
 
 def test_exported_predictions_match_keras_in_process(exported):
@@ -189,3 +333,8 @@ def test_export_of_the_project_model_matches_keras(tmp_path):
     got = InProcessModel(target.parent).predict_raw(images)["probabilities"]
     raw = model(preprocess_bytes_batch(tf.constant(images), 32), training=False).numpy()
     np.testing.assert_allclose(got, apply_temperature_np(raw, 2.0), atol=1e-5)
+    explained = tf.saved_model.load(str(target)).signatures["explain"](
+        image_bytes=tf.constant(images)
+    )
+    np.testing.assert_allclose(explained["probabilities"], got, atol=1e-5)
+    assert explained["heatmap"].shape == (4, 32, 32)
