@@ -1,7 +1,8 @@
 """A small client for TensorFlow Serving's REST API (real server or ``python -m serving.local``).
 
 Sends images as ``{"b64": ...}`` in the row (``instances``) format TF Serving documents, reads the
-``serving_default`` outputs back into :class:`~serving.prediction.Prediction` objects, and turns
+``serving_default`` outputs back into :class:`~serving.prediction.Prediction` objects (and the
+``explain`` signature's into :class:`~serving.prediction.Explanation`), and turns
 TF Serving's ``{"error": ...}`` bodies into exceptions that carry the server's message and HTTP
 status. Connection failures and "try again" answers (429, 503) are retried with exponential
 backoff; other errors are the caller's to fix and are raised at once.
@@ -19,9 +20,10 @@ from typing import Any
 
 import requests
 
-from serving.prediction import Prediction
+from serving.prediction import ExplainUnavailable, Explanation, Prediction
 
 METADATA_SIGNATURE = "metadata"
+EXPLAIN_SIGNATURE = "explain"
 RETRY_STATUSES = frozenset({429, 503})
 
 
@@ -62,17 +64,31 @@ class TFServingClient:
     # -- the shared interface ----------------------------------------------------------------
 
     def predict(self, images: Sequence[bytes], version: int | None = None) -> list[Prediction]:
-        """Classify encoded JPEG/PNG images; one :class:`Prediction` per image, in order."""
-        images = list(images)
-        if not images:
-            return []
-        for i, image in enumerate(images):
-            if not isinstance(image, bytes | bytearray):
-                raise TypeError(f"images[{i}] must be encoded image bytes, not {type(image)}")
-        body = {"instances": [{"b64": base64.b64encode(b).decode("ascii")} for b in images]}
-        rows = self._request("POST", self._model_path(version) + ":predict", body)["predictions"]
+        """Classify encoded JPEG/PNG images; one :class:`Prediction` per image, in order.
+
+        ``abstain``, ``in_distribution`` and ``gate_score`` are set when the served export has
+        those outputs, ``None`` otherwise.
+        """
+        rows = self._predict_rows(images, version, signature=None)
         class_names = self.class_names(version)
         return [Prediction.from_row(row, class_names) for row in rows]
+
+    def explain(self, images: Sequence[bytes], version: int | None = None) -> list[Explanation]:
+        """Grad-CAM for encoded images via the ``explain`` signature; ``.heatmap`` is [S, S].
+
+        Raises :class:`ExplainUnavailable` when the served version has no such signature.
+        """
+        try:
+            rows = self._predict_rows(images, version, signature=EXPLAIN_SIGNATURE)
+        except TFServingError as err:
+            if err.status_code == 400 and "not found in signature def" in err.message:
+                raise ExplainUnavailable(
+                    f"the served model has no {EXPLAIN_SIGNATURE!r} signature ({err.message}); "
+                    "re-export the run to add Grad-CAM"
+                ) from None
+            raise
+        class_names = self.class_names(version)
+        return [Explanation.from_row(row, class_names) for row in rows]
 
     def status(self, version: int | None = None) -> dict:
         """TF Serving's model status: ``{"model_version_status": [...]}``."""
@@ -113,6 +129,22 @@ class TFServingClient:
         return self._class_names[version]
 
     # -- plumbing ----------------------------------------------------------------------------
+
+    def _predict_rows(
+        self, images: Sequence[bytes], version: int | None, signature: str | None
+    ) -> list[dict]:
+        images = list(images)
+        if not images:
+            return []
+        for i, image in enumerate(images):
+            if not isinstance(image, bytes | bytearray):
+                raise TypeError(f"images[{i}] must be encoded image bytes, not {type(image)}")
+        body: dict[str, Any] = {
+            "instances": [{"b64": base64.b64encode(b).decode("ascii")} for b in images]
+        }
+        if signature:
+            body["signature_name"] = signature
+        return self._request("POST", self._model_path(version) + ":predict", body)["predictions"]
 
     def _model_path(self, version: int | None) -> str:
         path = f"/v1/models/{self.model_name}"

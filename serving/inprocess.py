@@ -15,6 +15,7 @@ from typing import Any
 
 from serving.export import (
     DEFAULT_MODEL_BASE_PATH,
+    EXPLAIN_SIGNATURE,
     INPUT_KEY,
     METADATA_ASSET,
     METADATA_INPUT_KEY,
@@ -22,11 +23,17 @@ from serving.export import (
     METADATA_SIGNATURE,
     SERVING_SIGNATURE,
 )
-from serving.prediction import Prediction
+from serving.prediction import ExplainUnavailable, Explanation, Prediction
 from serving.tf_errors import summarize_tf_error
 from serving.versions import find_latest_version, list_versions
 
-__all__ = ["InProcessModel", "ModelNotFoundError", "InvalidImageError", "find_latest_version"]
+__all__ = [
+    "ExplainUnavailable",
+    "InProcessModel",
+    "InvalidImageError",
+    "ModelNotFoundError",
+    "find_latest_version",
+]
 
 
 class ModelNotFoundError(FileNotFoundError):
@@ -70,19 +77,42 @@ class InProcessModel:
     # -- the shared interface ----------------------------------------------------------------
 
     def predict(self, images: Sequence[bytes], version: int | None = None) -> list[Prediction]:
-        """Classify encoded images; one :class:`Prediction` per image, in order."""
+        """Classify encoded images; one :class:`Prediction` per image, in order.
+
+        Carries every output the export has (``abstain``, ``in_distribution``, ``gate_score``
+        when it was exported with them), like the REST client.
+        """
         self._check_version(version)
         outputs = self.predict_raw(images)
         return [
-            Prediction.from_row(
-                {k: outputs[k][i] for k in ("probabilities", "class_index", "class_name")},
-                self.class_names,
+            Prediction.from_row({k: v[i] for k, v in outputs.items()}, self.class_names)
+            for i in range(len(images))
+        ]
+
+    def explain(self, images: Sequence[bytes], version: int | None = None) -> list[Explanation]:
+        """Grad-CAM through the ``explain`` signature: one :class:`Explanation` per image.
+
+        :class:`ExplainUnavailable` when this export has no such signature (exported before it
+        existed, or a model without the project's backbone/head structure).
+        """
+        self._check_version(version)
+        signature = self._loaded.signatures.get(EXPLAIN_SIGNATURE)
+        if signature is None:
+            raise ExplainUnavailable(
+                f"version {self.version} under {self.model_base_path} has no "
+                f"{EXPLAIN_SIGNATURE!r} signature; re-export the run to add Grad-CAM"
             )
+        outputs = self._call(signature, images)
+        return [
+            Explanation.from_row({k: v[i] for k, v in outputs.items()}, self.class_names)
             for i in range(len(images))
         ]
 
     def predict_raw(self, images: Sequence[bytes]) -> dict[str, Any]:
         """The signature's outputs as NumPy arrays (for batch callers such as the benchmark)."""
+        return self._call(self._serve, images)
+
+    def _call(self, signature, images: Sequence[bytes]) -> dict[str, Any]:
         import numpy as np
         import tensorflow as tf
 
@@ -91,12 +121,11 @@ class InProcessModel:
             raise TypeError("images must be encoded image bytes (JPEG/PNG)")
         if not images:  # an empty batch has nothing to run (and some CPU kernels reject it)
             return {
-                "probabilities": np.zeros((0, len(self.class_names)), np.float32),
-                "class_index": np.zeros((0,), np.int64),
-                "class_name": np.zeros((0,), object),
+                key: np.zeros([0, *spec.shape[1:]], spec.dtype.as_numpy_dtype)
+                for key, spec in signature.structured_outputs.items()
             }
         try:
-            outputs = self._serve(**{INPUT_KEY: tf.constant(images, dtype=tf.string)})
+            outputs = signature(**{INPUT_KEY: tf.constant(images, dtype=tf.string)})
         except tf.errors.InvalidArgumentError as err:
             raise InvalidImageError(
                 f"could not decode an input image: {summarize_tf_error(err.message)}"

@@ -1,4 +1,5 @@
-"""TFServingClient against the local server, and its error/retry behaviour."""
+"""TFServingClient against the local server, and its error/retry behaviour; the safety fields
+and the ``explain`` (Grad-CAM) signature through REST and in-process alike."""
 
 from __future__ import annotations
 
@@ -8,7 +9,15 @@ import requests
 
 from serving.client import TFServingClient, TFServingError, TFServingUnavailable
 from serving.inprocess import InProcessModel
-from tests.serving_fixtures import FIXTURE_TEMPERATURE, free_port, make_images, shared_stack
+from serving.prediction import NOT_BRAIN_MRI, ExplainUnavailable
+from tests.serving_fixtures import (
+    FIXTURE_IMAGE_SIZE,
+    FIXTURE_TEMPERATURE,
+    blank_png,
+    free_port,
+    make_images,
+    shared_stack,
+)
 from tumorlib.classes import CLASS_NAMES
 
 
@@ -36,6 +45,59 @@ def test_predict_matches_in_process_model(stack, client):
     assert client.predict([]) == []
 
 
+def test_safety_fields_come_through_and_are_none_for_a_model_without_them(stack, client):
+    images = make_images(3, seed=23) + [blank_png()]
+    remote = client.predict(images, version=2)
+    local = InProcessModel(stack.base_path, version=2).predict(images)
+    for r, p in zip(remote, local):
+        assert (r.abstain, r.in_distribution) == (p.abstain, p.in_distribution)
+        assert r.gate_score == pytest.approx(p.gate_score, rel=1e-5)
+        assert r.confidence == pytest.approx(max(r.probabilities.values()), abs=1e-6)
+        assert isinstance(r.abstain, bool) and isinstance(r.in_distribution, bool)
+    assert [r.in_distribution for r in remote] == [True, True, True, False]
+    assert remote[-1].verdict == NOT_BRAIN_MRI and remote[-1].gate_score > 1.0
+    threshold = client.metadata(version=2)["abstention"]["threshold"]
+    assert all(r.abstain == (r.confidence < threshold) for r in remote)
+
+    old = client.predict(images, version=1)  # exported without abstention.json / input gate
+    assert all(r.abstain is None and r.in_distribution is None for r in old)
+    assert all(r.gate_score is None and r.confidence is not None for r in old)
+
+
+def test_explain_over_rest_matches_in_process(stack, client):
+    images = make_images(2, seed=24)
+    remote = client.explain(images)
+    local = InProcessModel(stack.base_path).explain(images)
+    predicted = client.predict(images)
+    for r, p, q in zip(remote, local, predicted):
+        assert r.heatmap.shape == (FIXTURE_IMAGE_SIZE, FIXTURE_IMAGE_SIZE)
+        assert r.heatmap.dtype == np.float32 and np.isfinite(r.heatmap).all()
+        assert r.heatmap.min() >= 0.0 and r.heatmap.max() <= 1.0
+        np.testing.assert_allclose(r.heatmap, p.heatmap, atol=1e-6)
+        assert r.class_name == p.class_name == q.class_name
+        assert r.probabilities == pytest.approx(q.probabilities, abs=1e-5)
+    assert client.explain([]) == []
+    assert len(client.explain(images[:1], version=1)) == 1
+
+
+def test_explain_unavailable_is_its_own_error(tmp_path):
+    from serving.export import export_run
+    from tests.serving_fixtures import make_fixture_run
+
+    message = 'Serving signature name: "explain" not found in signature def'
+    session = _ScriptedSession([_Response(400, {"error": message})])
+    client = TFServingClient(retries=0, session=session)
+    client._class_names[None] = CLASS_NAMES  # no metadata round trip in this scripted session
+    with pytest.raises(ExplainUnavailable, match="re-export"):
+        client.explain(make_images(1))
+
+    plain = export_run(make_fixture_run(tmp_path / "run", plain=True), tmp_path / "models")
+    model = InProcessModel(plain.parent)
+    with pytest.raises(ExplainUnavailable, match="no 'explain' signature"):
+        model.explain(make_images(1))
+    assert model.predict(make_images(1))[0].abstain is None
+
+
 def test_explicit_version_status_and_metadata(stack, client):
     image = make_images(1, seed=22)
     v1 = client.predict(image, version=1)[0]
@@ -48,7 +110,7 @@ def test_explicit_version_status_and_metadata(stack, client):
     assert states == {"1": "AVAILABLE", "2": "AVAILABLE"}
     assert client.status(version=1)["model_version_status"][0]["version"] == "1"
     sig = client.signature_metadata()["metadata"]["signature_def"]["signature_def"]
-    assert "serving_default" in sig
+    assert "serving_default" in sig and "explain" in sig
     assert client.is_healthy()
 
 

@@ -77,6 +77,34 @@ def test_model_metadata_is_the_signature_def_map(url):
     }  # fmt: skip
     assert serving["outputs"]["probabilities"]["tensor_shape"]["dim"][1]["size"] == "4"
     assert "metadata" in signatures
+    if "explain" in signatures:  # exports from before Grad-CAM have no explain signature
+        explain = signatures["explain"]
+        assert explain["inputs"]["image_bytes"]["dtype"] == "DT_STRING"
+        assert set(explain["outputs"]) == {"probabilities", "class_index", "heatmap"}
+        assert len(explain["outputs"]["heatmap"]["tensor_shape"]["dim"]) == 3
+
+
+def test_explain_signature_returns_a_unit_heatmap_per_image(url):
+    signatures = requests.get(f"{url}/v1/models/{MODEL}/metadata", timeout=10).json()
+    if "explain" not in signatures["metadata"]["signature_def"]["signature_def"]:
+        pytest.skip("the served export has no explain signature")
+    images = [b64(i) for i in make_images(2, seed=8)]
+    explained = requests.post(
+        f"{url}/v1/models/{MODEL}:predict",
+        json={"signature_name": "explain", "instances": images},
+        timeout=60,
+    )
+    predicted = requests.post(
+        f"{url}/v1/models/{MODEL}:predict", json={"instances": images}, timeout=30
+    )
+    assert explained.status_code == predicted.status_code == 200, explained.text
+    for e, p in zip(explained.json()["predictions"], predicted.json()["predictions"]):
+        heatmap = e["heatmap"]
+        assert len(heatmap) == len(heatmap[0]) > 1  # square, at model input resolution
+        values = [v for row in heatmap for v in row]
+        assert all(0.0 <= v <= 1.0 for v in values)
+        assert e["class_index"] == p["class_index"]
+        assert e["probabilities"] == pytest.approx(p["probabilities"], abs=1e-5)
 
 
 def test_predict_row_and_columnar_formats_agree(url):
