@@ -1,9 +1,12 @@
 """The upload page: ``streamlit run streamlit_app/app.py``.
 
-A clinician uploads one or several MRI slices (JPEG/PNG) and sees, for each, the image, the
-predicted class in plain words, the four probabilities, the model version, and that this is a
-decision-support tool. The page only validates uploads and shows answers: the model (over TF
-Serving REST or in-process, see :mod:`streamlit_app.backend`) does all preprocessing.
+A clinician uploads one or several MRI slices (JPEG/PNG, or DICOM converted in memory) and sees,
+for each, the image, the predicted class in plain words, the four probabilities, the model
+version, and that this is a decision-support tool. When the model says so, the class is withheld:
+"uncertain — refer to a radiologist" (confidence below the validation-chosen threshold) or "this
+does not look like a brain MRI slice" (the input gate). On request, a Grad-CAM overlay shows the
+regions that drove the prediction. The page only validates uploads and shows answers: the model
+(over TF Serving REST or in-process, see :mod:`streamlit_app.backend`) does all preprocessing.
 
 Every failure is shown with ``st.error`` in words; the page never lets an exception escape to a
 stack trace (``client.showErrorDetails = "none"`` in ``.streamlit/config.toml`` is the backstop).
@@ -13,6 +16,7 @@ Uploads stay in memory: nothing here writes or logs them.
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 _REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -21,8 +25,12 @@ if str(_REPO_ROOT) not in sys.path:  # `streamlit run` puts only this folder on 
 
 import streamlit as st  # noqa: E402
 
+from serving.prediction import NOT_BRAIN_MRI, UNCERTAIN, Explanation, Prediction  # noqa: E402
 from streamlit_app import backend as backends  # noqa: E402
+from streamlit_app import gradcam_view  # noqa: E402
 from streamlit_app.results import (  # noqa: E402
+    NOT_BRAIN_MRI_MESSAGE,
+    UNCERTAIN_MESSAGE,
     FileResult,
     display_name,
     probabilities_text,
@@ -33,7 +41,7 @@ from streamlit_app.validation import (  # noqa: E402
     DEFAULT_MAX_PIXELS,
     UploadRejected,
     ValidatedImage,
-    validate_upload,
+    prepare_upload,
 )
 
 DISCLAIMER = (
@@ -118,14 +126,36 @@ def _environ() -> dict[str, str]:
     return dict(os.environ)
 
 
+def show_safety(safety: backends.SafetyInfo) -> None:
+    """Say in the sidebar which safety checks the served version makes (and which it lacks)."""
+    if not safety.known:
+        st.caption("Safety checks of this model version: unknown (metadata not readable).")
+        return
+    if safety.threshold is None:
+        abstention = "none in this export: every answer is shown as a class"
+    elif safety.threshold > 1.0:
+        abstention = "every answer is withheld (the precision target was not reachable)"
+    else:
+        precision = safety.target_precision
+        target = f" (chosen for ≥ {precision:.0%} precision)" if precision else ""
+        abstention = f"answers below {safety.threshold:.1%} confidence are withheld{target}"
+    gate = "on" if safety.gate else "none in this export: non-MRI images are not refused"
+    gradcam = "available" if safety.explain else "not in this export"
+    st.caption(
+        f"**Abstention:** {abstention}.  \n**Input gate:** {gate}.  \n**Grad-CAM:** {gradcam}."
+    )
+
+
 def validate_all(files: list) -> list[ValidatedImage | UploadRejected]:
-    """Check every upload; the limits come from ``.streamlit/config.toml``."""
+    """Check (and for DICOM, convert) every upload; limits come from ``.streamlit/config.toml``."""
     max_bytes = int(st.get_option("server.maxUploadSize")) * 1024 * 1024
     checked: list[ValidatedImage | UploadRejected] = []
     for file in files:
         try:
             checked.append(
-                validate_upload(file.getvalue(), max_bytes=max_bytes, max_pixels=DEFAULT_MAX_PIXELS)
+                prepare_upload(
+                    file.name, file.getvalue(), max_bytes=max_bytes, max_pixels=DEFAULT_MAX_PIXELS
+                )
             )
         except UploadRejected as err:
             checked.append(err)
@@ -172,7 +202,14 @@ def predict_all(
     return results
 
 
-def show_file(file, check: ValidatedImage | UploadRejected, result: FileResult) -> None:
+def show_file(
+    index: int,
+    file,
+    check: ValidatedImage | UploadRejected,
+    result: FileResult,
+    context: PageContext,
+) -> None:
+    """One upload: the image, then the answer (or why there is none), then Grad-CAM on request."""
     st.subheader(file.name)
     if isinstance(check, UploadRejected):
         st.error(f"{file.name}: {check.message}")
@@ -186,16 +223,84 @@ def show_file(file, check: ValidatedImage | UploadRejected, result: FileResult) 
         if result.prediction is None:
             st.error(f"{file.name}: {result.error}")
             return
-        prediction = result.prediction
-        st.markdown(
-            f"#### Predicted: {display_name(prediction.class_name)} ({result.confidence:.1%})"
-        )
-        st.altair_chart(probability_chart(prediction), width="stretch")
-        st.caption(probabilities_text(prediction))
+        show_answer(result, context.safety)
         st.caption(
             f"Model version {result.model_version} · {result.backend} · "
             "decision-support tool, not a diagnosis"
         )
+    if result.prediction.verdict != NOT_BRAIN_MRI:
+        show_gradcam(index, check.data, result.prediction, context)
+
+
+def show_answer(result: FileResult, safety: backends.SafetyInfo) -> None:
+    """The class, or "uncertain", or "not a brain MRI slice" — the model's verdict decides."""
+    prediction = result.prediction
+    assert prediction is not None
+    confidence = prediction.probabilities[prediction.class_name]
+    if prediction.verdict == NOT_BRAIN_MRI:
+        st.error(f"#### {NOT_BRAIN_MRI_MESSAGE}.")
+        st.caption(
+            f"Input-gate score {prediction.gate_score:.2f} (a slice like the training images "
+            "scores at most 1.00). Upload a single axial, coronal or sagittal brain MRI slice."
+        )
+        return
+    if prediction.verdict == UNCERTAIN:
+        st.markdown(f"#### {UNCERTAIN_MESSAGE}")
+        below = (
+            f", below the threshold of {safety.threshold:.1%} chosen on validation data"
+            if safety.threshold
+            else ""
+        )
+        st.warning(
+            f"The model is not confident enough to answer: its most likely class, "
+            f"{display_name(prediction.class_name)}, has {confidence:.1%}{below}. "
+            "Not a reliable answer."
+        )
+    else:
+        st.markdown(f"#### Predicted: {display_name(prediction.class_name)} ({confidence:.1%})")
+    st.altair_chart(probability_chart(prediction), width="stretch")
+    st.caption(probabilities_text(prediction))
+
+
+def show_gradcam(index: int, data: bytes, prediction: Prediction, context: PageContext) -> None:
+    """Grad-CAM overlay with an opacity slider, computed only when the box is ticked."""
+    if not st.checkbox("Show regions that drove the prediction", key=f"gradcam_show_{index}"):
+        return
+    backend = context.backend
+    assert backend is not None
+    explanation = gradcam_view.cached_explanation(
+        (backend.label, context.version, gradcam_view.image_key(data)),
+        lambda: backend.explain(data, context.version),
+    )
+    if not isinstance(explanation, Explanation):
+        st.info(explanation)
+        return
+    opacity = st.slider(
+        "Heatmap opacity",
+        min_value=0.0,
+        max_value=1.0,
+        value=gradcam_view.DEFAULT_OPACITY,
+        step=0.05,
+        key=f"gradcam_opacity_{index}",
+    )
+    label = display_name(explanation.class_name)
+    if prediction.verdict == UNCERTAIN:
+        label = f"the most likely class ({label})"
+    try:
+        image = gradcam_view.overlay_image(data, explanation.heatmap, opacity)
+    except Exception as err:  # noqa: BLE001 - a display problem must not hide the answer
+        st.info(f"The Grad-CAM overlay could not be drawn ({type(err).__name__}).")
+        return
+    st.image(image, caption=gradcam_view.CAPTION.format(label=label), width=320)
+
+
+@dataclass(frozen=True)
+class PageContext:
+    """What every file's display needs from the sidebar: backend, pinned version, its checks."""
+
+    backend: backends.Backend | None
+    version: int | None
+    safety: backends.SafetyInfo
 
 
 def main() -> None:
@@ -205,9 +310,14 @@ def main() -> None:
     if not signed_in_or_login_prompt(_safe_secrets()):
         return
     backend, health, backend_error = sidebar()
+    safety = backends.SafetyInfo()
+    if backend is not None and health is not None:
+        safety = backend.safety(health.version)
+        with st.sidebar:
+            show_safety(safety)
     files = st.file_uploader(
-        "Upload MRI slices (JPEG or PNG, one slice per file)",
-        type=["jpg", "jpeg", "png"],
+        "Upload MRI slices (JPEG, PNG or DICOM; one slice per file)",
+        type=["jpg", "jpeg", "png", "dcm", "dicom"],
         accept_multiple_files=True,
         key=UPLOAD_KEY,
         help="Files stay in this session's memory; they are never saved or logged.",
@@ -223,8 +333,9 @@ def main() -> None:
     checked = validate_all(files)
     with st.spinner(f"Classifying {len(files)} file(s)..."):
         results = predict_all(files, checked, backend, health, backend_error)
-    for file, check, result in zip(files, checked, results):
-        show_file(file, check, result)
+    context = PageContext(backend, health.version if health else None, safety)
+    for index, (file, check, result) in enumerate(zip(files, checked, results)):
+        show_file(index, file, check, result, context)
     if len(files) > 1:
         show_results_table(results)
 

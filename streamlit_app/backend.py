@@ -22,7 +22,7 @@ from urllib.parse import urlparse
 import streamlit as st
 
 from serving.client import TFServingClient, TFServingError, TFServingUnavailable
-from serving.prediction import Prediction
+from serving.prediction import ExplainUnavailable, Explanation, Prediction
 from serving.versions import find_latest_version, list_versions
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -146,6 +146,39 @@ def settings_from_environment(sidebar_url: str | None) -> Settings:
     return resolve_settings(sidebar_url, read_secrets(), os.environ)
 
 
+@dataclass(frozen=True)
+class SafetyInfo:
+    """What the served version checks, from its exported metadata (``None``: not known)."""
+
+    threshold: float | None = None  # abstention threshold on the top probability
+    target_precision: float | None = None
+    gate: bool = False
+    explain: bool = False
+    known: bool = False  # False: the metadata could not be read
+
+    @classmethod
+    def from_metadata(cls, metadata: Mapping[str, Any]) -> SafetyInfo:
+        abstention = metadata.get("abstention") or {}
+        signatures = metadata.get("signatures") or {}
+        return cls(
+            threshold=_float_or_none(abstention.get("threshold")),
+            target_precision=_float_or_none(abstention.get("target_precision")),
+            gate=bool(metadata.get("input_gate")),
+            explain="explain" in signatures,
+            known=True,
+        )
+
+
+def _float_or_none(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+GRADCAM_UNAVAILABLE = (
+    "This model version has no Grad-CAM (`explain`) signature: it was exported before Grad-CAM "
+    "existed. Re-export the run (`python -m serving.export runs/<name>`) to add it."
+)
+
+
 class Backend:
     """One model source behind the page: health check, then predictions from that version."""
 
@@ -156,6 +189,30 @@ class Backend:
 
     def predict(self, images: Sequence[bytes], version: int | None) -> list[Prediction | str]:
         """One :class:`Prediction` or a user-facing error string per image, in order."""
+        raise NotImplementedError
+
+    def explain(self, image: bytes, version: int | None) -> Explanation | str:
+        """Grad-CAM for one image, or a user-facing reason why there is none."""
+        try:
+            return self._explain(image, version)
+        except ExplainUnavailable:
+            return GRADCAM_UNAVAILABLE
+        except BackendError as err:
+            return err.message
+        except Exception as err:  # noqa: BLE001 - shown next to the image, never a traceback
+            return f"Grad-CAM could not be computed: {_describe(err)}"
+
+    def safety(self, version: int | None) -> SafetyInfo:
+        """The abstention threshold and which checks the version has; unknown on failure."""
+        try:
+            return SafetyInfo.from_metadata(self._metadata(version))
+        except Exception:  # noqa: BLE001 - the page still works without it; the sidebar says so
+            return SafetyInfo()
+
+    def _explain(self, image: bytes, version: int | None) -> Explanation:
+        raise NotImplementedError
+
+    def _metadata(self, version: int | None) -> Mapping[str, Any]:
         raise NotImplementedError
 
 
@@ -200,6 +257,15 @@ class RestBackend(Backend):
 
         return predict_isolating_failures(call, images)
 
+    def _explain(self, image: bytes, version: int | None) -> Explanation:
+        try:
+            return self.client.explain([image], version=version)[0]
+        except TFServingUnavailable as err:
+            raise _rest_error(err, self.client) from None
+
+    def _metadata(self, version: int | None) -> Mapping[str, Any]:
+        return self.client.metadata(version)
+
 
 class InProcessBackend(Backend):
     """The exported SavedModel run in this process (``serving.inprocess.InProcessModel``)."""
@@ -215,6 +281,12 @@ class InProcessBackend(Backend):
 
     def predict(self, images: Sequence[bytes], version: int | None) -> list[Prediction | str]:
         return predict_isolating_failures(self.model.predict, images)
+
+    def _explain(self, image: bytes, version: int | None) -> Explanation:
+        return self.model.explain([image])[0]
+
+    def _metadata(self, version: int | None) -> Mapping[str, Any]:
+        return self.model.metadata()
 
 
 def predict_isolating_failures(

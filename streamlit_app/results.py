@@ -1,6 +1,9 @@
 """Per-file results: the probability chart, the batch table and its CSV download.
 
 Class names and their order come from ``tumorlib.classes`` only; people see ``DISPLAY_NAMES``.
+The safety verdicts come from the model (``abstain``, ``in_distribution``): an image the input
+gate refused gets no class and no probabilities, an uncertain one no class either — its
+probabilities stay visible, because they are what "uncertain" means.
 """
 
 from __future__ import annotations
@@ -12,8 +15,11 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from serving.prediction import Prediction
+from serving.prediction import CLASSIFIED, NOT_BRAIN_MRI, UNCERTAIN, Prediction
+from tumorlib.abstention import UNCERTAIN_MESSAGE
 from tumorlib.classes import CLASS_NAMES, DISPLAY_NAMES
+
+NOT_BRAIN_MRI_MESSAGE = "This does not look like a brain MRI slice — not classified"
 
 CSV_FILE_NAME = "tumorlib_predictions.csv"
 # Spreadsheet programs execute cells starting with these; a file name must stay a file name.
@@ -32,12 +38,23 @@ class FileResult:
     note: str | None = None
 
     @property
+    def verdict(self) -> str | None:
+        return self.prediction.verdict if self.prediction else None
+
+    @property
     def predicted_label(self) -> str:
-        return display_name(self.prediction.class_name) if self.prediction else ""
+        """The class in plain words, or what stands in its place when there is none."""
+        if self.prediction is None:
+            return ""
+        return {
+            CLASSIFIED: display_name(self.prediction.class_name),
+            UNCERTAIN: UNCERTAIN_MESSAGE,
+            NOT_BRAIN_MRI: NOT_BRAIN_MRI_MESSAGE,
+        }[self.prediction.verdict]
 
     @property
     def confidence(self) -> float | None:
-        if self.prediction is None:
+        if self.prediction is None or self.verdict == NOT_BRAIN_MRI:
             return None
         return self.prediction.probabilities[self.prediction.class_name]
 
@@ -91,14 +108,27 @@ def results_table(results: Sequence[FileResult]) -> pd.DataFrame:
             "confidence": result.confidence,
             "error": result.error or "",
         }
+        shown = result.confidence is not None  # no probabilities for a refused input
         for name in CLASS_NAMES:
-            p = result.prediction.probabilities.get(name) if result.prediction else None
+            p = result.prediction.probabilities.get(name) if shown else None
             row[f"p({display_name(name)})"] = p
+        row.update(safety_columns(result.prediction))
         row["model version"] = result.model_version
         row["backend"] = result.backend
         rows.append(row)
     frame = pd.DataFrame(rows)
     return frame.astype({"model version": "Int64"}) if len(frame) else frame
+
+
+def safety_columns(prediction: Prediction | None) -> dict[str, object]:
+    """``abstain``, ``in distribution`` and ``gate score``; empty when the model has none."""
+    if prediction is None:
+        return {"abstain": None, "in distribution": None, "gate score": None}
+    return {
+        "abstain": prediction.abstain,
+        "in distribution": prediction.in_distribution,
+        "gate score": prediction.gate_score,
+    }
 
 
 def to_csv_bytes(table: pd.DataFrame) -> bytes:

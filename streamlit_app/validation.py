@@ -11,6 +11,11 @@ lossless PNG).
 
 Pillow is used only to *inspect* the upload; preprocessing itself stays in the SavedModel.
 Nothing is written to disk or logged: the bytes live in memory for this check only.
+
+DICOM files (:func:`prepare_upload`) are converted in memory by :mod:`tumorlib.dicom_io`
+(modality rescale, stored or percentile window, MONOCHROME1 inverted) to an 8-bit PNG, which then
+goes to the model like any upload. Only technical fields (modality, window, frame count) are
+reported; patient-identifying header fields are never read out, shown or logged.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import io
 import warnings
 from dataclasses import dataclass
 
+import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 DEFAULT_MAX_BYTES = 10 * 1024 * 1024
@@ -27,6 +33,7 @@ DEFAULT_MAX_BYTES = 10 * 1024 * 1024
 DEFAULT_MAX_PIXELS = 4096 * 4096
 
 ACCEPTED_FORMATS = ("JPEG", "PNG")
+DICOM_SUFFIXES = (".dcm", ".dicom")
 # Pillow reports camera JPEGs that carry a second picture (e.g. a depth map) as "MPO"; every
 # JPEG decoder, TensorFlow's included, shows the primary picture, so it is a plain JPEG here.
 _JPEG_ALIASES = {"MPO": "JPEG"}
@@ -122,6 +129,96 @@ def validate_upload(
             "PNG or JPEG.",
         )
     return ValidatedImage(data=data, format=fmt, width=width, height=height)
+
+
+def prepare_upload(
+    name: str,
+    data: bytes,
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> ValidatedImage:
+    """Check one upload of any accepted kind: DICOM is converted first, images checked as is."""
+    if name.lower().endswith(DICOM_SUFFIXES) or _looks_like_dicom(data):
+        return validate_dicom(data, max_bytes=max_bytes, max_pixels=max_pixels)
+    return validate_upload(data, max_bytes=max_bytes, max_pixels=max_pixels)
+
+
+def validate_dicom(
+    data: bytes,
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> ValidatedImage:
+    """Convert a DICOM slice (first frame) to the PNG the model gets, or refuse it in words.
+
+    Messages name the problem (transfer syntax, missing pixels), never header values; pydicom's
+    warnings, which may quote a malformed value, are silenced for the call.
+    """
+    if not data:
+        raise UploadRejected("empty", "The file is empty.")
+    if len(data) > max_bytes:
+        raise UploadRejected(
+            "too_large_bytes", f"The file is {_mb(len(data))}; the limit is {_mb(max_bytes)}."
+        )
+    image = _read_dicom(data)
+    height, width = image.frames[0].shape[:2]
+    if width * height > max_pixels:
+        raise UploadRejected(
+            "too_many_pixels",
+            f"The DICOM image is {width} x {height} pixels; the limit is "
+            f"{max_pixels / 1e6:.1f} megapixels.",
+        )
+    return ValidatedImage(
+        data=_png(image.rgb(0)),
+        format="DICOM",
+        width=width,
+        height=height,
+        note=_dicom_note(image),
+    )
+
+
+def _looks_like_dicom(data: bytes) -> bool:
+    from tumorlib.dicom_io import is_dicom
+
+    return is_dicom(data)
+
+
+def _read_dicom(data: bytes):
+    from tumorlib.dicom_io import DicomError, read_dicom
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return read_dicom(data)
+    except DicomError as err:
+        raise UploadRejected("dicom", f"This DICOM file cannot be used: {err}.") from None
+    except Exception as err:  # noqa: BLE001 - pydicom's own errors may quote header values
+        raise UploadRejected(
+            "dicom", f"This DICOM file is malformed ({type(err).__name__}); re-export it."
+        ) from None
+
+
+def _dicom_note(image) -> str:
+    """What was done to the DICOM, in technical terms only (nothing identifying)."""
+    modality = f" ({image.modality})" if image.modality else ""
+    if image.window is not None:
+        centre, width = image.window
+        window = f"{image.window_source} window (centre {centre:g}, width {width:g})"
+    else:
+        window = "colour image, no window"
+    frames = (
+        f"; frame 1 of {image.num_frames} classified (one slice per file)"
+        if image.num_frames > 1
+        else ""
+    )
+    return f"DICOM{modality} converted to an 8-bit image with the {window}{frames}."
+
+
+def _png(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def _open(data: bytes, max_pixels: int) -> Image.Image:

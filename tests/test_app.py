@@ -3,7 +3,9 @@
 The page tests drive the real ``streamlit_app/app.py`` with Streamlit's ``AppTest`` against a real
 exported fixture model, in-process and behind the real local REST server
 (``tests.serving_fixtures.shared_stack``), plus a closed port (server down) and a socket that
-never answers (server too slow).
+never answers (server too slow). The stack's newest version carries an abstention threshold and
+an input gate, so the page's "uncertain" and "not a brain MRI slice" answers, DICOM uploads
+(generated here with pydicom) and the Grad-CAM overlay are driven through the page too.
 """
 
 from __future__ import annotations
@@ -21,10 +23,18 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from serving.prediction import Prediction
+from serving.prediction import CLASSIFIED, NOT_BRAIN_MRI, UNCERTAIN, Prediction
 from streamlit_app import backend as backends
-from streamlit_app.results import FileResult, results_table, to_csv_bytes
-from streamlit_app.validation import UploadRejected, validate_upload
+from streamlit_app.results import (
+    NOT_BRAIN_MRI_MESSAGE,
+    UNCERTAIN_MESSAGE,
+    FileResult,
+    results_table,
+    to_csv_bytes,
+)
+from streamlit_app.validation import UploadRejected, prepare_upload, validate_upload
+from tests.serving_fixtures import ABSTAIN_PROBE_COUNT, ABSTAIN_PROBE_SEED, blank_png, make_images
+from tests.test_dicom_io import PATIENT, make_dicom, ramp
 from tumorlib.classes import CLASS_NAMES, DISPLAY_NAMES
 
 APP = Path(__file__).resolve().parents[1] / "streamlit_app" / "app.py"
@@ -145,6 +155,54 @@ def test_results_table_has_plain_words_every_probability_and_errors():
     assert "0.700000" in csv and ",3," in csv
 
 
+def test_results_table_withholds_the_class_when_uncertain_or_not_an_mri():
+    probs = {name: 0.25 for name in CLASS_NAMES}
+    uncertain = Prediction(probs, 0, CLASS_NAMES[0], abstain=True, in_distribution=True,
+                           gate_score=0.4)  # fmt: skip
+    refused = Prediction(probs, 1, CLASS_NAMES[1], abstain=True, in_distribution=False,
+                         gate_score=7.5)  # fmt: skip
+    results = [
+        FileResult("sure.png", prediction=_prediction("glioma"), model_version=2),
+        FileResult("unsure.png", prediction=uncertain, model_version=2),
+        FileResult("cat.png", prediction=refused, model_version=2),
+    ]
+    assert [r.verdict for r in results] == [CLASSIFIED, UNCERTAIN, NOT_BRAIN_MRI]
+    table = results_table(results)
+    assert list(table["predicted class"]) == [
+        DISPLAY_NAMES["glioma"], UNCERTAIN_MESSAGE, NOT_BRAIN_MRI_MESSAGE
+    ]  # fmt: skip
+    assert table.loc[1, "confidence"] == pytest.approx(0.25)  # uncertain: numbers stay visible
+    assert np.isnan(table.loc[2, "confidence"]) and np.isnan(table.loc[2, "p(Glioma)"])
+    assert table["abstain"].tolist() == [None, True, True]
+    assert table["in distribution"].tolist() == [None, True, False]
+    assert table.loc[2, "gate score"] == pytest.approx(7.5)
+    header = to_csv_bytes(table).decode().splitlines()[0]
+    assert header.endswith("abstain,in distribution,gate score,model version,backend")
+
+
+def test_dicom_uploads_become_png_without_identifying_data(caplog):
+    frames = np.stack([ramp(), ramp()[::-1], ramp()[:, ::-1]])
+    with caplog.at_level(logging.DEBUG):
+        checked = prepare_upload("scan.dcm", make_dicom(frames, window=(2000.0, 4000.0)))
+        single = prepare_upload("no-suffix", make_dicom(ramp()))  # recognised by its header
+    assert checked.format == single.format == "DICOM"
+    assert (checked.width, checked.height) == (48, 32)
+    image = Image.open(io.BytesIO(checked.data))
+    assert image.format == "PNG" and image.size == (48, 32) and image.mode == "RGB"
+    assert "frame 1 of 3" in checked.note and "stored window" in checked.note
+    assert "percentile window" in single.note and "frame" not in single.note
+    assert PATIENT not in checked.note + single.note and PATIENT not in caplog.text
+    for name, data in (
+        ("broken.dcm", b"\x00" * 128 + b"DICM" + b"\x02\x00\x10"),
+        ("truncated.dcm", make_dicom(ramp())[:-500]),
+        ("renamed.dcm", good_png()),
+    ):
+        with pytest.raises(UploadRejected) as caught:
+            prepare_upload(name, data)
+        assert caught.value.reason == "dicom" and "DICOM" in caught.value.message, name
+        assert PATIENT not in caught.value.message
+
+
 def test_settings_prefer_sidebar_then_secrets_then_environment(tmp_path):
     env = {backends.ENV_URL: "http://env:1", backends.ENV_MODEL_BASE_PATH: str(tmp_path)}
     secrets = {backends.SECRET_URL: "http://secret:2/"}
@@ -239,6 +297,30 @@ def _shown_probabilities(at: AppTest) -> list[dict[str, float]]:
     ]
 
 
+def _heading(p: Prediction) -> str:
+    """What the page must print above one file's answer."""
+    if p.verdict == NOT_BRAIN_MRI:
+        return f"#### {NOT_BRAIN_MRI_MESSAGE}."
+    if p.verdict == UNCERTAIN:
+        return f"#### {UNCERTAIN_MESSAGE}"
+    return f"#### Predicted: {DISPLAY_NAMES[p.class_name]} ({p.probabilities[p.class_name]:.1%})"
+
+
+def _headings(at: AppTest) -> list[str]:
+    texts = _texts(at.markdown) + _texts(at.main.error)
+    return [t for t in texts if t.startswith("#### ")]
+
+
+def _all_text(at: AppTest) -> str:
+    kinds = ("markdown", "caption", "error", "warning", "info", "success", "subheader")
+    return " ".join(str(e.value) for kind in kinds for e in getattr(at, kind))
+
+
+def _images(at: AppTest) -> list:
+    """Every picture on the page (``st.image``), in order, as ``(caption, url)``."""
+    return [(i.caption, i.url) for element in at.get("image") for i in element.proto.imgs]
+
+
 def test_page_without_any_export_says_how_to_create_one(page_env, tmp_path):
     page_env.setenv(backends.ENV_MODEL_BASE_PATH, str(tmp_path / "models" / "brain_mri"))
     at = _page().run()
@@ -267,11 +349,8 @@ def test_page_happy_path_in_process_with_every_bad_upload_in_the_same_batch(
     _assert_no_stack_trace(at)
 
     expected = InProcessModel(stack.base_path).predict([data for _, data in good])
-    headings = [m for m in _texts(at.markdown) if m.startswith("#### Predicted")]
-    assert headings == [
-        f"#### Predicted: {DISPLAY_NAMES[p.class_name]} ({p.probabilities[p.class_name]:.1%})"
-        for p in expected
-    ]
+    assert all(p.in_distribution for p in expected)
+    assert _headings(at) == [_heading(p) for p in expected]
     assert len(at.get("vega_lite_chart")) == len(good)
     captions = _texts(at.caption)
     assert sum("Model version 2" in c and "not a diagnosis" in c for c in captions) == len(good)
@@ -363,3 +442,139 @@ def test_page_requires_sign_in_when_auth_is_configured(page_env, tmp_path):
     at.run()
     _assert_no_stack_trace(at)
     assert at.file_uploader and "clinician@example.org" in " ".join(_texts(at.sidebar.caption))
+
+
+# --------------------------------------------------------------------------------------------
+# The page: safety verdicts, DICOM, Grad-CAM
+# --------------------------------------------------------------------------------------------
+
+
+def _probe_files(stack) -> list[tuple[str, bytes]]:
+    """One image the model answers, one it abstains on, and a blank one the gate refuses."""
+    from serving.inprocess import InProcessModel
+
+    probes = make_images(ABSTAIN_PROBE_COUNT, seed=ABSTAIN_PROBE_SEED)
+    answers = InProcessModel(stack.base_path).predict(probes)
+    sure = next(i for i, p in enumerate(answers) if p.verdict == CLASSIFIED)
+    unsure = next(i for i, p in enumerate(answers) if p.verdict == UNCERTAIN)
+    return [("sure.png", probes[sure]), ("unsure.png", probes[unsure]), ("blank.png", blank_png())]
+
+
+def test_page_withholds_the_class_when_uncertain_or_not_a_brain_mri(page_env, stack):
+    from serving.inprocess import InProcessModel
+
+    page_env.setenv(backends.ENV_MODEL_BASE_PATH, str(stack.base_path))
+    files = _probe_files(stack)
+    expected = InProcessModel(stack.base_path).predict([data for _, data in files])
+    assert [p.verdict for p in expected] == [CLASSIFIED, UNCERTAIN, NOT_BRAIN_MRI]
+    at = _upload(_page().run(), files)
+    _assert_no_stack_trace(at)
+
+    assert _headings(at) == [_heading(p) for p in expected]
+    sidebar = " ".join(_texts(at.sidebar.caption))
+    assert "confidence are withheld" in sidebar and "Input gate:** on" in sidebar
+    unsure = expected[1]
+    warning = " ".join(_texts(at.warning))
+    assert f"{DISPLAY_NAMES[unsure.class_name]}, has {unsure.confidence:.1%}" in warning
+    assert "below the threshold" in warning
+    refused = " ".join(c for c in _texts(at.caption) if "Input-gate score" in c)
+    assert f"{expected[2].gate_score:.2f}" in refused
+    # No class for the refused image anywhere: two charts, two Grad-CAM boxes, not three.
+    assert len(at.get("vega_lite_chart")) == 2
+    assert [c.key for c in at.checkbox] == ["gradcam_show_0", "gradcam_show_1"]
+
+    table = at.dataframe[0].value
+    assert list(table["predicted class"]) == [
+        DISPLAY_NAMES[expected[0].class_name], UNCERTAIN_MESSAGE, NOT_BRAIN_MRI_MESSAGE
+    ]  # fmt: skip
+    assert table["abstain"].tolist() == [p.abstain for p in expected]
+    assert table["in distribution"].tolist() == [True, True, False]
+    assert table["gate score"].tolist() == pytest.approx([p.gate_score for p in expected], 1e-5)
+
+
+def test_page_classifies_dicom_and_never_shows_patient_data(page_env, stack, caplog):
+    from serving.inprocess import InProcessModel
+
+    page_env.setenv(backends.ENV_MODEL_BASE_PATH, str(stack.base_path))
+    dicom = make_dicom(np.stack([ramp(), ramp()[::-1]]), window=(2000.0, 4000.0))
+    files = [
+        ("scan.dcm", dicom),
+        ("broken.dcm", b"\x00" * 128 + b"DICM" + b"\x02\x00\x10"),
+        ("truncated.dcm", dicom[:-700]),
+        ("slice.png", good_png(30)),
+    ]
+    at = _page().run()
+    with caplog.at_level(logging.DEBUG):
+        at.file_uploader[0].set_value([(n, d, "application/dicom") for n, d in files])
+        at.run()
+    _assert_no_stack_trace(at)
+
+    converted = prepare_upload("scan.dcm", dicom).data
+    expected = InProcessModel(stack.base_path).predict([converted, good_png(30)])
+    assert _headings(at) == [_heading(p) for p in expected]
+    assert any("DICOM (MR) converted" in i and "frame 1 of 2" in i for i in _texts(at.info))
+    errors = " ".join(_texts(at.main.error))
+    assert "broken.dcm: This DICOM file" in errors and "truncated.dcm: This DICOM file" in errors
+    table = at.dataframe[0].value
+    assert (table["error"] != "").tolist() == [False, True, True, False]
+    page_text = _all_text(at) + " ".join(c for c, _ in _images(at)) + table.to_csv()
+    for secret in (PATIENT, "ID-424242", "19700101"):
+        assert secret not in page_text and secret not in caplog.text
+
+
+@pytest.mark.parametrize("backend_kind", ["in-process", "rest"])
+def test_page_shows_a_gradcam_overlay_with_an_opacity_slider(page_env, stack, backend_kind):
+    from serving.inprocess import InProcessModel
+
+    page_env.setenv(backends.ENV_MODEL_BASE_PATH, str(stack.base_path))
+    if backend_kind == "rest":
+        page_env.setenv(backends.ENV_URL, stack.server.url)
+    files = [("a.png", good_png(40)), ("b.png", good_png(41))]
+    at = _upload(_page().run(), files)
+    _assert_no_stack_trace(at)
+    assert len(_images(at)) == 2 and not at.slider  # nothing computed until asked
+
+    at.checkbox(key="gradcam_show_1").check().run()
+    _assert_no_stack_trace(at)
+    images = _images(at)
+    assert len(images) == 3 and [s.key for s in at.slider] == ["gradcam_opacity_1"]
+    caption, first_url = images[2]
+    label = InProcessModel(stack.base_path).explain([files[1][1]])[0].class_name
+    assert "Grad-CAM" in caption and DISPLAY_NAMES[label] in caption
+    assert at.slider(key="gradcam_opacity_1").value == pytest.approx(0.4)
+
+    at.slider(key="gradcam_opacity_1").set_value(0.9).run()
+    _assert_no_stack_trace(at)
+    assert _images(at)[2][1] != first_url  # redrawn at the new opacity
+    at.checkbox(key="gradcam_show_1").uncheck().run()
+    assert len(_images(at)) == 2
+
+
+def test_gradcam_overlay_is_the_heatmap_on_the_slice_as_the_model_saw_it(stack):
+    from serving.inprocess import InProcessModel
+    from streamlit_app.gradcam_view import overlay_image
+    from tumorlib.preprocessing import decode_image, resize
+
+    data = good_png(42)
+    heatmap = InProcessModel(stack.base_path).explain([data])[0].heatmap
+    plain = overlay_image(data, heatmap, 0.0)
+    assert plain.shape == (*heatmap.shape, 3) and plain.dtype == np.uint8
+    np.testing.assert_array_equal(plain, resize(decode_image(data), heatmap.shape[0]).numpy())
+    assert not np.array_equal(overlay_image(data, heatmap, 0.8), plain)
+
+
+def test_page_explains_why_an_old_export_has_no_gradcam(page_env, tmp_path):
+    from serving.export import export_run
+    from tests.serving_fixtures import make_fixture_run
+
+    base = tmp_path / "models" / "brain_mri"
+    export_run(make_fixture_run(tmp_path / "runs" / "plain", plain=True), base)
+    page_env.setenv(backends.ENV_MODEL_BASE_PATH, str(base))
+    at = _upload(_page().run(), [("a.png", good_png(43))])
+    sidebar = " ".join(_texts(at.sidebar.caption))
+    assert "Abstention:** none in this export" in sidebar and "Grad-CAM:** not in this" in sidebar
+    assert _headings(at)[0].startswith("#### Predicted: ")
+    at.checkbox(key="gradcam_show_0").check().run()
+    _assert_no_stack_trace(at)
+    assert any("no Grad-CAM (`explain`) signature" in i for i in _texts(at.info))
+    assert len(_images(at)) == 1

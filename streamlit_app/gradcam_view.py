@@ -1,0 +1,60 @@
+"""Grad-CAM on the page: "Show regions that drove the prediction".
+
+The heatmap comes from the served model's ``explain`` signature (:mod:`tumorlib.gradcam` inside
+the SavedModel), at the model's input resolution and aligned with the slice as the model saw it:
+resized with its aspect kept and black padding. So the overlay is drawn on that same image, made
+by :func:`tumorlib.preprocessing.resize` — the one definition of it — and blended by
+:func:`tumorlib.gradcam.overlay`. Both import TensorFlow, so they are imported only when a user
+asks for a heatmap.
+
+Heatmaps are kept in the session's memory (never on disk), keyed by a hash of the image, the
+backend and the model version, so moving the opacity slider does not recompute the gradient.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import streamlit as st
+
+from serving.prediction import Explanation
+
+CACHE_KEY = "gradcam_heatmaps"
+MAX_CACHED = 32  # heatmaps per session; 224 x 224 float32 is 200 KB each
+DEFAULT_OPACITY = 0.4
+CAPTION = (
+    "Grad-CAM for {label}: warm colours mark the regions that raised the model's score for this "
+    "class most. Coarse (1/32 of the model input) and drawn on the slice as the model saw it "
+    "(resized, black-padded); it shows where evidence came from, not a segmentation."
+)
+
+
+def overlay_image(image_bytes: bytes, heatmap: np.ndarray, opacity: float) -> np.ndarray:
+    """The upload resized as the model saw it, with ``heatmap`` blended over it (uint8 RGB)."""
+    import tensorflow as tf
+
+    from tumorlib.gradcam import overlay
+    from tumorlib.preprocessing import decode_image, resize
+
+    image = resize(decode_image(tf.constant(image_bytes)), int(heatmap.shape[0])).numpy()
+    return overlay(image, heatmap, opacity)
+
+
+def cached_explanation(key_parts: tuple, compute) -> Explanation | str:
+    """``compute()`` once per image/backend/version in this session; errors are not cached."""
+    cache: dict[str, Explanation] = st.session_state.setdefault(CACHE_KEY, {})
+    key = hashlib.sha256(repr(key_parts).encode()).hexdigest()
+    if key in cache:
+        return cache[key]
+    result = compute()
+    if isinstance(result, Explanation):
+        if len(cache) >= MAX_CACHED:
+            cache.pop(next(iter(cache)))
+        cache[key] = result
+    return result
+
+
+def image_key(data: bytes) -> str:
+    """Identifies an upload in the cache without keeping its bytes there."""
+    return hashlib.sha256(data).hexdigest()
