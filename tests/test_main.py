@@ -1,8 +1,11 @@
-"""The main job's orchestration: the dataset step builds both configs and prints statistics."""
+"""The main job's orchestration: the dataset step builds both configs and prints statistics;
+the safety steps (abstention, input gate, model card) run between evaluation and export."""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+import pytest
 
 from tumorlib import main as main_job
 from tumorlib.classes import CLASS_NAMES
@@ -30,3 +33,89 @@ def test_reusing_a_missing_run_fails_clearly(tmp_path, capsys):
     )  # fmt: skip
     assert code == 1
     assert "no-such-run" in capsys.readouterr().err
+
+
+def _record_steps(monkeypatch, fail: str | None = None) -> list[str]:
+    """Replace every step's entry point with a recorder; ``fail`` returns exit code 1."""
+    from serving import export
+    from tumorlib import abstention, evaluate, input_gate, model_card
+
+    calls: list[str] = []
+
+    def recorder(name):
+        def step(argv):
+            calls.append(f"{name} {' '.join(argv)}")
+            return 1 if name == fail else 0
+
+        return step
+
+    monkeypatch.setattr(main_job, "build_dataset", lambda *a: calls.append("build"))
+    for module, name in ((evaluate, "evaluate"), (abstention, "abstention"),
+                         (input_gate, "input_gate"), (model_card, "model_card"),
+                         (export, "export")):  # fmt: skip
+        monkeypatch.setattr(module, "main", recorder(name))
+    return calls
+
+
+def test_safety_steps_run_on_the_run_between_evaluate_and_export(tmp_path, monkeypatch):
+    calls = _record_steps(monkeypatch)
+    run, models = str(tmp_path / "run"), str(tmp_path / "models")
+    argv = ["--data-dir", str(tmp_path / "d"), "--run", run, "--model-base-path", models]
+    assert main_job.main([*argv, "--stop-after", "export"]) == 0
+    names = [c.split()[0] for c in calls]
+    assert names == ["build", "evaluate", "evaluate", "abstention", "input_gate", "model_card",
+                     "export"]  # fmt: skip
+    data = f"--data-dir {tmp_path / 'd'}"
+    assert calls[3:6] == [f"abstention {run} {data}", f"input_gate {run} {data}",
+                          f"model_card {run} {data}"]  # fmt: skip
+    assert calls[-1] == f"export {run} --model-base-path {models}"
+
+    calls.clear()
+    assert main_job.main([*argv, "--stop-after", "safety"]) == 0
+    assert calls[-1].startswith("model_card")
+
+
+def test_skip_safety_exports_without_the_safety_steps(tmp_path, monkeypatch, capsys):
+    calls = _record_steps(monkeypatch)
+    argv = ["--data-dir", str(tmp_path), "--run", str(tmp_path / "run"), "--skip-safety",
+            "--stop-after", "export"]  # fmt: skip
+    assert main_job.main(argv) == 0
+    assert [c.split()[0] for c in calls] == ["build", "evaluate", "evaluate", "export"]
+    assert "safety steps skipped" in capsys.readouterr().out
+
+
+def test_a_failing_safety_step_stops_the_job_before_the_export(tmp_path, monkeypatch, capsys):
+    calls = _record_steps(monkeypatch, fail="input_gate")
+    argv = ["--data-dir", str(tmp_path), "--run", str(tmp_path / "run"), "--stop-after", "export"]
+    assert main_job.main(argv) == 1
+    assert [c.split()[0] for c in calls][-1] == "input_gate"
+    assert "input gate failed" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_main_job_exports_a_model_that_carries_abstention_and_the_gate(tmp_path):
+    """Real steps on the dummy dataset and an untrained 32-px MobileNetV2 run."""
+    import json
+
+    import tensorflow as tf
+
+    from tumorlib.model import build_model
+    from tumorlib.runs import CALIBRATION_FILE, CONFIG_FILE, MODEL_FILE, write_json
+
+    run = tmp_path / "run"
+    run.mkdir()
+    build_model(image_size=32, weights=None).save(run / MODEL_FILE)
+    write_json(run / CONFIG_FILE, {"image_size": 32, "alpha": 0.35, "weights": "none"})
+    write_json(run / CALIBRATION_FILE, {"temperature": 1.3})
+    models = tmp_path / "models"
+    code = main_job.main(
+        ["--manual-dir", str(DUMMY), "--data-dir", str(tmp_path / "tfds"), "--run", str(run),
+         "--model-base-path", str(models), "--stop-after", "export"]
+    )  # fmt: skip
+    assert code == 0
+    for name in ("abstention.json", "input_gate.npz", "input_gate.json", "model_card.md"):
+        assert (run / name).is_file(), name
+    meta = json.loads((models / "1" / "assets" / "metadata.json").read_text())
+    assert meta["abstention"]["threshold"] > 0 and meta["input_gate"]["layers"]
+    outputs = tf.saved_model.load(str(models / "1")).signatures["serving_default"]
+    assert {"abstain", "in_distribution", "gate_score"} <= set(outputs.structured_outputs)

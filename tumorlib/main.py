@@ -1,10 +1,13 @@
 """The main job, end to end on the embedded default: ``python -m tumorlib.main`` (``scripts/main``).
 
 build the dataset (both configs) -> train -> evaluate (clean/test, original/test)
--> export to models/brain_mri/<version>/ -> open the upload page on the in-process model.
+-> safety: abstention threshold, input gate, model card -> export to
+models/brain_mri/<version>/ -> open the upload page on the in-process model.
 
 Each step is the project's own command-line entry point called in-process, so this file only
-orchestrates; every step can also be run on its own (the README lists the commands).
+orchestrates; every step can also be run on its own (the README lists the commands). The safety
+steps run before the export because the export embeds what they write (the abstention threshold
+and the gate's statistics) into the SavedModel; ``--skip-safety`` exports without them.
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ from tumorlib.data import CONFIGS, REPO_ROOT, build, data_dir
 from tumorlib.dataset_report import format_report
 
 DEFAULT_MANUAL_DIR = REPO_ROOT.parent / "shared" / "data"
+DEFAULT_MODEL_BASE_PATH = Path("models/brain_mri")
 APP = REPO_ROOT / "streamlit_app" / "app.py"
+STEPS = ("build", "train", "evaluate", "safety", "export")
 
 
 class StepFailed(RuntimeError):
@@ -41,8 +46,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--hparams", help="best-hyperparameters JSON for training")
     parser.add_argument(
         "--stop-after",
-        choices=("build", "train", "evaluate", "export"),
+        choices=STEPS,
         help="stop after this step (default: run everything and open the app)",
+    )
+    parser.add_argument(
+        "--skip-safety",
+        action="store_true",
+        help="skip abstention, input gate and model card; the export then has no abstain or "
+        "in_distribution outputs (use only to save time on a throw-away run)",
+    )
+    parser.add_argument(
+        "--model-base-path",
+        default=str(DEFAULT_MODEL_BASE_PATH),
+        help=f"where the export's versions go (default {DEFAULT_MODEL_BASE_PATH})",
     )
     parser.add_argument("--app-port", type=int, default=8502, help="port of the upload page")
     return parser
@@ -66,22 +82,39 @@ def _check(code: int, what: str) -> None:
         raise StepFailed(f"{what} failed (exit code {code})")
 
 
+def safety_steps(run_dir: Path, data_dir_: str) -> None:
+    """Abstention threshold, input gate, then the model card that reports both.
+
+    Each writes into the run folder; a failure stops the job before the export, so no model
+    reaches the page without the checks the operator asked for.
+    """
+    from tumorlib import abstention, input_gate, model_card
+
+    run, data = str(run_dir), ["--data-dir", data_dir_]
+    step("4/6 abstention threshold (chosen on clean/validation, checked on clean/test)")
+    _check(abstention.main([run, *data]), "abstention")
+    step("4/6 input gate (fitted on clean/train, thresholds on clean/validation)")
+    _check(input_gate.main([run, *data]), "input gate")
+    step("4/6 model card")
+    _check(model_card.main([run, *data]), "model card")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     data_dir_ = str(data_dir(args.data_dir))
     try:
-        step(f"1/5 dataset -> {data_dir_}")
+        step(f"1/6 dataset -> {data_dir_}")
         build_dataset(args.manual_dir, data_dir_)
         if args.stop_after == "build":
             return 0
 
         if args.run:
             run_dir = Path(args.run)
-            step(f"2/5 training skipped: reusing {run_dir}")
+            step(f"2/6 training skipped: reusing {run_dir}")
         else:
             from tumorlib import train
 
-            step("2/5 training")
+            step("2/6 training")
             train_args = ["--data-dir", data_dir_]
             if args.run_name:
                 train_args += ["--run-name", args.run_name]
@@ -94,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         from tumorlib import evaluate
 
         for config in CONFIGS:
-            step(f"3/5 evaluation on {config}/test")
+            step(f"3/6 evaluation on {config}/test")
             _check(
                 evaluate.main([str(run_dir), "--config", config, "--split", "test",
                                "--data-dir", data_dir_]),
@@ -103,17 +136,24 @@ def main(argv: list[str] | None = None) -> int:
         if args.stop_after == "evaluate":
             return 0
 
+        if args.skip_safety:
+            step("4/6 safety steps skipped (--skip-safety): no abstention, gate or model card")
+        else:
+            safety_steps(run_dir, data_dir_)
+        if args.stop_after == "safety":
+            return 0
+
         from serving import export
 
-        step("4/5 export")
-        _check(export.main([str(run_dir)]), "export")
+        step("5/6 export")
+        _check(export.main([str(run_dir), "--model-base-path", args.model_base_path]), "export")
         if args.stop_after == "export":
             return 0
     except StepFailed as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
 
-    step("5/5 upload page (in-process model; Ctrl-C to stop)")
+    step("6/6 upload page (in-process model; Ctrl-C to stop)")
     url = f"http://127.0.0.1:{args.app_port}"
     print(f"Open {url}")
     print(
@@ -121,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
         "--rest_api_port=8501 --model_base_path=$PWD/models/brain_mri --model_name=brain_mri) and "
         "set TUMORLIB_SERVING_URL=http://127.0.0.1:8501 or enter the URL in the page's sidebar."
     )
-    env = dict(os.environ)
+    # The page loads the newest version from where this job exported it.
+    env = dict(os.environ, TUMORLIB_MODEL_BASE_PATH=str(Path(args.model_base_path).resolve()))
     command = [sys.executable, "-m", "streamlit", "run", str(APP),
                "--server.port", str(args.app_port)]  # fmt: skip
     try:
