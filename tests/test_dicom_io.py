@@ -165,3 +165,22 @@ def test_patient_identifiers_are_hidden_unless_asked_and_never_logged(caplog):
     assert hidden["PatientName"] == "(hidden)" and PATIENT not in str(hidden)
     assert PATIENT not in caplog.text and "ID-424242" not in caplog.text
     assert patient_info(data, reveal=True)["PatientName"] == PATIENT
+
+
+def test_pydicom_warnings_are_not_passed_on_to_the_callers_logs(monkeypatch, recwarn):
+    """pydicom's warnings about a malformed header quote the offending value, which can be a
+    patient's name; read_dicom must swallow them for every caller (page and batch CLI)."""
+    import warnings
+
+    import pydicom
+
+    real = pydicom.dcmread
+
+    def quoting_dcmread(*args, **kwargs):
+        warnings.warn(f"Invalid value for VR PN: {PATIENT!r}", UserWarning, stacklevel=2)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pydicom, "dcmread", quoting_dcmread)
+    image = read_dicom(make_dicom(ramp()))
+    assert image.num_frames == 1
+    assert not [w for w in recwarn if PATIENT in str(w.message)]

@@ -16,6 +16,7 @@ messages name the problem (transfer syntax, missing pixel data), never header va
 from __future__ import annotations
 
 import io
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -134,7 +135,16 @@ def read_dicom(data: bytes, *, window: str = "auto") -> DicomImage:
 
     ``window``: ``"auto"`` (stored window if present, else percentile), ``"stored"`` (error if
     none is stored) or ``"percentile"``. Colour (RGB/YBR) images are returned as RGB unwindowed.
+
+    pydicom's warnings are silenced here, for every caller (page, batch CLI): on a malformed
+    header they quote the offending value, which may be a patient's name or ID, into the logs.
     """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return _read_dicom(data, window)
+
+
+def _read_dicom(data: bytes, window: str) -> DicomImage:
     if window not in ("auto", "stored", "percentile"):
         raise ValueError(f"window must be 'auto', 'stored' or 'percentile', got {window!r}")
     from pydicom.pixels import apply_modality_lut, convert_color_space
