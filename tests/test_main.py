@@ -92,6 +92,36 @@ def test_a_failing_safety_step_stops_the_job_before_the_export(tmp_path, monkeyp
     assert "input gate failed" in capsys.readouterr().err
 
 
+def _train_config(monkeypatch, tmp_path, extra: list[str]):
+    """The TrainConfig the train step would use (training itself replaced by a recorder)."""
+    from tumorlib import train
+
+    seen = []
+
+    def fake_train(config):
+        seen.append(config)
+        return tmp_path / "run"
+
+    monkeypatch.setattr(main_job, "build_dataset", lambda *a: None)
+    monkeypatch.setattr(train, "train", fake_train)
+    argv = ["--data-dir", str(tmp_path), "--stop-after", "train", *extra]
+    assert main_job.main(argv) == 0
+    return seen[0]
+
+
+def test_training_uses_the_shipped_search_result_unless_told_none(tmp_path, monkeypatch):
+    import json
+
+    from tumorlib.train import TrainConfig
+
+    shipped = json.loads(main_job.DEFAULT_HPARAMS.read_text())
+    tuned = _train_config(monkeypatch, tmp_path, [])
+    assert tuned.head_units == shipped["head_units"]
+    assert tuned.head_learning_rate == pytest.approx(shipped["learning_rate"])
+    untuned = _train_config(monkeypatch, tmp_path, ["--hparams", "none"])
+    assert untuned.head_units == TrainConfig().head_units != shipped["head_units"]
+
+
 @pytest.mark.slow
 def test_main_job_exports_a_model_that_carries_abstention_and_the_gate(tmp_path):
     """Real steps on the dummy dataset and an untrained 32-px MobileNetV2 run."""

@@ -24,6 +24,9 @@ from tumorlib.dataset_report import format_report
 DEFAULT_MANUAL_DIR = REPO_ROOT.parent / "shared" / "data"
 DEFAULT_MODEL_BASE_PATH = Path("models/brain_mri")
 APP = REPO_ROOT / "streamlit_app" / "app.py"
+# The head chosen by the KerasTuner search on clean/validation (docs/tuning.md); the main job
+# trains with it unless told otherwise.
+DEFAULT_HPARAMS = REPO_ROOT / "tuning" / "best_hparams.json"
 STEPS = ("build", "train", "evaluate", "safety", "export")
 
 
@@ -43,7 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-dir", help="TFDS data dir (default data/tensorflow_datasets)")
     parser.add_argument("--run", help="reuse this trained run folder instead of training")
     parser.add_argument("--run-name", default="", help="name of the new run folder")
-    parser.add_argument("--hparams", help="best-hyperparameters JSON for training")
+    parser.add_argument(
+        "--hparams",
+        default=str(DEFAULT_HPARAMS),
+        help="head hyperparameters for training (default: the shipped search result "
+        f"{DEFAULT_HPARAMS.relative_to(REPO_ROOT)}; 'none': tumorlib.train's untuned defaults)",
+    )
     parser.add_argument(
         "--stop-after",
         choices=STEPS,
@@ -118,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
             train_args = ["--data-dir", data_dir_]
             if args.run_name:
                 train_args += ["--run-name", args.run_name]
-            if args.hparams:
+            if args.hparams and args.hparams.lower() != "none":
                 train_args += ["--hparams", args.hparams]
             run_dir = train.train(train.config_from_args(train_args))
         if args.stop_after == "train":
