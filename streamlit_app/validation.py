@@ -188,9 +188,7 @@ def _read_dicom(data: bytes):
     from tumorlib.dicom_io import DicomError, read_dicom
 
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return read_dicom(data)
+        return read_dicom(data)  # silences pydicom's warnings itself (they may quote header values)
     except DicomError as err:
         raise UploadRejected("dicom", f"This DICOM file cannot be used: {err}.") from None
     except Exception as err:  # noqa: BLE001 - pydicom's own errors may quote header values
