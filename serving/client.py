@@ -20,10 +20,9 @@ from typing import Any
 
 import requests
 
+from serving.export import EXPLAIN_SIGNATURE, METADATA_SIGNATURE  # TF-free at import
 from serving.prediction import ExplainUnavailable, Explanation, Prediction
 
-METADATA_SIGNATURE = "metadata"
-EXPLAIN_SIGNATURE = "explain"
 RETRY_STATUSES = frozenset({429, 503})
 
 

@@ -22,6 +22,7 @@ from urllib.parse import urlparse
 import streamlit as st
 
 from serving.client import TFServingClient, TFServingError, TFServingUnavailable
+from serving.export import EXPLAIN_SIGNATURE
 from serving.prediction import ExplainUnavailable, Explanation, Prediction
 from serving.versions import find_latest_version, list_versions
 
@@ -164,7 +165,7 @@ class SafetyInfo:
             threshold=_float_or_none(abstention.get("threshold")),
             target_precision=_float_or_none(abstention.get("target_precision")),
             gate=bool(metadata.get("input_gate")),
-            explain="explain" in signatures,
+            explain=EXPLAIN_SIGNATURE in signatures,
             known=True,
         )
 

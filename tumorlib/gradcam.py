@@ -12,7 +12,8 @@ The last convolutional block of MobileNetV2 is the output of the ``"backbone"`` 
 so one forward pass gives both the probabilities and the activations that the gradient needs.
 
 Everything is TensorFlow ops inside :func:`tf.function`, so :func:`make_explain_fn` can be
-exported as a second SavedModel signature (``explain``) and served by TF Serving.
+exported as a second SavedModel signature (``explain``; its name and outputs are defined in
+:mod:`serving.export`) and served by TF Serving.
 """
 
 from __future__ import annotations
@@ -26,8 +27,6 @@ from tumorlib.calibration import apply_temperature
 from tumorlib.model import backbone_of, head_of
 from tumorlib.preprocessing import preprocess_bytes_batch
 
-EXPLAIN_SIGNATURE = "explain"
-EXPLAIN_OUTPUT_KEYS = ("probabilities", "class_index", "heatmap")
 _EPS = 1e-8
 
 
