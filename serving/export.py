@@ -210,11 +210,16 @@ def gate_metadata(safety: Safety) -> dict[str, Any] | None:
 
 
 def has_gradcam_parts(model) -> bool:
-    """Grad-CAM needs the ``"backbone"`` and ``"head"`` sub-models of tumorlib.model."""
+    """Grad-CAM needs the ``"backbone"`` and ``"head"`` sub-models of tumorlib.model (in every
+    member, for an ensemble)."""
+    from tumorlib.ensemble import members
     from tumorlib.model import BACKBONE_NAME, HEAD_NAME
 
-    names = {layer.name for layer in model.layers}
-    return BACKBONE_NAME in names and HEAD_NAME in names
+    def complete(classifier) -> bool:
+        names = {layer.name for layer in classifier.layers}
+        return BACKBONE_NAME in names and HEAD_NAME in names
+
+    return all(complete(member) for member in members(model))
 
 
 def collect_metrics(run_path: Path) -> dict[str, Any]:
@@ -269,7 +274,9 @@ def build_metadata(
         "input_gate": gate_metadata(safety),
         "dataset": config.get("dataset", {}),
         "model_config": {
-            k: config[k] for k in ("alpha", "weights", "dropout", "head_units") if k in config
+            k: config[k]
+            for k in ("alpha", "weights", "dropout", "head_units", "ensemble")
+            if k in config
         },
         "metrics": collect_metrics(run.path),
         "tensorflow_version": tf.__version__,

@@ -24,6 +24,7 @@ import keras
 import tensorflow as tf
 
 from tumorlib.calibration import apply_temperature
+from tumorlib.ensemble import members
 from tumorlib.model import backbone_of, head_of
 from tumorlib.preprocessing import preprocess_bytes_batch
 
@@ -57,6 +58,46 @@ def gradcam(
     class_index: tf.Tensor | None = None,
 ) -> tuple[tf.Tensor, tf.Tensor]:
     """Probabilities ``[N, C]`` and Grad-CAM heatmaps ``[N, S, S]`` in [0, 1].
+
+    ``images`` are normalised ``[N, S, S, 3]`` (:func:`tumorlib.preprocessing.normalize`).
+    ``class_index`` ``[N]`` picks the class to explain per image; by default the predicted one.
+    Each heatmap is divided by its own maximum, so 1 marks the most influential location; an
+    image where nothing supports the class gets an all-zero map rather than amplified noise.
+    The probabilities are the model's own (untempered) softmax, identical to ``model(images)``.
+
+    For an ensemble (:mod:`tumorlib.ensemble`) the class is the ensemble's prediction and the
+    heatmap is the mean of the members' maps for that class, each computed at the member's own
+    resolution on the un-mirrored image and resized to ``S`` — what the ensemble as a whole
+    looked at, not one member's view.
+    """
+    parts = members(model)
+    if len(parts) == 1 and parts[0] is model:
+        return _single_gradcam(model, images, class_index)
+    images = tf.convert_to_tensor(images, tf.float32)
+    probabilities = model(images, training=False)
+    if class_index is None:
+        class_index = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
+    size = tf.shape(images)[1:3]
+    maps = []
+    for member in parts:
+        member_size = int(member.input_shape[1])
+        x = images
+        if member_size != images.shape[1]:
+            x = tf.image.resize(images, [member_size, member_size], antialias=True)
+        _, heatmap = _single_gradcam(member, x, class_index)
+        maps.append(tf.image.resize(heatmap[..., tf.newaxis], size, method="bilinear")[..., 0])
+    cam = tf.nn.relu(tf.add_n(maps) / len(maps))
+    peak = tf.reduce_max(cam, axis=[1, 2], keepdims=True)
+    heatmap = tf.where(peak > _EPS, cam / tf.maximum(peak, _EPS), tf.zeros_like(cam))
+    return probabilities, tf.clip_by_value(heatmap, 0.0, 1.0)
+
+
+def _single_gradcam(
+    model: keras.Model,
+    images: tf.Tensor,
+    class_index: tf.Tensor | None = None,
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """Grad-CAM of one classifier (with ``backbone`` and ``head``); see :func:`gradcam`.
 
     ``images`` are normalised ``[N, S, S, 3]`` (:func:`tumorlib.preprocessing.normalize`).
     ``class_index`` ``[N]`` picks the class to explain per image; by default the predicted one.

@@ -205,24 +205,36 @@ def feature_extractor(model, layers: Sequence[str] = DEFAULT_LAYERS):
     """Keras model: normalised images -> ``[pooled activations of each layer..., probabilities]``.
 
     Built from the classifier's own ``"backbone"`` and ``"head"`` layers (shared weights), so
-    one backbone pass yields the gate's features and the prediction.
+    one backbone pass yields the gate's features and the prediction. For an ensemble
+    (:mod:`tumorlib.ensemble`) the features come from its first member's backbone (at that
+    member's resolution) — one backbone is enough to tell a brain MRI from anything else — and
+    the probabilities are the whole ensemble's.
     """
     import keras
 
+    from tumorlib.ensemble import members
     from tumorlib.model import backbone_of, head_of
 
-    backbone = backbone_of(model)
+    primary = members(model)[0]
+    backbone = backbone_of(primary)
     try:
         taps = [backbone.get_layer(name).output for name in layers]
     except ValueError as err:
         raise GateError(f"backbone has no layer named in {list(layers)}: {err}") from None
     inner = keras.Model(backbone.inputs, taps + [backbone.output], name="gate_taps")
-    inputs = keras.Input(backbone.input_shape[1:], name="image")
-    outs = inner(inputs, training=False)
+    inputs = keras.Input(model.input_shape[1:], name="image")
+    x = inputs
+    size = int(backbone.input_shape[1])
+    if size != int(model.input_shape[1]):
+        x = keras.layers.Resizing(size, size, antialias=True, name="gate_resize")(x)
+    outs = inner(x, training=False)
     pooled = [
         keras.layers.GlobalAveragePooling2D(name=f"gate_pool_{i}")(o) for i, o in enumerate(outs)
     ]
-    probabilities = head_of(model)(pooled[-1], training=False)
+    if primary is model:
+        probabilities = head_of(model)(pooled[-1], training=False)
+    else:
+        probabilities = model(inputs, training=False)
     return keras.Model(inputs, pooled[:-1] + [probabilities], name="gate_features")
 
 

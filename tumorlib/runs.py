@@ -50,6 +50,8 @@ class Run:
         """The trained Keras model (compiled state is not needed for inference)."""
         import keras  # deferred: reading a run's config must not pay TF's import cost
 
+        import tumorlib.ensemble  # noqa: F401  registers the ensemble's layer for loading
+
         return keras.models.load_model(self.path / MODEL_FILE, compile=False)
 
     def eval_dir(self, config: str, split: str) -> Path:
