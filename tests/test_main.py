@@ -92,21 +92,52 @@ def test_a_failing_safety_step_stops_the_job_before_the_export(tmp_path, monkeyp
     assert "input gate failed" in capsys.readouterr().err
 
 
-def _train_config(monkeypatch, tmp_path, extra: list[str]):
-    """The TrainConfig the train step would use (training itself replaced by a recorder)."""
-    from tumorlib import train
+def _train_calls(monkeypatch, tmp_path, extra: list[str]):
+    """The TrainConfigs the train step would use and the ensemble call it would make
+    (training and ensembling replaced by recorders)."""
+    from tumorlib import ensemble, train
 
-    seen = []
+    seen, combined = [], []
 
     def fake_train(config):
         seen.append(config)
-        return tmp_path / "run"
+        return tmp_path / config.run_name
+
+    def fake_ensemble(members, **kwargs):
+        combined.append((members, kwargs))
+        return tmp_path / kwargs["run_name"]
 
     monkeypatch.setattr(main_job, "build_dataset", lambda *a: None)
     monkeypatch.setattr(train, "train", fake_train)
+    monkeypatch.setattr(ensemble, "make_ensemble_run", fake_ensemble)
     argv = ["--data-dir", str(tmp_path), "--stop-after", "train", *extra]
     assert main_job.main(argv) == 0
+    return seen, combined
+
+
+def _train_config(monkeypatch, tmp_path, extra: list[str]):
+    seen, _ = _train_calls(monkeypatch, tmp_path, [*extra, "--member-sizes", "224"])
     return seen[0]
+
+
+def test_default_recipe_trains_a_member_per_size_and_ensembles_them(tmp_path, monkeypatch):
+    seen, combined = _train_calls(monkeypatch, tmp_path, ["--run-name", "ship"])
+    assert [c.image_size for c in seen] == list(main_job.DEFAULT_MEMBER_SIZES) == [320, 384]
+    assert [c.run_name for c in seen] == ["ship-320px", "ship-384px"]
+    assert len({c.seed for c in seen}) == 1 and len({c.head_units for c in seen}) == 1
+    ((members, kwargs),) = combined
+    assert members == [tmp_path / "ship-320px", tmp_path / "ship-384px"]
+    assert kwargs["run_name"] == "ship" and kwargs["tta"] is True
+
+    seen, combined = _train_calls(monkeypatch, tmp_path, ["--member-sizes", "224"])
+    assert [c.image_size for c in seen] == [224] and combined == []
+
+
+def test_member_sizes_must_be_sizes(tmp_path, capsys):
+    for bad in ("abc", "16", ""):
+        with pytest.raises(SystemExit):
+            main_job.main(["--data-dir", str(tmp_path), "--member-sizes", bad])
+        assert "--member-sizes" in capsys.readouterr().err
 
 
 def test_training_uses_the_shipped_search_result_unless_told_none(tmp_path, monkeypatch):

@@ -1,6 +1,8 @@
 """The main job, end to end on the embedded default: ``python -m tumorlib.main`` (``scripts/main``).
 
-build the dataset (both configs) -> train -> evaluate (clean/test, original/test)
+build the dataset (both configs) -> train (two members, 320 and 384 px, combined into one
+ensemble with left-right flip TTA; docs/training.md says why) -> evaluate (clean/test,
+original/test)
 -> safety: abstention threshold, input gate, model card -> export to
 models/brain_mri/<version>/ -> open the upload page on the in-process model.
 
@@ -16,6 +18,7 @@ import argparse
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 from tumorlib.data import CONFIGS, REPO_ROOT, build, data_dir
@@ -27,6 +30,9 @@ APP = REPO_ROOT / "streamlit_app" / "app.py"
 # The head chosen by the KerasTuner search on clean/validation (docs/tuning.md); the main job
 # trains with it unless told otherwise.
 DEFAULT_HPARAMS = REPO_ROOT / "tuning" / "best_hparams.json"
+# The shipped recipe: one member per input size (same head hyperparameters and seed), averaged
+# with flip TTA by tumorlib.ensemble. Chosen on clean/validation (docs/training.md).
+DEFAULT_MEMBER_SIZES = (320, 384)
 STEPS = ("build", "train", "evaluate", "safety", "export")
 
 
@@ -46,6 +52,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-dir", help="TFDS data dir (default data/tensorflow_datasets)")
     parser.add_argument("--run", help="reuse this trained run folder instead of training")
     parser.add_argument("--run-name", default="", help="name of the new run folder")
+    parser.add_argument(
+        "--member-sizes",
+        type=_sizes,
+        default=DEFAULT_MEMBER_SIZES,
+        help="input sizes of the trained members, comma-separated (default "
+        f"{','.join(map(str, DEFAULT_MEMBER_SIZES))}: an ensemble with flip TTA; one size: a "
+        "single model, e.g. 224 for a quick run)",
+    )
     parser.add_argument(
         "--hparams",
         default=str(DEFAULT_HPARAMS),
@@ -70,6 +84,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--app-port", type=int, default=8502, help="port of the upload page")
     return parser
+
+
+def _sizes(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected sizes like 320,384, got {text!r}") from None
+    if not sizes or min(sizes) < 32:
+        raise argparse.ArgumentTypeError(f"sizes must be at least 32, got {text!r}")
+    return sizes
 
 
 def step(title: str) -> None:
@@ -107,6 +131,26 @@ def safety_steps(run_dir: Path, data_dir_: str) -> None:
     _check(model_card.main([run, *data]), "model card")
 
 
+def train_recipe(args: argparse.Namespace, data_dir_: str) -> Path:
+    """Train one member per size; with several sizes, combine them into an ensemble run."""
+    from tumorlib import ensemble, train
+
+    name = args.run_name or "shipped-" + datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    sizes = args.member_sizes
+    members = []
+    for i, size in enumerate(sizes, start=1):
+        step(f"2/6 training member {i}/{len(sizes)}: {size} px")
+        train_args = ["--data-dir", data_dir_, "--image-size", str(size),
+                      "--run-name", name if len(sizes) == 1 else f"{name}-{size}px"]  # fmt: skip
+        if args.hparams and args.hparams.lower() != "none":
+            train_args += ["--hparams", args.hparams]
+        members.append(train.train(train.config_from_args(train_args)))
+    if len(members) == 1:
+        return members[0]
+    step(f"2/6 ensemble of {len(members)} members with flip TTA (calibrated on validation)")
+    return ensemble.make_ensemble_run(members, run_name=name, tta=True, data_dir=data_dir_)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     data_dir_ = str(data_dir(args.data_dir))
@@ -120,15 +164,7 @@ def main(argv: list[str] | None = None) -> int:
             run_dir = Path(args.run)
             step(f"2/6 training skipped: reusing {run_dir}")
         else:
-            from tumorlib import train
-
-            step("2/6 training")
-            train_args = ["--data-dir", data_dir_]
-            if args.run_name:
-                train_args += ["--run-name", args.run_name]
-            if args.hparams and args.hparams.lower() != "none":
-                train_args += ["--hparams", args.hparams]
-            run_dir = train.train(train.config_from_args(train_args))
+            run_dir = train_recipe(args, data_dir_)
         if args.stop_after == "train":
             return 0
 
