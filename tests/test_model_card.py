@@ -120,3 +120,19 @@ def test_card_says_what_is_not_measured_and_missing_run_is_an_error(tmp_path, ca
     assert md.count("Not yet measured") >= 2 and "not yet measured" in md
     assert main([str(tmp_path / "missing")]) == 1
     assert "missing" in capsys.readouterr().err
+
+
+def test_an_ensemble_run_names_its_members_on_the_card():
+    from tumorlib.model_card import _ensemble_lines
+
+    ensemble = {
+        "members": [{"run": "/x/runs/s320", "image_size": 320, "seed": 42},
+                    {"run": "/x/runs/s384", "image_size": 384, "seed": 42}],
+        "tta": "horizontal flip",
+        "combination": "mean of softmax probabilities",
+    }  # fmt: skip
+    (line,) = _ensemble_lines(ensemble)
+    assert "320 px (run `s320`, seed 42)" in line and "384 px (run `s384`" in line
+    assert "mirrored" in line
+    assert "mirrored" not in _ensemble_lines({**ensemble, "tta": None})[0]
+    assert _ensemble_lines(None) == []

@@ -157,6 +157,18 @@ def _figure(run: Path, rel: str, caption: str) -> list[str]:
     return [f"![{caption}]({rel})", ""] if (run / rel).is_file() else []
 
 
+def _ensemble_lines(ensemble: dict | None) -> list[str]:
+    """One line naming an ensemble's members (tumorlib.ensemble); nothing for a single run."""
+    if not ensemble:
+        return []
+    members = ", ".join(
+        f"{m['image_size']} px (run `{Path(m['run']).name}`, seed {m.get('seed')})"
+        for m in ensemble["members"]
+    )
+    tta = ", each also on the left-right mirrored slice (TTA)" if ensemble.get("tta") else ""
+    return [f"- Ensemble members: {members}; {ensemble['combination']}{tta}."]
+
+
 def build_card(run_path: str | os.PathLike, data_dir: str | None = None) -> str:
     """The model card as Markdown (figures referenced relative to the run folder)."""
     from tumorlib.runs import CALIBRATION_FILE, CONFIG_FILE, EVAL_DIR, RunNotFoundError
@@ -189,6 +201,7 @@ def build_card(run_path: str | os.PathLike, data_dir: str | None = None) -> str:
         f"- Architecture: {config.get('architecture', 'MobileNetV2 -> pooling -> head')}; "
         f"width multiplier α = {config.get('alpha')}, input {config.get('image_size')}×"
         f"{config.get('image_size')} RGB (grayscale slices replicated), normalised to [-1, 1].",
+        *_ensemble_lines(config.get("ensemble")),
         f"- Starting weights: {config.get('weights')}.",
         f"- Head: dropout {config.get('dropout')}, hidden units {config.get('head_units')}; "
         f"label smoothing {config.get('label_smoothing', 'n/a')}; seed {config.get('seed')}.",
