@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from serving.config import ConfigError, load_model_config_file, parse_batching_parameters
-from serving.export import METADATA_ASSET, ExportError, export_run, main
+from serving.export import EXPLAIN_SIGNATURE, METADATA_ASSET, ExportError, export_run, main
 from serving.inprocess import InProcessModel, InvalidImageError, ModelNotFoundError
 from serving.versions import find_latest_version, list_versions, next_version
 from tests.serving_fixtures import (
@@ -24,6 +24,7 @@ from tests.serving_fixtures import (
     blank_png,
     make_fixture_run,
     make_images,
+    served_probabilities,
 )
 from tumorlib.calibration import apply_temperature_np
 from tumorlib.classes import CLASS_NAMES
@@ -338,3 +339,32 @@ def test_export_of_the_project_model_matches_keras(tmp_path):
     )
     np.testing.assert_allclose(explained["probabilities"], got, atol=1e-5)
     assert explained["heatmap"].shape == (4, 32, 32)
+
+
+def test_an_ensemble_run_exports_with_gate_abstention_and_explain(tmp_path):
+    """tumorlib.ensemble's model (resize + flip layers, two members) through the real export."""
+    import json
+
+    import keras
+
+    from tumorlib.ensemble import ENSEMBLE_FILE, build_ensemble
+
+    members = []
+    for seed, size in ((1, 32), (2, 40)):
+        keras.utils.set_random_seed(seed)
+        members.append(load_run(make_fixture_run(tmp_path / f"m{size}", image_size=size)))
+    run = make_fixture_run(tmp_path / "runs" / "ens", image_size=40)  # config, calibration, eval
+    model = build_ensemble([m.load_model() for m in members], tta=True)
+    model.save(run / "model.keras")
+    (run / ENSEMBLE_FILE).write_text(json.dumps({"members": [], "tta": "horizontal flip"}))
+    add_safety_outputs(run)
+
+    saved = export_run(run, tmp_path / "models")
+    served = InProcessModel(tmp_path / "models")
+    images = make_images(4, seed=9)
+    np.testing.assert_allclose(
+        served.predict_raw(images)["probabilities"], served_probabilities(run, images), atol=1e-5
+    )
+    explained = served.explain(images[:2])
+    assert all(e.heatmap.shape == (40, 40) for e in explained)
+    assert EXPLAIN_SIGNATURE in tf.saved_model.load(str(saved)).signatures

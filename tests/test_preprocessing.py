@@ -152,3 +152,17 @@ def test_affine_zoom_in_magnifies_about_the_centre():
     bright = np.argwhere(zoomed.numpy()[..., 0] > 127)
     assert 14 <= bright[:, 0].max() - bright[:, 0].min() + 1 <= 18  # about 16 pixels wide
     assert abs(bright.mean() - (SIZE - 1) / 2) < 1.0
+
+
+@pytest.mark.parametrize("shape", [(630, 630), (225, 225), (47, 23)])
+def test_resize_gives_the_same_pixels_eagerly_and_on_the_graph(shape):
+    """tf.image.resize_with_pad rounds differently with known and unknown shapes (630 -> 224
+    rows eagerly, 223 + padding on the graph); ours must not, or the page's overlay, the
+    export check and tests would see other pixels than training and serving."""
+    rng = np.random.default_rng(0)
+    image = tf.constant(rng.integers(0, 256, (*shape, 3), dtype=np.uint8))
+    graph = tf.function(
+        lambda x: pp.resize(x, 224),
+        input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)],
+    )
+    np.testing.assert_array_equal(pp.resize(image, 224).numpy(), graph(image).numpy())

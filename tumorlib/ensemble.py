@@ -42,6 +42,28 @@ class HorizontalFlip(keras.layers.Layer):
         return keras.ops.flip(images, axis=-2)
 
 
+@keras.saving.register_keras_serializable(package="tumorlib")
+class Resize(keras.layers.Layer):
+    """Bilinear, antialiased resize to ``size`` × ``size`` — what tumorlib.preprocessing's
+    ``resize`` does to an upload. Not ``keras.layers.Resizing``: that layer carries a random
+    seed generator whose state ``tf.saved_model.save`` cannot reach, so it breaks the export."""
+
+    def __init__(self, size: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.size = int(size)
+
+    def call(self, images):
+        return keras.ops.image.resize(
+            images, (self.size, self.size), interpolation="bilinear", antialias=True
+        )
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.size, self.size, input_shape[-1])
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "size": self.size}
+
+
 def build_ensemble(members: list[keras.Model], *, tta: bool = False) -> keras.Model:
     """One model averaging the softmax outputs of ``members`` (and of their flipped views).
 

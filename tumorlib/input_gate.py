@@ -212,7 +212,7 @@ def feature_extractor(model, layers: Sequence[str] = DEFAULT_LAYERS):
     """
     import keras
 
-    from tumorlib.ensemble import members
+    from tumorlib.ensemble import Resize, members
     from tumorlib.model import backbone_of, head_of
 
     primary = members(model)[0]
@@ -226,7 +226,7 @@ def feature_extractor(model, layers: Sequence[str] = DEFAULT_LAYERS):
     x = inputs
     size = int(backbone.input_shape[1])
     if size != int(model.input_shape[1]):
-        x = keras.layers.Resizing(size, size, antialias=True, name="gate_resize")(x)
+        x = Resize(size, name="gate_resize")(x)
     outs = inner(x, training=False)
     pooled = [
         keras.layers.GlobalAveragePooling2D(name=f"gate_pool_{i}")(o) for i, o in enumerate(outs)

@@ -12,6 +12,7 @@ float image in [0, 255]) and must never leak into evaluation or serving: only
 
 from __future__ import annotations
 
+import functools
 import math
 
 import tensorflow as tf
@@ -38,9 +39,28 @@ def resize(image: tf.Tensor, image_size: int = DEFAULT_IMAGE_SIZE) -> tf.Tensor:
     here, once, means a cached training image and a served upload are bit-identical inputs, and
     a cached split takes a quarter of the memory of floats.
     """
-    image = tf.cast(image, tf.float32)
-    image = tf.image.resize_with_pad(image, image_size, image_size, antialias=True)
+    channels = image.shape[-1]
+    image = _resize_with_pad(int(image_size))(tf.cast(image, tf.float32))
+    image = tf.ensure_shape(image, [image_size, image_size, channels])
     return tf.cast(tf.round(tf.clip_by_value(image, 0.0, 255.0)), tf.uint8)
+
+
+@functools.lru_cache(maxsize=32)
+def _resize_with_pad(image_size: int):
+    """``tf.image.resize_with_pad`` always on the graph with an unknown input shape.
+
+    Why: its sizes are computed in Python floats when the shape is known (eager calls) and in
+    float32 tensors when it is not (``tf.data``, the SavedModel's ``map_fn``), and the two can
+    round differently — e.g. a 630×630 slice becomes 224 rows eagerly but 223 rows + one black
+    row on the graph. Tracing it once with an unknown shape gives every caller — training,
+    serving, the page's Grad-CAM overlay, tests — the exact same pixels.
+    """
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None], tf.float32)])
+    def resize_with_pad(image: tf.Tensor) -> tf.Tensor:
+        return tf.image.resize_with_pad(image, image_size, image_size, antialias=True)
+
+    return resize_with_pad
 
 
 def normalize(image: tf.Tensor) -> tf.Tensor:
