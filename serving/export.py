@@ -349,6 +349,10 @@ def make_serving_module(
         def __init__(self) -> None:
             super().__init__(name="brain_mri_serving")
             self.model = model
+            # Every variable reachable from the root, explicitly: Keras does not expose the
+            # seed-generator state of layers nested in an ensemble's members to TF's object
+            # graph, and tf.saved_model.save refuses functions that capture unreachable state.
+            self.model_variables = list(model.variables)
             self.metadata_asset = tf.saved_model.Asset(str(metadata_file))
             if safety.gate is not None:
                 from tumorlib.input_gate import GateError, make_gated_serve_fn

@@ -43,7 +43,9 @@ def fixture_model(image_size: int = FIXTURE_IMAGE_SIZE, *, plain: bool = False):
         return keras.Model(inputs, dense(keras.layers.GlobalAveragePooling2D()(x)))
     backbone = keras.Model(inputs, x, name=BACKBONE_NAME)
     features = keras.Input((backbone.output_shape[-1],))
-    head = keras.Model(features, dense(features), name=HEAD_NAME)
+    # Dropout as in tumorlib.model's head: its seed-generator state must survive the export.
+    dropped = keras.layers.Dropout(0.2, name=f"{HEAD_NAME}_dropout")(features)
+    head = keras.Model(features, dense(dropped), name=HEAD_NAME)
     image = keras.Input((image_size, image_size, 3), name="image")
     pooled = keras.layers.GlobalAveragePooling2D(name="pool")(backbone(image, training=False))
     return keras.Model(image, head(pooled), name="fixture_classifier")

@@ -83,9 +83,12 @@ def build_ensemble(members: list[keras.Model], *, tta: bool = False) -> keras.Mo
             x = keras.layers.Resizing(member_size, member_size, antialias=True, name=f"resize_{i}")(
                 x
             )
-        outputs.append(wrapped(x))
+        # Members are finished models: always in inference mode (no dropout), even when the
+        # ensemble is called without ``training`` — a loaded nested model would otherwise
+        # leave it unset.
+        outputs.append(wrapped(x, training=False))
         if tta:
-            outputs.append(wrapped(HorizontalFlip(name=f"flip_{i}")(x)))
+            outputs.append(wrapped(HorizontalFlip(name=f"flip_{i}")(x), training=False))
     averaged = outputs[0] if len(outputs) == 1 else keras.layers.Average(name="mean")(outputs)
     return keras.Model(inputs, averaged, name=ENSEMBLE_NAME)
 
