@@ -164,3 +164,11 @@ def test_ensemble_run_folder_is_calibrated_and_evaluates(tmp_path, capsys):
     assert "different datasets" in capsys.readouterr().err
     assert ensemble.main([str(tmp_path / "nowhere"), "--run-name", "ens3"]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_the_ensemble_resizes_with_its_own_layer(members):
+    """keras.layers.Resizing carries seed-generator state that tf.saved_model.save could not
+    reach from an ensemble; the ensemble uses tumorlib's deterministic Resize instead."""
+    model = ensemble.build_ensemble(list(members))
+    kinds = {type(layer).__name__ for layer in model.layers}
+    assert "Resize" in kinds and "Resizing" not in kinds

@@ -12,7 +12,7 @@ folder), so evaluation, calibration, abstention, the input gate, Grad-CAM and th
 export treat it like any other run:
 
     image [N, S, S, 3] in [-1, 1], S = the largest member size
-      -> per member: Resizing(member size, antialias) -> member_i(image) [, member_i(flip(image))]
+      -> per member: Resize(member size, antialiased) -> member_i(image) [, member_i(flip(image))]
       -> Average
 
 Members keep their ``backbone`` and ``head`` sub-models, so :func:`members` gives Grad-CAM and
@@ -80,9 +80,7 @@ def build_ensemble(members: list[keras.Model], *, tta: bool = False) -> keras.Mo
         wrapped = keras.Model(member.inputs, member.outputs[0], name=f"{MEMBER_PREFIX}{i}")
         x = inputs
         if member_size != size:
-            x = keras.layers.Resizing(member_size, member_size, antialias=True, name=f"resize_{i}")(
-                x
-            )
+            x = Resize(member_size, name=f"resize_{i}")(x)
         # Members are finished models: always in inference mode (no dropout), even when the
         # ensemble is called without ``training`` — a loaded nested model would otherwise
         # leave it unset.
