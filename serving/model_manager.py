@@ -73,27 +73,33 @@ class ServedModel:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def refresh(self) -> None:
-        """Load versions the policy now wants, then unload those it no longer wants."""
+        """Load versions the policy now wants, then unload those it no longer wants.
+
+        New versions are loaded first (slow, outside the lock); adding them and retiring the
+        unwanted ones then happens under one lock, so a status request never sees the old and
+        the new version both AVAILABLE and a predict request always finds a version.
+        """
         wanted = set(self.config.select(list_versions(self.config.base_path)))
+        loaded: dict[int, LoadedVersion] = {}
         for version in sorted(wanted - set(self.versions)):
             try:
-                loaded = self._load(version)
+                loaded[version] = self._load(version)
             except Exception as err:  # noqa: BLE001 - a broken export must not stop the server
                 log.error("failed to load %s version %d: %s", self.config.name, version, err)
-                continue
-            with self.lock:
-                self.versions[version] = loaded
-                self.ended.discard(version)
+        retired: list[LoadedVersion] = []
+        with self.lock:
+            self.versions.update(loaded)
+            self.ended.difference_update(loaded)
+            if wanted:  # never unload everything because the folder was briefly empty
+                for version in sorted(set(self.versions) - wanted):
+                    retired.append(self.versions.pop(version))
+                    self.ended.add(version)
+        for version in sorted(loaded):
             log.info("loaded %s version %d", self.config.name, version)
-        if not wanted:
-            return  # never unload everything because the folder was briefly empty
-        for version in sorted(set(self.versions) - wanted):
-            with self.lock:
-                old = self.versions.pop(version)
-                self.ended.add(version)
+        for old in retired:
             if old.batcher is not None:
                 old.batcher.close()
-            log.info("unloaded %s version %d", self.config.name, version)
+            log.info("unloaded %s version %d", self.config.name, old.version)
 
     def _load(self, version: int) -> LoadedVersion:
         import tensorflow as tf
