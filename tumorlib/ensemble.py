@@ -44,9 +44,9 @@ class HorizontalFlip(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="tumorlib")
 class Resize(keras.layers.Layer):
-    """Bilinear, antialiased resize to ``size`` × ``size`` — what tumorlib.preprocessing's
-    ``resize`` does to an upload. Not ``keras.layers.Resizing``: that layer carries a random
-    seed generator whose state ``tf.saved_model.save`` cannot reach, so it breaks the export."""
+    """Bilinear, antialiased resize to ``size`` × ``size`` (the interpolation that
+    tumorlib.preprocessing's ``resize`` uses). Not ``keras.layers.Resizing``: that layer carries
+    a random seed generator whose state ``tf.saved_model.save`` cannot reach from an ensemble."""
 
     def __init__(self, size: int, **kwargs) -> None:
         super().__init__(**kwargs)

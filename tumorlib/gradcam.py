@@ -24,7 +24,7 @@ import keras
 import tensorflow as tf
 
 from tumorlib.calibration import apply_temperature
-from tumorlib.ensemble import members
+from tumorlib.ensemble import Resize, members
 from tumorlib.model import backbone_of, head_of
 from tumorlib.preprocessing import preprocess_bytes_batch
 
@@ -81,15 +81,18 @@ def gradcam(
     maps = []
     for member in parts:
         member_size = int(member.input_shape[1])
-        x = images
-        if member_size != images.shape[1]:
-            x = tf.image.resize(images, [member_size, member_size], antialias=True)
+        # The member sees what it sees inside the ensemble: the ensemble's own Resize.
+        x = images if member_size == images.shape[1] else Resize(member_size)(images)
         _, heatmap = _single_gradcam(member, x, class_index)
         maps.append(tf.image.resize(heatmap[..., tf.newaxis], size, method="bilinear")[..., 0])
-    cam = tf.nn.relu(tf.add_n(maps) / len(maps))
+    return probabilities, _unit_peak(tf.nn.relu(tf.add_n(maps) / len(maps)))
+
+
+def _unit_peak(cam: tf.Tensor) -> tf.Tensor:
+    """Divide each non-negative ``[N, S, S]`` map by its maximum; an all-zero map stays zero."""
     peak = tf.reduce_max(cam, axis=[1, 2], keepdims=True)
     heatmap = tf.where(peak > _EPS, cam / tf.maximum(peak, _EPS), tf.zeros_like(cam))
-    return probabilities, tf.clip_by_value(heatmap, 0.0, 1.0)
+    return tf.clip_by_value(heatmap, 0.0, 1.0)
 
 
 def _single_gradcam(
@@ -123,9 +126,7 @@ def _single_gradcam(
     size = tf.shape(images)[1:3]
     cam = tf.image.resize(cam[..., tf.newaxis], size, method="bilinear")[..., 0]
     cam = tf.nn.relu(cam)  # bilinear interpolation of non-negative values stays >= 0; be exact
-    peak = tf.reduce_max(cam, axis=[1, 2], keepdims=True)
-    heatmap = tf.where(peak > _EPS, cam / tf.maximum(peak, _EPS), tf.zeros_like(cam))
-    return tf.nn.softmax(logits, axis=-1), tf.clip_by_value(heatmap, 0.0, 1.0)
+    return tf.nn.softmax(logits, axis=-1), _unit_peak(cam)
 
 
 def make_gradcam_fn(model: keras.Model, temperature: float = 1.0, image_size: int | None = None):
