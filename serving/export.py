@@ -212,7 +212,7 @@ def gate_metadata(safety: Safety) -> dict[str, Any] | None:
 def has_gradcam_parts(model) -> bool:
     """Grad-CAM needs the ``"backbone"`` and ``"head"`` sub-models of tumorlib.model (in every
     member, for an ensemble)."""
-    from tumorlib.ensemble import members
+    from tumorlib.ensemble_model import members
     from tumorlib.model import BACKBONE_NAME, HEAD_NAME
 
     def complete(classifier) -> bool:

@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from serving.export import has_gradcam_parts
 from tests.training_fixtures import build_learnable_dataset, calibrated_backbone_file
-from tumorlib import ensemble, evaluate
+from tumorlib import ensemble, ensemble_model, evaluate
 from tumorlib.gradcam import gradcam
 from tumorlib.input_gate import feature_extractor
 from tumorlib.model import build_model
@@ -55,7 +55,7 @@ def _by_hand(members, images, tta: bool) -> np.ndarray:
 
 @pytest.mark.parametrize("tta", [False, True])
 def test_ensemble_averages_members_and_their_mirrored_views(members, images, tta):
-    model = ensemble.build_ensemble(list(members), tta=tta)
+    model = ensemble_model.build_ensemble(list(members), tta=tta)
     assert model.input_shape == (None, LARGE, LARGE, 3)
     probabilities = model.predict(images, verbose=0)
     assert probabilities.shape == (3, 4)
@@ -64,32 +64,32 @@ def test_ensemble_averages_members_and_their_mirrored_views(members, images, tta
 
 
 def test_tta_changes_the_output_of_an_asymmetric_model(members, images):
-    plain = ensemble.build_ensemble(list(members), tta=False).predict(images, verbose=0)
-    mirrored = ensemble.build_ensemble(list(members), tta=True).predict(images, verbose=0)
+    plain = ensemble_model.build_ensemble(list(members), tta=False).predict(images, verbose=0)
+    mirrored = ensemble_model.build_ensemble(list(members), tta=True).predict(images, verbose=0)
     assert not np.allclose(plain, mirrored, atol=1e-6)
 
 
 def test_round_trip_through_a_keras_file(members, images, tmp_path):
-    model = ensemble.build_ensemble(list(members), tta=True)
+    model = ensemble_model.build_ensemble(list(members), tta=True)
     model.save(tmp_path / "ensemble.keras")
     loaded = keras.models.load_model(tmp_path / "ensemble.keras", compile=False)
     np.testing.assert_allclose(
         loaded.predict(images, verbose=0), model.predict(images, verbose=0), atol=1e-6
     )
-    assert ensemble.is_ensemble(loaded)
-    assert [m.input_shape[1] for m in ensemble.members(loaded)] == [SMALL, LARGE]
+    assert ensemble_model.is_ensemble(loaded)
+    assert [m.input_shape[1] for m in ensemble_model.members(loaded)] == [SMALL, LARGE]
 
 
 def test_members_of_a_single_model_is_the_model(members):
     single = members[0]
-    assert not ensemble.is_ensemble(single)
-    assert ensemble.members(single) == [single]
+    assert not ensemble_model.is_ensemble(single)
+    assert ensemble_model.members(single) == [single]
     with pytest.raises(ValueError, match="at least one member"):
-        ensemble.build_ensemble([])
+        ensemble_model.build_ensemble([])
 
 
 def test_gradcam_of_an_ensemble_explains_the_ensembles_class(members, images):
-    model = ensemble.build_ensemble(list(members), tta=True)
+    model = ensemble_model.build_ensemble(list(members), tta=True)
     assert has_gradcam_parts(model)
     probabilities, heatmap = gradcam(model, tf.constant(images))
     # Same execution mode (eager) on both sides: graph and eager kernels differ by ~1e-3 here.
@@ -104,7 +104,7 @@ def test_gradcam_of_an_ensemble_explains_the_ensembles_class(members, images):
 
 
 def test_gate_features_come_from_the_first_member_and_probabilities_from_all(members, images):
-    model = ensemble.build_ensemble(list(members), tta=True)
+    model = ensemble_model.build_ensemble(list(members), tta=True)
     extractor = feature_extractor(model, ("block_6_expand_relu",))
     pooled, probabilities = extractor.predict(images, verbose=0)
     np.testing.assert_allclose(probabilities, model.predict(images, verbose=0), atol=1e-5)
@@ -169,6 +169,6 @@ def test_ensemble_run_folder_is_calibrated_and_evaluates(tmp_path, capsys):
 def test_the_ensemble_resizes_with_its_own_layer(members):
     """keras.layers.Resizing carries seed-generator state that tf.saved_model.save could not
     reach from an ensemble; the ensemble uses tumorlib's deterministic Resize instead."""
-    model = ensemble.build_ensemble(list(members))
+    model = ensemble_model.build_ensemble(list(members))
     kinds = {type(layer).__name__ for layer in model.layers}
     assert "Resize" in kinds and "Resizing" not in kinds

@@ -347,7 +347,8 @@ def test_an_ensemble_run_exports_with_gate_abstention_and_explain(tmp_path):
 
     import keras
 
-    from tumorlib.ensemble import ENSEMBLE_FILE, build_ensemble
+    from tumorlib.ensemble_model import build_ensemble
+    from tumorlib.runs import ENSEMBLE_FILE
 
     members = []
     for seed, size in ((1, 32), (2, 40)):

@@ -3,4 +3,4 @@
 from tumorlib.classes import CLASS_NAMES, NUM_CLASSES
 
 __all__ = ["CLASS_NAMES", "NUM_CLASSES"]
-__version__ = "0.1.0"
+__version__ = "0.2.0"

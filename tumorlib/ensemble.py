@@ -29,79 +29,8 @@ from pathlib import Path
 
 import keras
 
-MEMBER_PREFIX = "member_"
-ENSEMBLE_NAME = "brain_mri_ensemble"
-ENSEMBLE_FILE = "ensemble.json"
-
-
-@keras.saving.register_keras_serializable(package="tumorlib")
-class HorizontalFlip(keras.layers.Layer):
-    """Mirror images left-right, deterministically (``keras.layers.RandomFlip`` is random)."""
-
-    def call(self, images):
-        return keras.ops.flip(images, axis=-2)
-
-
-@keras.saving.register_keras_serializable(package="tumorlib")
-class Resize(keras.layers.Layer):
-    """Bilinear, antialiased resize to ``size`` × ``size`` (the interpolation that
-    tumorlib.preprocessing's ``resize`` uses). Not ``keras.layers.Resizing``: that layer carries
-    a random seed generator whose state ``tf.saved_model.save`` cannot reach from an ensemble."""
-
-    def __init__(self, size: int, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.size = int(size)
-
-    def call(self, images):
-        return keras.ops.image.resize(
-            images, (self.size, self.size), interpolation="bilinear", antialias=True
-        )
-
-    def compute_output_shape(self, input_shape):
-        return (input_shape[0], self.size, self.size, input_shape[-1])
-
-    def get_config(self) -> dict:
-        return {**super().get_config(), "size": self.size}
-
-
-def build_ensemble(members: list[keras.Model], *, tta: bool = False) -> keras.Model:
-    """One model averaging the softmax outputs of ``members`` (and of their flipped views).
-
-    Each member keeps its own input size; the ensemble's input is the largest of them and is
-    resized (antialiased) down for smaller members.
-    """
-    if not members:
-        raise ValueError("an ensemble needs at least one member")
-    sizes = [int(m.input_shape[1]) for m in members]
-    size = max(sizes)
-    inputs = keras.Input(shape=(size, size, 3), name="image")
-    outputs = []
-    for i, (member, member_size) in enumerate(zip(members, sizes)):
-        wrapped = keras.Model(member.inputs, member.outputs[0], name=f"{MEMBER_PREFIX}{i}")
-        x = inputs
-        if member_size != size:
-            x = Resize(member_size, name=f"resize_{i}")(x)
-        # Members are finished models: always in inference mode (no dropout), even when the
-        # ensemble is called without ``training`` — a loaded nested model would otherwise
-        # leave it unset.
-        outputs.append(wrapped(x, training=False))
-        if tta:
-            outputs.append(wrapped(HorizontalFlip(name=f"flip_{i}")(x), training=False))
-    averaged = outputs[0] if len(outputs) == 1 else keras.layers.Average(name="mean")(outputs)
-    return keras.Model(inputs, averaged, name=ENSEMBLE_NAME)
-
-
-def is_ensemble(model: keras.Model) -> bool:
-    return any(layer.name.startswith(MEMBER_PREFIX) for layer in model.layers)
-
-
-def members(model: keras.Model) -> list[keras.Model]:
-    """An ensemble's member classifiers (each with ``backbone`` and ``head``); else ``[model]``."""
-    if not is_ensemble(model):
-        return [model]
-    found = [layer for layer in model.layers if layer.name.startswith(MEMBER_PREFIX)]
-    return sorted(found, key=lambda layer: int(layer.name[len(MEMBER_PREFIX) :]))
-
+from tumorlib.ensemble_model import build_ensemble
+from tumorlib.runs import ENSEMBLE_FILE
 
 # ------------------------------------------------------------------------ the run folder
 

@@ -24,7 +24,7 @@ import keras
 import tensorflow as tf
 
 from tumorlib.calibration import apply_temperature
-from tumorlib.ensemble import Resize, members
+from tumorlib.ensemble_model import Resize, members
 from tumorlib.model import backbone_of, head_of
 from tumorlib.preprocessing import preprocess_bytes_batch
 

@@ -212,7 +212,7 @@ def feature_extractor(model, layers: Sequence[str] = DEFAULT_LAYERS):
     """
     import keras
 
-    from tumorlib.ensemble import Resize, members
+    from tumorlib.ensemble_model import Resize, members
     from tumorlib.model import backbone_of, head_of
 
     primary = members(model)[0]

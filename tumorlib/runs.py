@@ -8,9 +8,15 @@ Layout of ``runs/<name>/``::
                        [N, S, S, 3] in [-1, 1] -> softmax probabilities [N, NUM_CLASSES]
     calibration.json   {"temperature": T, ...} fitted on the validation split (optional)
     checkpoints/  logs/  history.csv   training by-products
-    eval/<config>-<split>/metrics.json + PNGs   written by ``python -m tumorlib.evaluate``
+    ensemble.json      members and TTA, for a run made by ``python -m tumorlib.ensemble``
+    eval/<config>-<split>/metrics.json, summary.md + PNGs   ``python -m tumorlib.evaluate``
+    abstention.json    the validation-chosen threshold        ``python -m tumorlib.abstention``
+    input_gate.npz     the input gate's statistics           ``python -m tumorlib.input_gate``
+    input_gate.json    the gate's measured rates
+    safety/            validation/test predictions and the safety plots
+    model_card.md / .html                                    ``python -m tumorlib.model_card``
 
-Keeping this in one module means no consumer guesses file names.
+Every file name is defined here and nowhere else, so no consumer guesses one.
 """
 
 from __future__ import annotations
@@ -28,6 +34,19 @@ HISTORY_FILE = "history.csv"
 CHECKPOINT_DIR = "checkpoints"
 LOG_DIR = "logs"
 EVAL_DIR = "eval"
+METRICS_FILE = "metrics.json"  # inside eval/<config>-<split>/
+SUMMARY_FILE = "summary.md"  # inside eval/<config>-<split>/
+ENSEMBLE_FILE = "ensemble.json"
+ABSTENTION_FILE = "abstention.json"
+GATE_FILE = "input_gate.npz"
+GATE_SUMMARY_FILE = "input_gate.json"
+SAFETY_DIR = "safety"
+TEST_PREDICTIONS_FILE = "test_predictions.npz"  # inside safety/
+VALIDATION_PREDICTIONS_FILE = "validation_predictions.npz"  # inside safety/
+RISK_COVERAGE_PLOT = "risk_coverage.png"  # inside safety/
+GATE_PLOT = "input_gate.png"  # inside safety/
+CARD_MD = "model_card.md"
+CARD_HTML = "model_card.html"
 
 
 class RunNotFoundError(FileNotFoundError):
@@ -50,12 +69,16 @@ class Run:
         """The trained Keras model (compiled state is not needed for inference)."""
         import keras  # deferred: reading a run's config must not pay TF's import cost
 
-        import tumorlib.ensemble  # noqa: F401  registers the ensemble's layer for loading
+        import tumorlib.ensemble_model  # noqa: F401  registers the ensemble's layers for loading
 
         return keras.models.load_model(self.path / MODEL_FILE, compile=False)
 
     def eval_dir(self, config: str, split: str) -> Path:
         return self.path / EVAL_DIR / f"{config}-{split}"
+
+    @property
+    def safety_dir(self) -> Path:
+        return self.path / SAFETY_DIR
 
 
 def load_run(path: str | os.PathLike) -> Run:

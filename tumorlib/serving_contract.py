@@ -1,0 +1,41 @@
+"""The serving contract: signature names, input/output keys and model defaults, defined once.
+
+Export writes these names into the SavedModel; the REST client, the local server, the in-process
+model, the page and the batch CLI read them back. TensorFlow-free, so light clients can import it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+MODEL_NAME = "brain_mri"
+MODEL_BASE_PATH = Path("models") / MODEL_NAME  # TF Serving's layout: <base>/<version>/
+
+SERVING_SIGNATURE = "serving_default"
+EXPLAIN_SIGNATURE = "explain"  # Grad-CAM
+METADATA_SIGNATURE = "metadata"
+
+INPUT_KEY = "image_bytes"  # tf.string [None]: encoded JPEG/PNG bytes
+
+PROBABILITIES_KEY = "probabilities"
+CLASS_INDEX_KEY = "class_index"
+CLASS_NAME_KEY = "class_name"
+CONFIDENCE_KEY = "confidence"
+ABSTAIN_KEY = "abstain"
+IN_DISTRIBUTION_KEY = "in_distribution"
+GATE_SCORE_KEY = "gate_score"
+HEATMAP_KEY = "heatmap"
+
+OUTPUT_KEYS = (PROBABILITIES_KEY, CLASS_INDEX_KEY, CLASS_NAME_KEY)  # always present
+ABSTENTION_OUTPUT_KEYS = (ABSTAIN_KEY,)  # when the run measured an abstention threshold
+GATE_OUTPUT_KEYS = (IN_DISTRIBUTION_KEY, GATE_SCORE_KEY)  # when the run fitted an input gate
+EXPLAIN_OUTPUT_KEYS = (PROBABILITIES_KEY, CLASS_INDEX_KEY, HEATMAP_KEY)
+
+METADATA_INPUT_KEY = "request"
+METADATA_OUTPUT_KEY = "metadata_json"
+METADATA_ASSET = "metadata.json"  # under the version's assets/
+
+# What the user reads when a safety check withholds an answer; every surface uses these words.
+UNCERTAIN_MESSAGE = "Uncertain — refer to a radiologist"
+NOT_BRAIN_MRI_MESSAGE = "This does not look like a brain MRI slice — not classified"
+DISCLAIMER = "Decision support only — not a diagnosis."
