@@ -27,8 +27,6 @@ import sys
 import time
 from pathlib import Path
 
-import keras
-
 from tumorlib.ensemble_model import build_ensemble
 from tumorlib.runs import ENSEMBLE_FILE
 
