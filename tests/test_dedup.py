@@ -1,4 +1,4 @@
-"""De-duplication and the leak-free split: unit tests of ``tumorlib.dedup`` and a real ``clean``
+"""De-duplication and the leak-free split: unit tests of ``brain_mri.dedup`` and a real ``clean``
 build on a generated archive with planted exact duplicates, re-encoded/resized near-duplicates,
 label conflicts and corrupt files."""
 
@@ -10,10 +10,11 @@ from collections import Counter
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+from brain_mri import dedup
+from brain_mri.labels import CLASS_NAMES
 
 from tests.archive_fixtures import encode, make_archive, reencode, texture
-from tumorlib import data, dedup
-from tumorlib.classes import CLASS_NAMES
+from tumorlib import data
 
 # --------------------------------------------------------------------------------------------
 # thumbnails and hashes

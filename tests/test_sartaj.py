@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from brain_mri import sartaj
+from brain_mri.labels import CLASS_NAMES
 
 from tests.archive_fixtures import encode, make_archive, texture
-from tumorlib import sartaj
-from tumorlib.classes import CLASS_NAMES
 
 
 @pytest.fixture(scope="module")

@@ -1,22 +1,17 @@
-"""The four diagnostic classes, defined once for the whole project.
+"""The four diagnostic classes as the library sees them.
 
-Every consumer (the TFDS builder's ``ClassLabel``, the model head, evaluation reports, the
-serving signature and the upload page) reads the names and their order from here, so an index
-always means the same class everywhere.
+The dataset defines the names and their order (:data:`brain_mri.labels.CLASS_NAMES`, the
+builder's ``ClassLabel``); the library re-reads them from there rather than spelling them again,
+so an index means the same class in the data, the model head, evaluation reports, the serving
+signature and the upload page. This module adds what people and the model need on top: the
+count and plain display names. TensorFlow-free.
 """
 
 from __future__ import annotations
 
-CLASS_NAMES: tuple[str, ...] = ("glioma", "meningioma", "no_tumor", "pituitary")
-NUM_CLASSES: int = len(CLASS_NAMES)
+from brain_mri.labels import CLASS_NAMES
 
-# Folder names used by the SARTAJ archive, mapped to our class names.
-SOURCE_DIR_TO_CLASS: dict[str, str] = {
-    "glioma_tumor": "glioma",
-    "meningioma_tumor": "meningioma",
-    "no_tumor": "no_tumor",
-    "pituitary_tumor": "pituitary",
-}
+NUM_CLASSES: int = len(CLASS_NAMES)
 
 # Plain words for people (reports, the upload page).
 DISPLAY_NAMES: dict[str, str] = {

@@ -21,8 +21,9 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+from brain_mri.report import format_report
+
 from tumorlib.data import CONFIGS, REPO_ROOT, build, data_dir
-from tumorlib.dataset_report import format_report
 
 DEFAULT_MANUAL_DIR = REPO_ROOT.parent / "shared" / "data"
 DEFAULT_MODEL_BASE_PATH = Path("models/brain_mri")

@@ -2,7 +2,7 @@
 
 Two configs:
 
-* ``clean`` (default): exact and near-duplicate images are grouped (see ``tumorlib.dedup``);
+* ``clean`` (default): exact and near-duplicate images are grouped (see ``brain_mri.dedup``);
   groups whose members disagree on the label are dropped; whole groups go to one of
   train / validation / test (about 70/15/15, stratified by class, fixed seed), so no test image
   has a near-duplicate in train or validation.
@@ -26,9 +26,11 @@ import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
-from tumorlib import dedup, sartaj
-from tumorlib.classes import CLASS_NAMES
-from tumorlib.dataset_report import format_report
+# Relative imports: the same modules whether `tfds build datasets/brain_mri` imports this file as
+# `brain_mri.brain_mri_dataset_builder` from the folder, or the installed package `brain_mri` does.
+from . import dedup, sartaj
+from .labels import CLASS_NAMES
+from .report import format_report
 
 logger = logging.getLogger(__name__)
 

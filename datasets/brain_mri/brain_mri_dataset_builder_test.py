@@ -7,9 +7,9 @@ the features, the per-split counts below and that no example appears in two spli
 
 import tensorflow_datasets as tfds
 
-from tumorlib.data import builder_class
-
-Builder = builder_class()
+# A plain import, under the module name `tfds build datasets/brain_mri` uses: it also registers
+# `brain_mri` by name, as `DatasetBuilderTestCase.test_registered` expects.
+from brain_mri.brain_mri_dataset_builder import Builder
 
 
 class CleanConfigTest(tfds.testing.DatasetBuilderTestCase):

@@ -6,7 +6,7 @@ that is already built, from the metadata the builder stored).
 
 from __future__ import annotations
 
-from tumorlib.classes import CLASS_NAMES
+from .labels import CLASS_NAMES
 
 
 def format_report(config: str, metadata: dict) -> str:

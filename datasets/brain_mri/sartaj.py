@@ -12,11 +12,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from tumorlib.classes import SOURCE_DIR_TO_CLASS
-
 ARCHIVE_NAME = "brain_tumor_classification_mri.zip"
 SOURCE_SPLITS: tuple[str, ...] = ("Training", "Testing")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+# The archive's class folder names, mapped to the dataset's label names (brain_mri.labels).
+SOURCE_DIR_TO_CLASS: dict[str, str] = {
+    "glioma_tumor": "glioma",
+    "meningioma_tumor": "meningioma",
+    "no_tumor": "no_tumor",
+    "pituitary_tumor": "pituitary",
+}
 
 
 @dataclass(frozen=True)
@@ -25,7 +31,7 @@ class SourceImage:
 
     file_name: str  # "Training/glioma_tumor/gg (1).jpg", relative to the archive's root
     source_split: str  # "Training" or "Testing"
-    label: str  # one of tumorlib.classes.CLASS_NAMES
+    label: str  # one of brain_mri.labels.CLASS_NAMES
     data: bytes
 
 
