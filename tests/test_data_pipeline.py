@@ -12,7 +12,7 @@ from tumorlib.classes import NUM_CLASSES
 from tumorlib.preprocessing import preprocess_bytes
 
 SIZE = 32
-DUMMY_DATA = data.BUILDER_DIR / "dummy_data"
+DUMMY_DATA = data.builder_dir() / "dummy_data"
 
 
 def _examples(n: int = 12) -> tf.data.Dataset:

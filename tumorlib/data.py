@@ -14,8 +14,8 @@ after the cache so every epoch sees new random transforms.
 from __future__ import annotations
 
 import importlib
+import importlib.resources
 import os
-import sys
 from pathlib import Path
 
 import tensorflow as tf
@@ -26,33 +26,38 @@ from tumorlib.preprocessing import DEFAULT_IMAGE_SIZE, augment, decode_image, no
 
 DATASET_NAME = "brain_mri"
 CONFIGS: tuple[str, ...] = ("clean", "original")
-REPO_ROOT = Path(__file__).resolve().parent.parent
-BUILDER_DIR = REPO_ROOT / "datasets" / DATASET_NAME
-DEFAULT_DATA_DIR = REPO_ROOT / "data" / "tensorflow_datasets"
+# The module `tfds build datasets/brain_mri` imports the builder as; the package `brain_mri`.
+BUILDER_MODULE = f"{DATASET_NAME}.{DATASET_NAME}_dataset_builder"
+# Relative: resolved against the current directory (run commands from the project folder).
+DEFAULT_DATA_DIR = Path("data") / "tensorflow_datasets"
 
 
 def data_dir(path: str | os.PathLike | None = None) -> Path:
-    """Where built datasets live: ``path``, else ``$TFDS_DATA_DIR``, else ``data/`` in the repo."""
+    """Where built datasets live: ``path``, else ``$TFDS_DATA_DIR``, else :data:`DEFAULT_DATA_DIR`.
+
+    The default is ``data/tensorflow_datasets`` relative to the current directory, not to this
+    file, so an installed package (outside any checkout) still writes somewhere sensible.
+    """
     if path is not None:
         return Path(path)
     return Path(os.environ.get("TFDS_DATA_DIR", DEFAULT_DATA_DIR))
 
 
-def builder_class() -> type:
-    """The ``Builder`` class of ``datasets/brain_mri/brain_mri_dataset_builder.py``.
+def builder_dir() -> Path:
+    """The ``brain_mri`` dataset folder (builder, checksums, ``dummy_data``), wherever installed."""
+    return Path(str(importlib.resources.files(DATASET_NAME)))
 
-    The builder lives outside the package, laid out as TFDS lays out its own datasets, so that
-    ``tfds build datasets/brain_mri`` works. It is imported under the module name that command
-    uses (``brain_mri.brain_mri_dataset_builder``), so both routes share one class. A plain
-    import (not ``tfds.core.community.builder_cls_from_module``, which imports with TFDS's
-    registration switched off) also registers ``brain_mri`` by name, as
+
+def builder_class() -> type:
+    """The ``Builder`` class of the ``brain_mri`` package.
+
+    Imported under the module name that ``tfds build datasets/brain_mri`` uses
+    (``brain_mri.brain_mri_dataset_builder``), so both routes share one class. A plain import
+    (not ``tfds.core.community.builder_cls_from_module``, which imports with TFDS's registration
+    switched off) also registers ``brain_mri`` by name, as
     ``DatasetBuilderTestCase.test_registered`` and ``tfds.builder("brain_mri")`` expect.
     """
-    module_name = f"{DATASET_NAME}.{DATASET_NAME}_dataset_builder"
-    if module_name not in sys.modules:
-        with tfds.core.utils.add_sys_path(BUILDER_DIR.parent):
-            importlib.import_module(module_name)
-    return sys.modules[module_name].Builder
+    return importlib.import_module(BUILDER_MODULE).Builder
 
 
 def get_builder(config: str = "clean", data_dir_: str | os.PathLike | None = None):
