@@ -28,8 +28,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from brain_mri.sartaj import SOURCE_DIR_TO_CLASS
+
 OUT = Path(__file__).resolve().parent / "dummy_data"
-FOLDERS = ("glioma_tumor", "meningioma_tumor", "no_tumor", "pituitary_tumor")
+FOLDERS = tuple(SOURCE_DIR_TO_CLASS)  # the archive's class folders, as sartaj reads them
 PREFIX = {"glioma_tumor": "gg", "meningioma_tumor": "m", "no_tumor": "no", "pituitary_tumor": "p"}
 SIZE = 64
 
