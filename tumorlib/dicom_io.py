@@ -155,22 +155,20 @@ def _read_dicom(data: bytes, window: str) -> DicomImage:
     n_frames = int(ds.get("NumberOfFrames", 1) or 1)
     samples = int(ds.get("SamplesPerPixel", 1))
     syntax = ds.file_meta.get("TransferSyntaxUID")
-    common = dict(
-        modality=str(ds.get("Modality", "")),
-        transfer_syntax=getattr(syntax, "name", str(syntax or "")),
-        info={
-            "rows": int(ds.Rows),
-            "columns": int(ds.Columns),
-            "frames": n_frames,
-            "bits_stored": int(ds.get("BitsStored", 0)),
-        },
-    )
+    modality = str(ds.get("Modality", ""))
+    transfer_syntax = getattr(syntax, "name", str(syntax or ""))
+    info: dict[str, object] = {
+        "rows": int(ds.Rows),
+        "columns": int(ds.Columns),
+        "frames": n_frames,
+        "bits_stored": int(ds.get("BitsStored", 0)),
+    }
     if samples == 3:
-        frames = pixels if n_frames > 1 else pixels[None]
+        colour = pixels if n_frames > 1 else pixels[None]
         if photometric.startswith("YBR") and not getattr(ds, "_pixel_array_converted", False):
-            frames = np.stack([convert_color_space(f, photometric, "RGB") for f in frames])
-        frames = [_to_uint8_colour(f) for f in frames]
-        return DicomImage(frames, photometric, None, "none", **common)
+            colour = np.stack([convert_color_space(f, photometric, "RGB") for f in colour])
+        frames = [_to_uint8_colour(f) for f in colour]
+        return DicomImage(frames, photometric, None, "none", modality, transfer_syntax, info)
     frames_raw = pixels if n_frames > 1 else pixels[None]
     values = apply_modality_lut(frames_raw, ds).astype(np.float64)
     stored = _stored_window(ds)
@@ -188,7 +186,8 @@ def _read_dicom(data: bytes, window: str) -> DicomImage:
     frames = [_window(f, centre, width) for f in values]
     if photometric == "MONOCHROME1":  # high values are dark: invert for display
         frames = [255 - f for f in frames]
-    return DicomImage(frames, photometric, (float(centre), float(width)), source, **common)
+    window_used = (float(centre), float(width))
+    return DicomImage(frames, photometric, window_used, source, modality, transfer_syntax, info)
 
 
 def _to_uint8_colour(frame: np.ndarray) -> np.ndarray:
