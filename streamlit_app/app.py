@@ -1,4 +1,4 @@
-"""The upload page: ``streamlit run streamlit_app/app.py``.
+"""The upload page: ``tumorlib app`` (or ``streamlit run`` on this file, from any folder).
 
 A clinician uploads one or several MRI slices (JPEG/PNG, or DICOM converted in memory) and sees,
 for each, the image, the predicted class in plain words, the four probabilities, the model
@@ -6,48 +6,44 @@ version, and that this is a decision-support tool. When the model says so, the c
 "uncertain — refer to a radiologist" (confidence below the validation-chosen threshold) or "this
 does not look like a brain MRI slice" (the input gate). On request, a Grad-CAM overlay shows the
 regions that drove the prediction. The page only validates uploads and shows answers: the model
-(over TF Serving REST or in-process, see :mod:`streamlit_app.backend`) does all preprocessing.
+(over TF Serving REST or in-process, see :mod:`serving.backend`) does all preprocessing.
 
 Every failure is shown with ``st.error`` in words; the page never lets an exception escape to a
-stack trace (``client.showErrorDetails = "none"`` in ``.streamlit/config.toml`` is the backstop).
-Uploads stay in memory: nothing here writes or logs them.
+stack trace (``client.showErrorDetails = "none"`` in the ``.streamlit/config.toml`` beside this
+file is the backstop). Uploads stay in memory: nothing here writes or logs them.
 """
 
 from __future__ import annotations
 
-import sys
+import os
 from dataclasses import dataclass
-from pathlib import Path
 
-_REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(_REPO_ROOT) not in sys.path:  # `streamlit run` puts only this folder on sys.path
-    sys.path.insert(0, str(_REPO_ROOT))
+import streamlit as st
 
-import streamlit as st  # noqa: E402
-
-from serving.prediction import NOT_BRAIN_MRI, UNCERTAIN, Explanation, Prediction  # noqa: E402
-from streamlit_app import backend as backends  # noqa: E402
-from streamlit_app import gradcam_view  # noqa: E402
-from streamlit_app.results import (  # noqa: E402
-    NOT_BRAIN_MRI_MESSAGE,
-    UNCERTAIN_MESSAGE,
+from serving.backend import Backend, BackendError, Health, SafetyInfo
+from serving.prediction import NOT_BRAIN_MRI, UNCERTAIN, Explanation, Prediction
+from streamlit_app import backend as backends
+from streamlit_app import gradcam_view
+from streamlit_app.results import (
     FileResult,
     display_name,
     probabilities_text,
     probability_chart,
     show_results_table,
 )
-from streamlit_app.validation import (  # noqa: E402
+from streamlit_app.validation import (
     DEFAULT_MAX_PIXELS,
     UploadRejected,
     ValidatedImage,
     prepare_upload,
 )
+from tumorlib.serving_contract import DISCLAIMER, NOT_BRAIN_MRI_MESSAGE, UNCERTAIN_MESSAGE
 
-DISCLAIMER = (
-    "**Decision-support tool, not a diagnosis.** The model's output is a probability estimate "
-    "from a single 2D slice. It can be wrong and must be read by a qualified clinician together "
-    "with the full study and the patient's history."
+# The contract's one-line disclaimer (the batch CLI prints the same words), then why.
+DISCLAIMER_TEXT = (
+    f"**{DISCLAIMER}** The model's output is a probability estimate from a single 2D slice. It "
+    "can be wrong and must be read by a qualified clinician together with the full study and the "
+    "patient's history."
 )
 UPLOAD_KEY = "uploads"
 URL_KEY = "serving_url"
@@ -75,7 +71,7 @@ def signed_in_or_login_prompt(secrets: dict) -> bool:
     return False
 
 
-def sidebar() -> tuple[backends.Backend | None, backends.Health | None, str | None]:
+def sidebar() -> tuple[Backend | None, Health | None, str | None]:
     """Backend choice and health; returns (backend, health, error message)."""
     with st.sidebar:
         st.header("Model backend")
@@ -91,7 +87,7 @@ def sidebar() -> tuple[backends.Backend | None, backends.Health | None, str | No
         try:
             settings = backends.settings_from_environment(url)
             backend = backends.make_backend(settings)
-        except backends.BackendError as err:
+        except BackendError as err:
             st.markdown(f"**Backend:** {_describe_settings(url)}")
             st.error(err.message)
             return None, None, err.message
@@ -99,7 +95,7 @@ def sidebar() -> tuple[backends.Backend | None, backends.Health | None, str | No
         try:
             with st.spinner("Checking model status..."):
                 health = backend.health()
-        except backends.BackendError as err:
+        except BackendError as err:
             st.error(f"Unhealthy: {err.message}")
             return backend, None, err.message
         st.success(health.message)
@@ -116,17 +112,15 @@ def _describe_settings(url: str | None) -> str:
 def _safe_secrets() -> dict:
     try:
         return backends.read_secrets()
-    except backends.BackendError:
+    except BackendError:
         return {}  # reported by settings_from_environment below
 
 
 def _environ() -> dict[str, str]:
-    import os
-
     return dict(os.environ)
 
 
-def show_safety(safety: backends.SafetyInfo) -> None:
+def show_safety(safety: SafetyInfo) -> None:
     """Say in the sidebar which safety checks the served version makes (and which it lacks)."""
     if not safety.known:
         st.caption("Safety checks of this model version: unknown (metadata not readable).")
@@ -165,8 +159,8 @@ def validate_all(files: list) -> list[ValidatedImage | UploadRejected]:
 def predict_all(
     files: list,
     checked: list[ValidatedImage | UploadRejected],
-    backend: backends.Backend | None,
-    health: backends.Health | None,
+    backend: Backend | None,
+    health: Health | None,
     backend_error: str | None,
 ) -> list[FileResult]:
     """One :class:`FileResult` per file: a prediction, an upload error, or the backend's error."""
@@ -178,7 +172,7 @@ def predict_all(
         try:
             answers = backend.predict([checked[i].data for i in valid], version)
             outcomes = dict(zip(valid, answers))
-        except backends.BackendError as err:
+        except BackendError as err:
             backend_error = err.message
     results = []
     for i, (file, check) in enumerate(zip(files, checked)):
@@ -224,15 +218,12 @@ def show_file(
             st.error(f"{file.name}: {result.error}")
             return
         show_answer(result, context.safety)
-        st.caption(
-            f"Model version {result.model_version} · {result.backend} · "
-            "decision-support tool, not a diagnosis"
-        )
+        st.caption(f"Model version {result.model_version} · {result.backend} · {DISCLAIMER}")
     if result.prediction.verdict != NOT_BRAIN_MRI:
         show_gradcam(index, check.data, result.prediction, context)
 
 
-def show_answer(result: FileResult, safety: backends.SafetyInfo) -> None:
+def show_answer(result: FileResult, safety: SafetyInfo) -> None:
     """The class, or "uncertain", or "not a brain MRI slice" — the model's verdict decides."""
     prediction = result.prediction
     assert prediction is not None
@@ -298,19 +289,19 @@ def show_gradcam(index: int, data: bytes, prediction: Prediction, context: PageC
 class PageContext:
     """What every file's display needs from the sidebar: backend, pinned version, its checks."""
 
-    backend: backends.Backend | None
+    backend: Backend | None
     version: int | None
-    safety: backends.SafetyInfo
+    safety: SafetyInfo
 
 
 def main() -> None:
     st.set_page_config(page_title="tumorlib: brain MRI slice classifier", layout="wide")
     st.title("Brain MRI slice classifier")
-    st.warning(DISCLAIMER)
+    st.warning(DISCLAIMER_TEXT)
     if not signed_in_or_login_prompt(_safe_secrets()):
         return
     backend, health, backend_error = sidebar()
-    safety = backends.SafetyInfo()
+    safety = SafetyInfo()
     if backend is not None and health is not None:
         safety = backend.safety(health.version)
         with st.sidebar:

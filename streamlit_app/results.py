@@ -16,10 +16,8 @@ import pandas as pd
 import streamlit as st
 
 from serving.prediction import CLASSIFIED, NOT_BRAIN_MRI, UNCERTAIN, Prediction
-from tumorlib.abstention import UNCERTAIN_MESSAGE
 from tumorlib.classes import CLASS_NAMES, DISPLAY_NAMES
-
-NOT_BRAIN_MRI_MESSAGE = "This does not look like a brain MRI slice — not classified"
+from tumorlib.serving_contract import NOT_BRAIN_MRI_MESSAGE, UNCERTAIN_MESSAGE
 
 CSV_FILE_NAME = "tumorlib_predictions.csv"
 # Spreadsheet programs execute cells starting with these; a file name must stay a file name.

@@ -23,19 +23,15 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
+from serving.backend import MAX_CHUNK_BYTES, BackendError, predict_isolating_failures
 from serving.prediction import CLASSIFIED, NOT_BRAIN_MRI, UNCERTAIN, Prediction
 from streamlit_app import backend as backends
-from streamlit_app.results import (
-    NOT_BRAIN_MRI_MESSAGE,
-    UNCERTAIN_MESSAGE,
-    FileResult,
-    results_table,
-    to_csv_bytes,
-)
+from streamlit_app.results import FileResult, results_table, to_csv_bytes
 from streamlit_app.validation import UploadRejected, prepare_upload, validate_upload
 from tests.serving_fixtures import ABSTAIN_PROBE_COUNT, ABSTAIN_PROBE_SEED, blank_png, make_images
 from tests.test_dicom_io import PATIENT, make_dicom, ramp
 from tumorlib.classes import CLASS_NAMES, DISPLAY_NAMES
+from tumorlib.serving_contract import NOT_BRAIN_MRI_MESSAGE, UNCERTAIN_MESSAGE
 
 APP = Path(__file__).resolve().parents[1] / "streamlit_app" / "app.py"
 APP_TIMEOUT_S = 90  # first in-process load of a SavedModel on two busy cores
@@ -211,12 +207,12 @@ def test_settings_prefer_sidebar_then_secrets_then_environment(tmp_path):
     assert backends.resolve_settings(" ", {}, env).serving_url == "http://env:1"
     embedded = backends.resolve_settings("", {}, {})
     assert not embedded.uses_rest
-    assert embedded.model_base_path == backends.DEFAULT_MODEL_BASE_PATH
+    assert embedded.model_base_path == backends.default_model_base_path()
     assert backends.resolve_settings("", {}, env).model_base_path == tmp_path
     for bad in ("ftp://host", "127.0.0.1:8501", "http://host:99999"):
-        with pytest.raises(backends.BackendError):
+        with pytest.raises(BackendError):
             backends.resolve_settings(bad, {}, {})
-    with pytest.raises(backends.BackendError, match="seconds"):
+    with pytest.raises(BackendError, match="seconds"):
         backends.resolve_settings("", {}, {backends.ENV_TIMEOUT: "soon"})
 
 
@@ -229,16 +225,16 @@ def test_one_failing_image_costs_only_its_own_result_and_outages_propagate():
             raise ValueError("cannot decode")
         return [_prediction("glioma") for _ in images]
 
-    out = backends.predict_isolating_failures(predict, [b"a", b"bad", b"c"])
+    out = predict_isolating_failures(predict, [b"a", b"bad", b"c"])
     assert [isinstance(o, Prediction) for o in out] == [True, False, True]
     assert "cannot decode" in out[1]
     assert calls == [3, 1, 1, 1]
 
     def down(images):
-        raise backends.BackendError("unavailable", "server down")
+        raise BackendError("unavailable", "server down")
 
-    with pytest.raises(backends.BackendError):
-        backends.predict_isolating_failures(down, [b"a"])
+    with pytest.raises(BackendError):
+        predict_isolating_failures(down, [b"a"])
 
 
 def test_large_batches_are_split_under_the_request_size_cap():
@@ -249,8 +245,8 @@ def test_large_batches_are_split_under_the_request_size_cap():
         return [_prediction("glioma") for _ in images]
 
     images = [b"x" * (2 * 1024 * 1024)] * 7
-    assert len(backends.predict_isolating_failures(predict, images)) == 7
-    assert len(sizes) > 1 and max(sizes) <= backends.MAX_CHUNK_BYTES
+    assert len(predict_isolating_failures(predict, images)) == 7
+    assert len(sizes) > 1 and max(sizes) <= MAX_CHUNK_BYTES
 
 
 # --------------------------------------------------------------------------------------------
@@ -326,7 +322,7 @@ def test_page_without_any_export_says_how_to_create_one(page_env, tmp_path):
     at = _page().run()
     _assert_no_stack_trace(at)
     sidebar = " ".join(_texts(at.sidebar.error))
-    assert "No exported model yet" in sidebar and "python -m serving.export" in sidebar
+    assert "No exported model yet" in sidebar and "tumorlib export" in sidebar
     assert any("not a diagnosis" in w for w in _texts(at.warning))
     _upload(at, [("slice.png", good_png())])
     _assert_no_stack_trace(at)
