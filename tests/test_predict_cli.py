@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from serving.backend import InProcessBackend
 from tests.serving_fixtures import make_fixture_run
 from tests.test_dicom_io import PATIENT, make_dicom, ramp
 from tumorlib.classes import CLASS_NAMES
-from tumorlib.predict import main
+from tumorlib_cli.predict import main
 
 
 def encode(array: np.ndarray, fmt: str) -> bytes:
@@ -108,7 +109,9 @@ class GatedPrediction:
 
 
 class GatedBackend:
-    """Stands in for a backend after the gate is wired into the signature's outputs."""
+    """Stands in for a model after the gate is wired into the signature's outputs."""
+
+    path = "gated-stand-in"
 
     def predict(self, images, version=None):
         flat = {n: 0.25 for n in CLASS_NAMES}
@@ -127,7 +130,7 @@ def test_threshold_and_gate_come_from_the_model(inputs, tmp_path):
     assert (
         main(
             [str(inputs / "a.png"), str(inputs / "sub" / "b.jpg"), "-o", str(out), "--no-progress"],
-            backend=GatedBackend(),
+            backend=InProcessBackend(GatedBackend()),
         )
         == 0
     )
@@ -138,7 +141,7 @@ def test_threshold_and_gate_come_from_the_model(inputs, tmp_path):
 
 
 def test_missing_path_and_dead_server_are_clear_errors(inputs, tmp_path, capsys):
-    assert main([str(tmp_path / "nope.png")]) == 2
+    assert main([str(tmp_path / "nope.png")]) == 1
     assert "nope.png does not exist" in capsys.readouterr().err
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -1,11 +1,10 @@
-"""Batch prediction: ``python -m tumorlib.predict PATH... [--output results.csv]``.
+"""Batch prediction: ``tumorlib predict PATH... [--output results.csv]``.
 
 Why: a radiology team evaluating the tool wants to run a folder of exported slices, not upload
 them one by one. Files and folders (searched recursively) of JPEG, PNG and DICOM go through the
-same backends as the upload page — the exported SavedModel in this process
-(:class:`serving.inprocess.InProcessModel`, the default) or TF Serving over REST
-(:class:`serving.client.TFServingClient`, with ``--serving-url``) — so a CSV from here and an
-answer on the page agree.
+page's own backends (:mod:`serving.backend`) — the newest export in this process (the default) or
+TF Serving over REST (``--serving-url``) — chunked the same way and with a bad file isolated the
+same way, so a CSV from here and an answer on the page agree.
 
 Each row: the file (and DICOM frame), the four temperature-scaled probabilities, the class, the
 confidence, ``abstain`` (confidence below the validation-chosen threshold: "uncertain — refer to a
@@ -19,25 +18,34 @@ from __future__ import annotations
 import argparse
 import csv
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import IO, Any
 
+from serving.backend import (
+    DEFAULT_TIMEOUT_S,
+    MAX_CHUNK_IMAGES,
+    Backend,
+    BackendError,
+    Settings,
+    make_backend,
+)
+from serving.prediction import Prediction
 from tumorlib.classes import CLASS_NAMES, DISPLAY_NAMES
+from tumorlib.cli import CommandError, run_command
+from tumorlib.serving_contract import DISCLAIMER, MODEL_BASE_PATH, MODEL_NAME, UNCERTAIN_MESSAGE
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 DICOM_SUFFIXES = (".dcm", ".dicom")
 SUPPORTED_SUFFIXES = IMAGE_SUFFIXES + DICOM_SUFFIXES
 MAX_FILE_BYTES = 50 * 1024 * 1024
-
-
-class Backend(Protocol):
-    """What both serving backends offer (see ``serving/``)."""
-
-    def predict(self, images: Sequence[bytes], version: int | None = None) -> list[Any]: ...
-
-    def metadata(self, version: int | None = None) -> dict: ...
+FIELDS = (
+    ["path", "frame"]
+    + [f"p_{n}" for n in CLASS_NAMES]
+    + ["class_name", "display_name", "confidence", "abstain", "in_distribution", "gate_score"]
+    + ["error"]
+)
 
 
 @dataclass
@@ -87,54 +95,33 @@ def load_items(path: Path, *, all_frames: bool = False, frame: int = 0) -> list[
     return [Item(str(path), data=data)]
 
 
-def abstention_threshold(backend: Backend, override: float | None) -> float | None:
-    """``--abstain-threshold`` if given, else the exported model's ``abstention.threshold``."""
-    if override is not None:
-        return override
-    try:
-        meta = backend.metadata()
-    except Exception:  # metadata is optional for a prediction; the column stays empty
-        return None
-    value = (meta.get("abstention") or {}).get("threshold")
-    return float(value) if value is not None else None
-
-
 def predict_items(
-    backend: Backend, items: list[Item], *, batch_size: int = 16, progress: bool = True
-) -> list[Any]:
-    """One prediction (or ``None`` with ``item.error`` set) per item, batched.
+    backend: Backend, items: list[Item], *, progress: bool = True
+) -> list[Prediction | None]:
+    """One prediction (or ``None`` with ``item.error`` set) per item.
 
-    A batch that fails (e.g. one undecodable image) is retried image by image, so only the bad
-    file gets an error.
+    The backend chunks the requests and retries a failed chunk image by image, so only the bad
+    file gets an error; a server that is down raises :class:`BackendError`.
     """
     from tqdm import tqdm
 
-    results: list[Any] = [None] * len(items)
+    results: list[Prediction | None] = [None] * len(items)
     todo = [i for i, item in enumerate(items) if item.data is not None]
+    images = [items[i].data for i in todo if items[i].data is not None]
     with tqdm(total=len(todo), desc="predict", unit="img", disable=not progress) as bar:
-        for start in range(0, len(todo), batch_size):
-            chunk = todo[start : start + batch_size]
-            try:
-                preds = backend.predict([items[i].data for i in chunk])
-                for i, pred in zip(chunk, preds):
-                    results[i] = pred
-            except (ValueError, TypeError, RuntimeError):
-                for i in chunk:
-                    try:
-                        results[i] = backend.predict([items[i].data])[0]
-                    except (ValueError, TypeError, RuntimeError) as err:
-                        if _is_unavailable(err):
-                            raise
-                        items[i].error = f"prediction failed: {err}"
-            bar.update(len(chunk))
+        answers = backend.predict(images, None, progress=bar.update)
+    for i, answer in zip(todo, answers):
+        if isinstance(answer, str):
+            items[i].error = f"prediction failed: {answer}"
+        else:
+            results[i] = answer
     return results
 
 
-def _is_unavailable(err: Exception) -> bool:
-    return type(err).__name__ in ("TFServingUnavailable",)
-
-
-def csv_rows(items: list[Item], predictions: list[Any], threshold: float | None) -> list[dict]:
+def csv_rows(
+    items: list[Item], predictions: list[Prediction | None], threshold: float | None
+) -> list[dict]:
+    """One CSV row per item; ``abstain`` from the model, else from ``threshold``."""
     rows = []
     for item, pred in zip(items, predictions):
         row: dict[str, Any] = {"path": item.path, "frame": item.frame}
@@ -148,7 +135,7 @@ def csv_rows(items: list[Item], predictions: list[Any], threshold: float | None)
         row["class_name"] = pred.class_name
         row["display_name"] = DISPLAY_NAMES.get(pred.class_name, pred.class_name)
         row["confidence"] = f"{confidence:.6f}"
-        abstain = getattr(pred, "abstain", None)
+        abstain = getattr(pred, "abstain", None)  # stand-ins and older exports may lack it
         if abstain is None and threshold is not None:
             abstain = confidence < threshold
         row["abstain"] = "" if abstain is None else str(bool(abstain)).lower()
@@ -161,40 +148,22 @@ def csv_rows(items: list[Item], predictions: list[Any], threshold: float | None)
     return rows
 
 
-FIELDS = (
-    ["path", "frame"]
-    + [f"p_{n}" for n in CLASS_NAMES]
-    + ["class_name", "display_name", "confidence", "abstain", "in_distribution", "gate_score"]
-    + ["error"]
-)
-
-
-def write_csv(rows: list[dict], out) -> None:
+def write_csv(rows: list[dict], out: IO[str]) -> None:
     writer = csv.DictWriter(out, fieldnames=FIELDS, restval="")
     writer.writeheader()
     writer.writerows(rows)
 
 
-def make_backend(serving_url: str | None, model_base_path: str, model_name: str) -> Backend:
-    if serving_url:
-        from serving.client import TFServingClient
-
-        return TFServingClient(base_url=serving_url, model_name=model_name)
-    from serving.inprocess import InProcessModel
-
-    return InProcessModel(model_base_path)
-
-
-def main(argv: list[str] | None = None, backend: Backend | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m tumorlib.predict",
-        description="Classify JPEG/PNG/DICOM files or folders into a CSV (decision support only).",
+        prog="tumorlib predict",
+        description=f"Classify JPEG/PNG/DICOM files or folders into a CSV. {DISCLAIMER}",
     )
     parser.add_argument("paths", nargs="+", help="files or folders (searched recursively)")
     parser.add_argument("--output", "-o", help="CSV file to write (default: standard output)")
     parser.add_argument("--serving-url", help="TF Serving REST URL, e.g. http://127.0.0.1:8501")
-    parser.add_argument("--model-name", default="brain_mri")
-    parser.add_argument("--model-base-path", default="models/brain_mri")
+    parser.add_argument("--model-name", default=MODEL_NAME)
+    parser.add_argument("--model-base-path", default=str(MODEL_BASE_PATH))
     parser.add_argument(
         "--abstain-threshold",
         type=float,
@@ -205,30 +174,31 @@ def main(argv: list[str] | None = None, backend: Backend | None = None) -> int:
         "--all-frames", action="store_true", help="every frame of multi-frame DICOM"
     )
     parser.add_argument("--frame", type=int, default=0, help="DICOM frame to use (default 0)")
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=MAX_CHUNK_IMAGES, help="images/request")
     parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
+    return parser
 
-    try:
-        paths = collect_paths(args.paths)
-    except FileNotFoundError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+
+def run_batch(args: argparse.Namespace, backend: Backend | None = None) -> None:
+    """Predict every file named in ``args`` and write the CSV; a summary goes to stderr."""
+    paths = collect_paths(args.paths)
     if not paths:
-        print("error: no JPEG/PNG/DICOM files found", file=sys.stderr)
-        return 2
+        raise CommandError("no JPEG/PNG/DICOM files found")
     try:
-        backend = backend or make_backend(args.serving_url, args.model_base_path, args.model_name)
+        if backend is None:
+            settings = Settings(
+                args.serving_url, args.model_name, Path(args.model_base_path), DEFAULT_TIMEOUT_S
+            )
+            backend = make_backend(settings, max_images=args.batch_size)
         items = [
             it for p in paths for it in load_items(p, all_frames=args.all_frames, frame=args.frame)
         ]
-        threshold = abstention_threshold(backend, args.abstain_threshold)
-        predictions = predict_items(
-            backend, items, batch_size=args.batch_size, progress=not args.no_progress
-        )
-    except (FileNotFoundError, RuntimeError) as err:  # model missing, server down
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+        threshold = args.abstain_threshold
+        if threshold is None:  # the exported model's own; unknown when its metadata is not
+            threshold = backend.safety(None).threshold
+        predictions = predict_items(backend, items, progress=not args.no_progress)
+    except BackendError as err:  # model missing, server down
+        raise CommandError(err.message) from None
     rows = csv_rows(items, predictions, threshold)
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
@@ -239,14 +209,19 @@ def main(argv: list[str] | None = None, backend: Backend | None = None) -> int:
     failed = sum(1 for r in rows if r.get("error"))
     abstained = sum(1 for r in rows if r.get("abstain") == "true")
     print(
-        f"{len(rows)} images: {len(rows) - failed} classified, {abstained} marked uncertain "
-        f"(refer to a radiologist), {failed} failed"
-        + (f"; written to {args.output}" if args.output else ""),
+        f"{len(rows)} images: {len(rows) - failed} classified, {abstained} marked "
+        f'"{UNCERTAIN_MESSAGE}", {failed} failed'
+        + (f"; written to {args.output}" if args.output else "")
+        + f". {DISCLAIMER}",
         file=sys.stderr,
     )
     if threshold is None:
         print("note: no abstention threshold known; the abstain column is empty", file=sys.stderr)
-    return 0
+
+
+def main(argv: list[str] | None = None, backend: Backend | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_command(lambda: run_batch(args, backend))
 
 
 if __name__ == "__main__":
