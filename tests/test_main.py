@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tumorlib import main as main_job
 from tumorlib.classes import CLASS_NAMES
+from tumorlib_cli import main_job
 
 DUMMY = Path(__file__).resolve().parents[1] / "datasets" / "brain_mri" / "dummy_data"
 
@@ -36,24 +36,39 @@ def test_reusing_a_missing_run_fails_clearly(tmp_path, capsys):
 
 
 def _record_steps(monkeypatch, fail: str | None = None) -> list[str]:
-    """Replace every step's entry point with a recorder; ``fail`` returns exit code 1."""
+    """Replace every step's function with a recorder; ``fail`` raises an expected error."""
     from serving import export
     from tumorlib import abstention, evaluate, input_gate, model_card
 
     calls: list[str] = []
 
     def recorder(name):
-        def step(argv):
-            calls.append(f"{name} {' '.join(argv)}")
-            return 1 if name == fail else 0
+        def step(*args, **kwargs):
+            words = [str(a) for a in args if a is not None]
+            words += [f"--{k.rstrip('_').replace('_', '-')} {v}" for k, v in kwargs.items()]
+            calls.append(f"{name} {' '.join(words)}")
+            if name == fail:
+                raise ValueError(f"{name} could not finish")
+            if name == "abstention":
+                stats = {"threshold": 0.5, "coverage": 0.9, "accepted_accuracy": 0.99}
+                return {"chosen_on_validation": stats, "test": stats}
+            if name == "model_card":
+                return Path("card.md"), Path("card.html")
+            if name == "export":
+                return Path(kwargs["model_base_path"]) / "1"
+            return {}
 
         return step
 
     monkeypatch.setattr(main_job, "build_dataset", lambda *a: calls.append("build"))
-    for module, name in ((evaluate, "evaluate"), (abstention, "abstention"),
-                         (input_gate, "input_gate"), (model_card, "model_card"),
-                         (export, "export")):  # fmt: skip
-        monkeypatch.setattr(module, "main", recorder(name))
+    for module, function, name in (
+        (evaluate, "evaluate", "evaluate"),
+        (abstention, "run_abstention", "abstention"),
+        (input_gate, "run_gate", "input_gate"),
+        (model_card, "write_card", "model_card"),
+        (export, "export_run", "export"),
+    ):
+        monkeypatch.setattr(module, function, recorder(name))
     return calls
 
 
@@ -143,7 +158,7 @@ def test_member_sizes_must_be_sizes(tmp_path, capsys):
 def test_training_uses_the_shipped_search_result_unless_told_none(tmp_path, monkeypatch):
     import json
 
-    from tumorlib.train import TrainConfig
+    from tumorlib.train_config import TrainConfig
 
     shipped = json.loads(main_job.DEFAULT_HPARAMS.read_text())
     tuned = _train_config(monkeypatch, tmp_path, [])

@@ -1,0 +1,68 @@
+"""``tumorlib build``: build both configs of the ``brain_mri`` dataset and print their statistics.
+
+The main job's first step, on its own. The archive is read from ``--manual-dir``, else from
+``$TUMORLIB_SHARED/data`` or ``../shared/data`` (relative to the current folder) when one exists,
+else downloaded by the builder. A config already built is reused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from tumorlib.cli import run_command
+
+ENV_SHARED = "TUMORLIB_SHARED"
+
+
+def default_manual_dir() -> Path | None:
+    """Where to look for the archive when none is given; ``None`` lets the builder download it."""
+    candidates = [Path("..") / "shared" / "data"]
+    shared = os.environ.get(ENV_SHARED)
+    if shared:
+        candidates.insert(0, Path(shared) / "data")
+    return next((path.resolve() for path in candidates if path.is_dir()), None)
+
+
+def build_dataset(manual_dir: str | os.PathLike | None, data_dir_: str | os.PathLike) -> None:
+    """Build both configs (a built config is reused) and print their statistics."""
+    from brain_mri.report import format_report
+
+    from tumorlib.data import CONFIGS, build
+
+    if manual_dir is None:
+        manual_dir = default_manual_dir()
+    for config in CONFIGS:
+        builder = build(config, manual_dir, data_dir_)
+        print(format_report(config, dict(builder.info.metadata)), flush=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tumorlib build",
+        description="Build both configs (clean, original) of the brain_mri dataset.",
+    )
+    parser.add_argument(
+        "--manual-dir",
+        help=f"folder holding the archive (default ${ENV_SHARED}/data or ../shared/data if "
+        "present, else download)",
+    )
+    parser.add_argument("--data-dir", help="TFDS data dir (default: tumorlib.data's)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    def body() -> None:
+        from tumorlib.data import data_dir
+
+        build_dataset(args.manual_dir, data_dir(args.data_dir))
+
+    return run_command(body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
