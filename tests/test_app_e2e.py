@@ -1,10 +1,10 @@
 """End to end in a real browser: the upload page over the local TF Serving REST server.
 
 Starts ``python -m serving.local`` (through ``tests.serving_fixtures.shared_stack``, serving an
-exported fixture model) and ``streamlit run streamlit_app/app.py`` on free 127.0.0.1 ports, then
-drives headless Chromium (Debian's ``chromium`` + ``chromium-driver``, through Selenium) to upload
-a real slice from the SARTAJ archive and a truncated file, waits for the answers, checks the text
-on the page and saves a screenshot to ``reports/app_e2e.png`` (a CI artefact).
+exported fixture model) and the page through ``tumorlib app``'s launcher on free 127.0.0.1 ports,
+then drives headless Chromium (Debian's ``chromium`` + ``chromium-driver``, through Selenium) to
+upload a real slice from the SARTAJ archive and a truncated file, waits for the answers, checks the
+text on the page and saves a screenshot to ``reports/app_e2e.png`` (a CI artefact).
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 import zipfile
@@ -22,6 +21,8 @@ import pytest
 import requests
 
 from tests.serving_fixtures import free_port
+from tumorlib.serving_contract import DISCLAIMER
+from tumorlib_cli.page import page_command
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ARCHIVE = REPO_ROOT.parent / "shared" / "data" / "brain_tumor_classification_mri.zip"
@@ -83,7 +84,7 @@ def _browser():
 
 
 class StreamlitApp:
-    """``streamlit run streamlit_app/app.py`` on a free 127.0.0.1 port, pointed at ``url``."""
+    """The page (``tumorlib app``'s command) on a free 127.0.0.1 port, pointed at ``url``."""
 
     def __init__(self, serving_url: str) -> None:
         self.port = free_port()
@@ -91,9 +92,8 @@ class StreamlitApp:
         env = dict(os.environ, TUMORLIB_SERVING_URL=serving_url, TF_CPP_MIN_LOG_LEVEL="2")
         # fmt: off
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", str(REPO_ROOT / "streamlit_app" / "app.py"),
-             "--server.port", str(self.port), "--server.address", "127.0.0.1",
-             "--server.headless", "true", "--browser.gatherUsageStats", "false"],
+            page_command(self.port, ["--server.address", "127.0.0.1", "--server.headless", "true",
+                                     "--browser.gatherUsageStats", "false"]),
             cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         )
         # fmt: on
@@ -156,7 +156,7 @@ def test_upload_a_real_slice_in_chromium_and_read_the_prediction(tmp_path, monke
 
     assert f"TF Serving REST at {stack.server.url}" in text
     assert "version 2 AVAILABLE" in text
-    assert "Decision-support tool, not a diagnosis" in text
+    assert DISCLAIMER in text
     assert "Model version 2" in text
     assert any(
         f"Predicted: {name} (" in text

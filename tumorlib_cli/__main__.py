@@ -1,19 +1,70 @@
-"""``tumorlib``: one command with sub-commands (filled in by the apps-layer work)."""
+"""``tumorlib``: one command, with a sub-command for each of the project's entry points.
+
+``tumorlib <command> [args...]`` hands ``args`` to that module's own ``main(argv)``, so every
+sub-command keeps its flags and its help (``tumorlib train --help``) and all share one set of
+exit codes (0 ok, 1 the work failed, 2 bad command line). Modules are imported only when their
+command runs, so ``tumorlib --version`` and ``tumorlib --help`` answer without TensorFlow.
+"""
 
 from __future__ import annotations
 
+import argparse
+import importlib
 import sys
+from collections.abc import Sequence
 
 from tumorlib import __version__
+from tumorlib.cli import EXIT_OK
+
+# command: (module whose main(argv) runs it, one line for `tumorlib --help`)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "main": ("tumorlib_cli.main_job", "the main job: build, train, evaluate, safety, export, page"),
+    "build": ("tumorlib_cli.build", "build both configs of the brain_mri dataset"),
+    "train": ("tumorlib.train", "train a classifier into a run folder"),
+    "ensemble": ("tumorlib.ensemble", "combine finished runs into one ensemble run"),
+    "evaluate": ("tumorlib.evaluate", "evaluate a run on a split (metrics, plots, summary)"),
+    "abstention": ("tumorlib.abstention", "choose the abstention threshold of a run"),
+    "gate": ("tumorlib.input_gate", "fit and evaluate the input gate of a run"),
+    "card": ("tumorlib.model_card", "write a run's model card (Markdown and HTML)"),
+    "tune": ("tuning.search", "search the head's hyperparameters with KerasTuner"),
+    "export": ("serving.export", "export a run as a TF Serving SavedModel version"),
+    "serve": ("serving.local", "serve exported models over TF Serving's REST API"),
+    "predict": ("tumorlib_cli.predict", "classify files or folders into a CSV"),
+    "app": ("tumorlib_cli.page", "start the upload page (http://127.0.0.1:8502)"),
+}
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    if args[:1] == ["--version"]:
-        print(f"tumorlib {__version__}")
-        return 0
-    print("usage: tumorlib --version", file=sys.stderr)
-    return 2
+def version_line() -> str:
+    return f"tumorlib {__version__}"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    width = max(map(len, COMMANDS))
+    listing = "\n".join(f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items())
+    parser = argparse.ArgumentParser(
+        prog="tumorlib",
+        usage="tumorlib [--version] [--help] COMMAND [ARGS...]",
+        description="Brain MRI tumour classification: dataset, training, safety, serving, page.",
+        epilog=f"commands:\n{listing}\n\n`tumorlib COMMAND --help` shows a command's options.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=version_line())
+    parser.add_argument("command", choices=COMMANDS, metavar="COMMAND", help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:  # only the first word is ours; the rest belongs to the sub-command
+        command = build_parser().parse_args(args[:1]).command
+    except SystemExit as exit_:  # --help, --version, or a bad/missing command (2)
+        return int(exit_.code or 0)
+    rest = args[1:]
+    if "--version" in rest:
+        print(version_line())
+        return EXIT_OK
+    module = importlib.import_module(COMMANDS[command][0])
+    return int(module.main(rest) or 0)
 
 
 if __name__ == "__main__":
