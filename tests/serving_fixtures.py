@@ -118,9 +118,10 @@ def add_safety_outputs(run_path: Path, *, gate: bool = True, abstention: bool = 
     :func:`make_images` (random textures of random sizes), with every layer's threshold
     widened by half for margin: those are accepted and a blank white image is not.
     """
-    from tumorlib.abstention import ABSTENTION_FILE, UNCERTAIN_MESSAGE
-    from tumorlib.input_gate import GATE_FILE, feature_extractor, features_for_images, fit_gate
-    from tumorlib.runs import load_run, write_json
+    from tumorlib.gate import fit_gate
+    from tumorlib.gate_features import feature_extractor, features_for_images
+    from tumorlib.runs import ABSTENTION_FILE, GATE_FILE, load_run, write_json
+    from tumorlib.serving_contract import UNCERTAIN_MESSAGE
 
     run = load_run(run_path)
     if abstention:

@@ -16,7 +16,9 @@ from tests.training_fixtures import build_learnable_dataset, calibrated_backbone
 from tumorlib import data, evaluate, train
 from tumorlib.calibration import apply_temperature_np, expected_calibration_error
 from tumorlib.classes import CLASS_NAMES
+from tumorlib.cli import EXIT_FAILURE
 from tumorlib.runs import load_run
+from tumorlib.train_config import TrainConfig, load_hparams
 
 SIZE = 32
 
@@ -141,9 +143,9 @@ def test_original_test_reports_overlap_with_training(run_dir, setup):
         (["{run}", "--config", "original", "--split", "validation"], "unknown split"),
     ],
 )
-def test_evaluate_bad_inputs_exit_2_with_one_line(argv, message, run_dir, setup, tmp_path, capsys):
+def test_evaluate_bad_inputs_exit_1_with_one_line(argv, message, run_dir, setup, tmp_path, capsys):
     argv = [a.format(missing=tmp_path / "nope", run=run_dir) for a in argv]
-    assert evaluate.main([*argv, "--data-dir", str(setup["data_dir"])]) == 2
+    assert evaluate.main([*argv, "--data-dir", str(setup["data_dir"])]) == EXIT_FAILURE
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and message in err and "\n" not in err
 
@@ -152,13 +154,13 @@ def test_evaluate_bad_inputs_exit_2_with_one_line(argv, message, run_dir, setup,
 def test_train_rejects_a_wrong_shaped_weights_file(setup, tmp_path, capsys):
     argv = ["--data-dir", str(setup["data_dir"]), "--weights", str(setup["weights"]),
             "--image-size", str(SIZE), "--alpha", "0.5", "--runs-dir", str(tmp_path)]  # fmt: skip
-    assert train.main(argv) == 2
+    assert train.main(argv) == EXIT_FAILURE
     assert "does not fit MobileNetV2" in capsys.readouterr().err
 
 
 def test_train_on_unbuilt_dataset_is_a_clear_error(tmp_path, capsys):
     argv = ["--data-dir", str(tmp_path), "--weights", "none", "--runs-dir", str(tmp_path)]
-    assert train.main(argv) == 2
+    assert train.main(argv) == EXIT_FAILURE
     assert "not built" in capsys.readouterr().err
 
 
@@ -176,7 +178,7 @@ def test_hparams_and_config_file_precedence(tmp_path):
     assert config.head_learning_rate == 0.002 and config.fine_tune_layers == 50
     assert config.head_units == 8  # explicit flags override everything
     assert config.weights is None
-    assert train.config_from_args([]) == train.TrainConfig()
+    assert train.config_from_args([]) == TrainConfig()
 
 
 def test_bad_hparams_and_config_files_are_clear_errors(tmp_path):
@@ -184,12 +186,12 @@ def test_bad_hparams_and_config_files_are_clear_errors(tmp_path):
     bad.write_text(json.dumps({"dropout": 0.2, "head_units": 0, "learning_rate": 1e-3,
                                "label_smoothing": 0.0, "momentum": 0.9}))  # fmt: skip
     with pytest.raises(ValueError, match="unknown keys: momentum"):
-        train.load_hparams(bad)
+        load_hparams(bad)
     bad.write_text(json.dumps({"dropout": 0.2}))
     with pytest.raises(ValueError, match="lacks"):
-        train.load_hparams(bad)
+        load_hparams(bad)
     with pytest.raises(FileNotFoundError):
-        train.load_hparams(tmp_path / "missing.json")
+        load_hparams(tmp_path / "missing.json")
     cfg = tmp_path / "c.json"
     cfg.write_text(json.dumps({"epochs": 3}))
     with pytest.raises(ValueError, match="unknown settings: epochs"):

@@ -21,10 +21,19 @@ from pathlib import Path
 
 import numpy as np
 
+from tumorlib.cli import run_command
+from tumorlib.runs import (
+    ABSTENTION_FILE,
+    RISK_COVERAGE_PLOT,
+    TEST_PREDICTIONS_FILE,
+    VALIDATION_PREDICTIONS_FILE,
+    load_run,
+    write_json,
+)
+from tumorlib.serving_contract import UNCERTAIN_MESSAGE
+
 DEFAULT_TARGET_PRECISION = 0.99
-ABSTENTION_FILE = "abstention.json"
-SAFETY_DIR = "safety"
-UNCERTAIN_MESSAGE = "Uncertain — refer to a radiologist"
+PREDICTION_BATCH_SIZE = 32
 
 
 @dataclass(frozen=True)
@@ -204,29 +213,6 @@ def plot_risk_coverage(
     return path
 
 
-def predict_split(
-    model, split: str, config: str, data_dir_, image_size: int, batch_size: int = 32
-) -> tuple[np.ndarray, np.ndarray]:
-    """Untempered probabilities ``[N, C]`` and integer labels for one dataset split."""
-    from tumorlib import data
-
-    ds = data.load_pipeline(
-        split,
-        config,
-        training=False,
-        data_dir_=data_dir_,
-        image_size=image_size,
-        batch_size=batch_size,
-    )
-    probs, labels = [], []
-    from tqdm import tqdm
-
-    for images, onehot in tqdm(ds, desc=f"predict {config}/{split}", unit="batch"):
-        probs.append(model(images, training=False).numpy())
-        labels.append(onehot.numpy().argmax(axis=1))
-    return np.concatenate(probs), np.concatenate(labels)
-
-
 def run_abstention(
     run_path: str | Path,
     *,
@@ -236,25 +222,28 @@ def run_abstention(
 ) -> dict:
     """Choose the threshold on validation, evaluate on test, write JSON, PNG and predictions."""
     from tumorlib.calibration import apply_temperature_np
-    from tumorlib.runs import load_run, write_json
+    from tumorlib.split_predictions import predict_split
 
     run = load_run(run_path)
     model = run.load_model()
     out = {}
     for split in ("validation", "test"):
-        raw, labels = predict_split(model, split, config, data_dir_, run.image_size)
+        raw, labels = predict_split(
+            model, split, config, data_dir_,
+            image_size=run.image_size, batch_size=PREDICTION_BATCH_SIZE,
+        )  # fmt: skip
         out[split] = (apply_temperature_np(raw, run.temperature), labels)
     chosen = choose_threshold(*out["validation"], target_precision=target_precision)
     test = evaluate_threshold(*out["test"], chosen.threshold)
-    safety = run.path / SAFETY_DIR
+    safety = run.safety_dir
     safety.mkdir(parents=True, exist_ok=True)
-    np.savez(safety / "test_predictions.npz", probabilities=out["test"][0], labels=out["test"][1])
+    np.savez(safety / TEST_PREDICTIONS_FILE, probabilities=out["test"][0], labels=out["test"][1])
     np.savez(
-        safety / "validation_predictions.npz",
+        safety / VALIDATION_PREDICTIONS_FILE,
         probabilities=out["validation"][0],
         labels=out["validation"][1],
     )
-    plot = plot_risk_coverage(safety / "risk_coverage.png", out, chosen, test)
+    plot = plot_risk_coverage(safety / RISK_COVERAGE_PLOT, out, chosen, test)
     report = {
         "config": config,
         "temperature": run.temperature,
@@ -277,27 +266,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", default=None, help="TFDS data dir (default: the repo's)")
     parser.add_argument("--target-precision", type=float, default=DEFAULT_TARGET_PRECISION)
     args = parser.parse_args(argv)
-    from tumorlib.runs import RunNotFoundError
 
-    try:
+    def body() -> None:
         report = run_abstention(
             args.run,
             config=args.config,
             data_dir_=args.data_dir,
             target_precision=args.target_precision,
         )
-    except (RunNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    chosen, test = report["chosen_on_validation"], report["test"]
-    print(
-        f"threshold {chosen['threshold']:.4f} (validation: coverage {chosen['coverage']:.3f}, "
-        f"precision {chosen['precision']:.4f}; reachable={chosen['reachable']})\n"
-        f"test: coverage {test['coverage']:.3f}, accepted accuracy "
-        f"{test['accepted_accuracy']:.4f} ({test['errors_accepted']} errors among "
-        f"{test['accepted']}/{test['total']}), overall accuracy {test['overall_accuracy']:.4f}"
-    )
-    return 0
+        chosen, test = report["chosen_on_validation"], report["test"]
+        print(
+            f"threshold {chosen['threshold']:.4f} (validation: coverage {chosen['coverage']:.3f}, "
+            f"precision {chosen['precision']:.4f}; reachable={chosen['reachable']})\n"
+            f"test: coverage {test['coverage']:.3f}, accepted accuracy "
+            f"{test['accepted_accuracy']:.4f} ({test['errors_accepted']} errors among "
+            f"{test['accepted']}/{test['total']}), overall accuracy {test['overall_accuracy']:.4f}"
+        )
+
+    return run_command(body)
 
 
 if __name__ == "__main__":

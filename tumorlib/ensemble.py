@@ -23,12 +23,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
+from tumorlib.cli import EXPECTED_ERRORS, run_command
 from tumorlib.ensemble_model import build_ensemble
-from tumorlib.runs import ENSEMBLE_FILE
+from tumorlib.runs import (
+    CALIBRATION_FILE,
+    CONFIG_FILE,
+    ENSEMBLE_FILE,
+    MODEL_FILE,
+    load_run,
+    write_json,
+)
 
 # ------------------------------------------------------------------------ the run folder
 
@@ -49,8 +56,7 @@ def make_ensemble_run(
     (so the dataset record and class names are the members' own) and adds the ensemble's size,
     members, summed training time and largest peak memory.
     """
-    from tumorlib.runs import CONFIG_FILE, MODEL_FILE, load_run, write_json
-    from tumorlib.train import TrainConfig, fit_calibration
+    from tumorlib.run_calibration import calibrate_on_validation
 
     started = time.perf_counter()
     runs = [load_run(path) for path in member_runs]
@@ -84,14 +90,14 @@ def make_ensemble_run(
     )
     member_total = sum(float(r.config.get("timings", {}).get("total_s", 0.0)) for r in runs)
     model.save(run_dir / MODEL_FILE)
-    train_config = TrainConfig(
-        run_name=run_name,
-        data_dir=data_dir if data_dir is not None else first.get("data_dir"),
+    calibration = calibrate_on_validation(
+        model,
+        run_dir,
         dataset_config=first.get("dataset_config", "clean"),
+        data_dir=data_dir if data_dir is not None else first.get("data_dir"),
         image_size=size,
         verbose=verbose,
     )
-    calibration = fit_calibration(model, train_config, run_dir)
     config["calibration"] = calibration
     config["timings"] = {
         "members_total_s": round(member_total, 1),
@@ -121,23 +127,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from tumorlib.runs import RunNotFoundError
-
+    """Make an ensemble run from the command line (exit 1 if it could not be made)."""
     args = build_parser().parse_args(argv)
-    try:
+
+    def body() -> None:
         run_dir = make_ensemble_run(
             args.runs, run_name=args.run_name, runs_dir=args.runs_dir,
             tta=not args.no_tta, data_dir=args.data_dir,
         )  # fmt: skip
-    except (RunNotFoundError, FileExistsError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    calibration = json.loads((run_dir / "calibration.json").read_text())
-    print(
-        f"ensemble run: {run_dir} (validation accuracy {calibration['validation_accuracy']:.3f}, "
-        f"temperature {calibration['temperature']:.3f})"
-    )
-    return 0
+        calibration = json.loads((run_dir / CALIBRATION_FILE).read_text())
+        print(
+            f"ensemble run: {run_dir} (validation accuracy "
+            f"{calibration['validation_accuracy']:.3f}, temperature "
+            f"{calibration['temperature']:.3f})"
+        )
+
+    return run_command(body, EXPECTED_ERRORS + (FileExistsError,))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ training (``clean`` train + validation). Accuracy is reported on each part.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from pathlib import Path
@@ -23,7 +24,10 @@ from typing import Any
 import numpy as np
 
 from tumorlib.classes import CLASS_NAMES, NUM_CLASSES
-from tumorlib.runs import HISTORY_FILE, Run, RunNotFoundError, load_run, write_json
+from tumorlib.cli import run_command
+from tumorlib.runs import HISTORY_FILE, METRICS_FILE, SUMMARY_FILE, Run, load_run, write_json
+
+logger = logging.getLogger(__name__)
 
 SPLITS = ("test", "validation", "train")
 PLOT_FILES = {
@@ -54,17 +58,6 @@ def split_arrays(
         "duplicate_group": np.asarray(columns["duplicate_group"], dtype=np.int64),
         "file_name": np.asarray([f.decode() for f in columns["file_name"]]),
     }
-
-
-def predict(run: Run, split: str, config: str, data_dir, batch_size: int = 64) -> np.ndarray:
-    """Raw (uncalibrated) softmax probabilities of the run's model over a split."""
-    from tumorlib.data import load_split, make_pipeline
-
-    pipeline = make_pipeline(
-        load_split(split, config, data_dir), training=False, image_size=run.image_size,
-        batch_size=batch_size, cache=False,
-    )  # fmt: skip
-    return run.load_model().predict(pipeline.map(lambda x, y: x), verbose="auto")
 
 
 def compute_metrics(
@@ -271,6 +264,7 @@ def evaluate(
 ) -> dict[str, Any]:  # fmt: skip
     """Evaluate a run on one split and write its report folder; returns the metrics."""
     from tumorlib.data import CONFIGS
+    from tumorlib.split_predictions import predict_split
 
     if config not in CONFIGS:
         raise ValueError(f"unknown config {config!r}; expected one of {', '.join(CONFIGS)}")
@@ -280,8 +274,9 @@ def evaluate(
     arrays = split_arrays(split, config, data_dir)  # clear errors: not built / no such split
     if len(arrays["label"]) == 0:
         raise ValueError(f"split {config}/{split} is empty")
-    probabilities = predict(run, split, config, data_dir, batch_size)
-    labels = arrays["label"]
+    probabilities, labels = predict_split(
+        run.load_model(), split, config, data_dir, image_size=run.image_size, batch_size=batch_size
+    )
     metrics: dict[str, Any] = {"config": config, "split": split, "run": str(run.path)}
     metrics |= compute_metrics(probabilities, labels, run.temperature)
     if config == "original" and split == "test":
@@ -291,11 +286,9 @@ def evaluate(
     metrics["plots"] = write_plots(
         out_dir, run, metrics, probabilities, labels, f"{config}/{split}"
     )
-    write_json(out_dir / "metrics.json", metrics)
-    summary = summary_markdown(metrics, run)
-    (out_dir / "summary.md").write_text(summary)
-    print(summary)
-    print(f"Wrote {out_dir}")
+    write_json(out_dir / METRICS_FILE, metrics)
+    (out_dir / SUMMARY_FILE).write_text(summary_markdown(metrics, run))
+    logger.info("Wrote %s", out_dir)
     return metrics
 
 
@@ -313,13 +306,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Evaluate from the command line; prints the summary (exit 1 if evaluation failed)."""
     args = build_parser().parse_args(argv)
-    try:
-        evaluate(args.run, args.config, args.split, args.data_dir, args.batch_size)
-    except (RunNotFoundError, FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+
+    def body() -> None:
+        metrics = evaluate(args.run, args.config, args.split, args.data_dir, args.batch_size)
+        out_dir = load_run(metrics["run"]).eval_dir(args.config, args.split)
+        print((out_dir / SUMMARY_FILE).read_text())
+        print(f"Wrote {out_dir}")
+
+    return run_command(body)
 
 
 if __name__ == "__main__":
