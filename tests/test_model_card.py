@@ -11,9 +11,10 @@ import pytest
 
 from tests.serving_fixtures import make_fixture_run
 from tumorlib.abstention import choose_threshold, evaluate_threshold
+from tumorlib.bootstrap import bootstrap_metrics
 from tumorlib.classes import CLASS_NAMES
-from tumorlib.input_gate import evaluate_gate, fit_gate
-from tumorlib.model_card import bootstrap_metrics, main
+from tumorlib.gate import evaluate_gate, fit_gate
+from tumorlib.model_card import main
 from tumorlib.runs import write_json
 
 
@@ -123,7 +124,7 @@ def test_card_says_what_is_not_measured_and_missing_run_is_an_error(tmp_path, ca
 
 
 def test_an_ensemble_run_names_its_members_on_the_card():
-    from tumorlib.model_card import _ensemble_lines
+    from tumorlib.model_card_sections import ensemble_lines
 
     ensemble = {
         "members": [{"run": "/x/runs/s320", "image_size": 320, "seed": 42},
@@ -131,8 +132,8 @@ def test_an_ensemble_run_names_its_members_on_the_card():
         "tta": "horizontal flip",
         "combination": "mean of softmax probabilities",
     }  # fmt: skip
-    (line,) = _ensemble_lines(ensemble)
+    (line,) = ensemble_lines(ensemble)
     assert "320 px (run `s320`, seed 42)" in line and "384 px (run `s384`" in line
     assert "mirrored" in line
-    assert "mirrored" not in _ensemble_lines({**ensemble, "tta": None})[0]
-    assert _ensemble_lines(None) == []
+    assert "mirrored" not in ensemble_lines({**ensemble, "tta": None})[0]
+    assert ensemble_lines(None) == []
