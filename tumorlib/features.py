@@ -25,7 +25,8 @@ from tumorlib import data as data_lib
 from tumorlib.model import DEFAULT_ALPHA, DEFAULT_WEIGHTS, build_backbone, describe_weights
 from tumorlib.preprocessing import DEFAULT_IMAGE_SIZE
 
-DEFAULT_CACHE_DIR = data_lib.REPO_ROOT / "data" / "features"
+# Relative to the current directory, like runs/ and models/: an installed package has no repo.
+DEFAULT_CACHE_DIR = Path("data") / "features"
 CACHE_FORMAT = 1
 RANDOM_INIT_SEED = 0
 
