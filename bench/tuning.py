@@ -35,7 +35,7 @@ TARGET = 20.0
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    from tuning.search import _alpha, _image_size, _positive_int, _weights
+    from tuning.cli_args import alpha_arg, image_size_arg, positive_int, weights_arg
 
     parser = argparse.ArgumentParser(
         prog="python bench/tuning.py",
@@ -43,13 +43,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--data-dir", type=Path, default=None, help="TFDS data dir")
-    parser.add_argument("--image-size", type=_image_size, default=224)
-    parser.add_argument("--alpha", type=_alpha, default=0.35)
-    parser.add_argument("--weights", type=_weights, default="imagenet")
-    parser.add_argument("--epochs", type=_positive_int, default=5, help="epochs per trial")
-    parser.add_argument("--cached-trials", type=_positive_int, default=10)
-    parser.add_argument("--image-trials", type=_positive_int, default=1)
-    parser.add_argument("--batch-size", type=_positive_int, default=32)
+    parser.add_argument("--image-size", type=image_size_arg, default=224)
+    parser.add_argument("--alpha", type=alpha_arg, default=0.35)
+    parser.add_argument("--weights", type=weights_arg, default="imagenet")
+    parser.add_argument("--epochs", type=positive_int, default=5, help="epochs per trial")
+    parser.add_argument("--cached-trials", type=positive_int, default=10)
+    parser.add_argument("--image-trials", type=positive_int, default=1)
+    parser.add_argument("--batch-size", type=positive_int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--output",
@@ -100,11 +100,12 @@ def main(argv: list[str] | None = None) -> int:
     import keras
 
     from tumorlib import data as tdata
+    from tumorlib.class_weights import balanced_class_weights
     from tumorlib.classes import NUM_CLASSES
     from tumorlib.features import cached_features
     from tumorlib.runs import write_json
-    from tuning.hypermodel import HeadHyperModel, balanced_class_weight
-    from tuning.search import make_tuner
+    from tuning.hypermodel import HeadHyperModel
+    from tuning.tuners import make_tuner
 
     keras.utils.set_random_seed(args.seed)
     work = Path(tempfile.mkdtemp(prefix="bench_tuning_"))
@@ -130,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     extraction_s = time.perf_counter() - started
     (x_train, y_train), (x_val, y_val) = feats["train"], feats["validation"]
-    class_weight = balanced_class_weight(y_train)
+    class_weight = balanced_class_weights(y_train)
     print(f"Feature cache filled in {extraction_s:.1f} s: train {x_train.shape}, val {x_val.shape}")
 
     # Cached features: the way tuning.search runs.

@@ -18,11 +18,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tuning import search
+from tumorlib.train_config import HPARAM_KEYS, load_hparams
+from tuning import results, search
+from tuning.cli_args import DEFAULT_MAX_TRIALS, parse_args
 from tuning.hypermodel import (
     DROPOUT_RANGE,
     HEAD_UNITS_CHOICES,
-    HPARAM_KEYS,
     LABEL_SMOOTHING_RANGE,
     LEARNING_RATE_RANGE,
     HeadHyperModel,
@@ -112,7 +113,7 @@ def test_head_without_hidden_layer():
 # ----------------------------------------------------------------------------------- search
 @pytest.mark.parametrize("tuner", ["random", "bayesian", "hyperband"])
 def test_tiny_search_writes_oracle_and_best_hparams(tmp_path, capsys, tuner):
-    args = search.parse_args(tiny_args(tmp_path, "--tuner", tuner, "--max-trials", "2"))
+    args = parse_args(tiny_args(tmp_path, "--tuner", tuner, "--max-trials", "2"))
     summary = search.run_search(args, generated_features())
     project = tmp_path / "tiny"
 
@@ -124,7 +125,7 @@ def test_tiny_search_writes_oracle_and_best_hparams(tmp_path, capsys, tuner):
     assert summary["best_score"] == pytest.approx(scores[best_id])
     assert summary["trials_completed"] == 2
 
-    hparams = json.loads((project / search.BEST_HPARAMS_FILE).read_text())
+    hparams = json.loads((project / results.BEST_HPARAMS_FILE).read_text())
     assert set(hparams) == set(HPARAM_KEYS)
     best_trial = json.loads(trial_files(project)[f"trial_{best_id}"])
     values = best_trial["hyperparameters"]["values"]
@@ -135,16 +136,16 @@ def test_tiny_search_writes_oracle_and_best_hparams(tmp_path, capsys, tuner):
     assert LEARNING_RATE_RANGE[0] <= hparams["learning_rate"] <= LEARNING_RATE_RANGE[1]
     assert LABEL_SMOOTHING_RANGE[0] <= hparams["label_smoothing"] <= LABEL_SMOOTHING_RANGE[1]
 
-    stored = json.loads((project / search.SUMMARY_FILE).read_text())
+    stored = json.loads((project / results.SUMMARY_FILE).read_text())
     assert stored["objective"] == "val_accuracy"
     assert stored["scored_on"].endswith("validation split")
-    assert (project / search.PLOT_FILE).stat().st_size > 1000
+    assert (project / results.PLOT_FILE).stat().st_size > 1000
     out = capsys.readouterr().out
     assert "Best trials" in out and "rank" in out and best_id in out
 
 
 def test_val_loss_objective_picks_the_lowest_loss(tmp_path):
-    args = search.parse_args(
+    args = parse_args(
         tiny_args(tmp_path, "--tuner", "random", "--max-trials", "2", "--objective", "val_loss")
     )
     summary = search.run_search(args, generated_features())
@@ -165,16 +166,16 @@ def test_resume_does_not_redo_finished_trials(tmp_path, monkeypatch):
     base = tiny_args(tmp_path, "--tuner", "random", "--seed", "3")
     project = tmp_path / "tiny"
 
-    search.run_search(search.parse_args([*base, "--max-trials", "2"]), data)
+    search.run_search(parse_args([*base, "--max-trials", "2"]), data)
     assert len(fits) == 2
     first = trial_files(project)
 
     # Same command again: nothing left to do, nothing rerun.
-    search.run_search(search.parse_args([*base, "--max-trials", "2"]), data)
+    search.run_search(parse_args([*base, "--max-trials", "2"]), data)
     assert len(fits) == 2
 
     # More trials asked for: only the new one runs; the finished ones are untouched.
-    search.run_search(search.parse_args([*base, "--max-trials", "3"]), data)
+    search.run_search(parse_args([*base, "--max-trials", "3"]), data)
     assert len(fits) == 3
     after = trial_files(project)
     assert len(after) == 3
@@ -182,7 +183,7 @@ def test_resume_does_not_redo_finished_trials(tmp_path, monkeypatch):
         assert after[name] == text
 
     # --overwrite starts afresh.
-    search.run_search(search.parse_args([*base, "--max-trials", "1", "--overwrite"]), data)
+    search.run_search(parse_args([*base, "--max-trials", "1", "--overwrite"]), data)
     assert len(fits) == 4
     assert len(trial_files(project)) == 1
 
@@ -190,13 +191,13 @@ def test_resume_does_not_redo_finished_trials(tmp_path, monkeypatch):
 def test_resume_with_other_settings_is_refused(tmp_path):
     data = generated_features()
     search.run_search(
-        search.parse_args(tiny_args(tmp_path, "--tuner", "random", "--max-trials", "1")), data
+        parse_args(tiny_args(tmp_path, "--tuner", "random", "--max-trials", "1")), data
     )
-    other = search.parse_args(tiny_args(tmp_path, "--tuner", "bayesian", "--max-trials", "1"))
+    other = parse_args(tiny_args(tmp_path, "--tuner", "bayesian", "--max-trials", "1"))
     with pytest.raises(search.SearchSettingsMismatchError, match="tuner: was 'random'"):
         search.run_search(other, data)
     wider = generated_features(dim=24)
-    same = search.parse_args(tiny_args(tmp_path, "--tuner", "random", "--max-trials", "2"))
+    same = parse_args(tiny_args(tmp_path, "--tuner", "random", "--max-trials", "2"))
     with pytest.raises(search.SearchSettingsMismatchError, match="--overwrite"):
         search.run_search(same, wider)
 
@@ -223,7 +224,7 @@ def test_resume_with_other_settings_is_refused(tmp_path):
 )
 def test_invalid_flags_give_clear_errors(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        search.parse_args(argv)
+        parse_args(argv)
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "usage: python -m tuning.search" in err
@@ -231,26 +232,26 @@ def test_invalid_flags_give_clear_errors(argv, message, capsys):
 
 
 def test_defaults():
-    args = search.parse_args([])
+    args = parse_args([])
     assert args.tuner == "hyperband" and args.max_trials is None
     assert args.objective == "val_accuracy"
     assert args.directory == Path("runs/tuning")
     assert args.weights == "imagenet" and args.image_size == 224 and args.alpha == 0.35
-    assert search.parse_args(["--tuner", "random"]).max_trials == search.DEFAULT_MAX_TRIALS
-    assert search.parse_args(["--weights", "none"]).weights is None
+    assert parse_args(["--tuner", "random"]).max_trials == DEFAULT_MAX_TRIALS
+    assert parse_args(["--weights", "none"]).weights is None
 
 
 # --------------------------------------------------------------------------- into training
 def test_best_hparams_round_trip_into_training(tmp_path):
     from tumorlib import model as tmodel
 
-    args = search.parse_args(tiny_args(tmp_path, "--tuner", "random", "--max-trials", "2"))
+    args = parse_args(tiny_args(tmp_path, "--tuner", "random", "--max-trials", "2"))
     search.run_search(args, generated_features())
-    path = tmp_path / "tiny" / search.BEST_HPARAMS_FILE
+    path = tmp_path / "tiny" / results.BEST_HPARAMS_FILE
     hparams = json.loads(path.read_text())
 
     train = pytest.importorskip("tumorlib.train", reason="tumorlib.train not available")
-    loaded = train.load_hparams(path)
+    loaded = load_hparams(path)
     for key in HPARAM_KEYS:
         assert loaded[key] == pytest.approx(hparams[key])
     # The command line of training takes the file as it is.
@@ -311,7 +312,7 @@ def test_cli_on_fixture_dataset(fixture_dataset, tmp_path, capsys):
     assert code == 0
     hparams = json.loads(output.read_text())
     assert set(hparams) == set(HPARAM_KEYS)
-    summary = json.loads((tmp_path / "tuning" / "cli" / search.SUMMARY_FILE).read_text())
+    summary = json.loads((tmp_path / "tuning" / "cli" / results.SUMMARY_FILE).read_text())
     assert summary["settings"]["feature_dim"] == 1280
     assert summary["settings"]["weights"] == "none"
     assert summary["settings"]["dataset_version"] == "1.0.0"
@@ -381,5 +382,5 @@ def test_distributed_chief_and_two_workers(fixture_dataset, tmp_path):
     for worker in ("tuner0", "tuner1"):
         assert "the chief writes the results" in outputs[worker]
     assert "Best trials" in outputs["chief"]
-    hparams = json.loads((project / search.BEST_HPARAMS_FILE).read_text())
+    hparams = json.loads((project / results.BEST_HPARAMS_FILE).read_text())
     assert set(hparams) == set(HPARAM_KEYS)

@@ -15,33 +15,14 @@ from typing import Any
 
 import keras
 import keras_tuner
-import numpy as np
 
-# Hyperparameter names are the keys of the JSON that `tumorlib.train --hparams` reads.
-HPARAM_KEYS: tuple[str, ...] = ("head_units", "dropout", "learning_rate", "label_smoothing")
+from tumorlib.train_config import HPARAM_KEYS  # the keys `tumorlib.train --hparams` reads
 
 # The search space, kept as data so docs, tests and the CLI agree on it.
 HEAD_UNITS_CHOICES: tuple[int, ...] = (0, 64, 128, 256, 512)  # 0 = no hidden layer
 DROPOUT_RANGE: tuple[float, float, float] = (0.0, 0.5, 0.1)  # min, max, step
 LEARNING_RATE_RANGE: tuple[float, float] = (1e-4, 1e-2)  # log-uniform
 LABEL_SMOOTHING_RANGE: tuple[float, float, float] = (0.0, 0.2, 0.05)
-
-
-def balanced_class_weight(labels: np.ndarray) -> dict[int, float]:
-    """``{class_index: weight}`` so every class weighs the same in the loss (scikit-learn's
-    "balanced" rule), from integer or one-hot labels -- the same rule training uses."""
-    from sklearn.utils.class_weight import compute_class_weight
-
-    from tumorlib.classes import NUM_CLASSES
-
-    y = np.asarray(labels)
-    if y.ndim == 2:
-        y = y.argmax(axis=1)
-    present = np.unique(y)
-    weights = compute_class_weight("balanced", classes=present, y=y)
-    out = dict.fromkeys(range(NUM_CLASSES), 1.0)
-    out.update({int(c): float(w) for c, w in zip(present, weights)})
-    return out
 
 
 def declare_search_space(hp: keras_tuner.HyperParameters) -> dict[str, Any]:
@@ -71,7 +52,8 @@ class HeadHyperModel(keras_tuner.HyperModel):
     """Builds and fits :func:`tumorlib.model.build_head` for one set of hyperparameters.
 
     ``feature_dim`` is the width of the pooled backbone features (1280 for MobileNetV2 at
-    alpha <= 1). ``class_weight`` (``{index: weight}``), when given, is passed to every
+    alpha <= 1). ``class_weight`` (``{index: weight}``, from
+    :func:`tumorlib.class_weights.balanced_class_weights`), when given, is passed to every
     ``fit`` so rare classes count as much in the search as in training.
     """
 
