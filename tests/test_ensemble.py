@@ -10,11 +10,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from serving.export import has_gradcam_parts
 from tests.training_fixtures import build_learnable_dataset, calibrated_backbone_file
 from tumorlib import ensemble, ensemble_model, evaluate
-from tumorlib.gradcam import gradcam
-from tumorlib.input_gate import feature_extractor
+from tumorlib.gate_features import feature_extractor
+from tumorlib.gradcam import gradcam, has_gradcam_parts
 from tumorlib.model import build_model
 from tumorlib.runs import CONFIG_FILE, MODEL_FILE, load_run, write_json
 

@@ -10,7 +10,8 @@ import pytest
 import tensorflow as tf
 
 from serving.config import ConfigError, load_model_config_file, parse_batching_parameters
-from serving.export import EXPLAIN_SIGNATURE, METADATA_ASSET, ExportError, export_run, main
+from serving.export import export_run, main
+from serving.export_error import ExportError
 from serving.inprocess import InProcessModel, InvalidImageError, ModelNotFoundError
 from serving.versions import find_latest_version, list_versions, next_version
 from tests.serving_fixtures import (
@@ -30,6 +31,7 @@ from tumorlib.calibration import apply_temperature_np
 from tumorlib.classes import CLASS_NAMES
 from tumorlib.preprocessing import preprocess_bytes_batch
 from tumorlib.runs import RunNotFoundError, load_run
+from tumorlib.serving_contract import EXPLAIN_SIGNATURE, METADATA_ASSET
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +122,7 @@ def test_safety_outputs_and_explain_signature_contract(safe_export):
 
 
 def test_metadata_carries_the_abstention_and_gate_thresholds(safe_export):
-    from tumorlib.input_gate import InputGate
+    from tumorlib.gate import InputGate
 
     run, target = safe_export
     meta = json.loads((target / "assets" / METADATA_ASSET).read_text())
@@ -151,7 +153,8 @@ def test_abstain_flag_is_confidence_below_the_threshold(safe_export):
 
 
 def test_gate_flags_a_blank_image_and_matches_the_numpy_gate(safe_export):
-    from tumorlib.input_gate import InputGate, feature_extractor, features_for_images
+    from tumorlib.gate import InputGate
+    from tumorlib.gate_features import feature_extractor, features_for_images
     from tumorlib.runs import load_run
 
     run_path, target = safe_export
@@ -201,10 +204,10 @@ def test_export_without_safety_files_omits_their_outputs(exported):
     assert set(meta["outputs"]) == outputs
 
 
-def test_model_without_backbone_and_head_exports_without_explain(tmp_path, capsys):
+def test_model_without_backbone_and_head_exports_without_explain(tmp_path, caplog):
     run = make_fixture_run(tmp_path / "runs" / "plain", plain=True)
     target = export_run(run, tmp_path / "models")
-    assert "without the 'explain'" in capsys.readouterr().err
+    assert "without the 'explain'" in caplog.text  # logged, no longer printed
     assert "explain" not in tf.saved_model.load(str(target)).signatures
     meta = json.loads((target / "assets" / METADATA_ASSET).read_text())
     assert set(meta["signatures"]) == {"serving_default", "metadata"}

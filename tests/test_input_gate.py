@@ -7,16 +7,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tumorlib.input_gate import (
-    GateError,
-    InputGate,
-    evaluate_gate,
-    feature_extractor,
-    fit_gate,
-    gate_score_tf,
-    generate_negatives,
-    make_gated_serve_fn,
-)
+from tumorlib.gate import GateError, InputGate, evaluate_gate, fit_gate
+from tumorlib.gate_features import feature_extractor
+from tumorlib.gate_graph import gate_score_tf, make_gated_serve_fn
+from tumorlib.gate_negatives import generate_negatives
 
 
 @pytest.fixture(scope="module")

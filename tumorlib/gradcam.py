@@ -11,22 +11,22 @@ The last convolutional block of MobileNetV2 is the output of the ``"backbone"`` 
 32). The rest of the classifier (pooling and the ``"head"`` sub-model) is re-applied on top of it
 so one forward pass gives both the probabilities and the activations that the gradient needs.
 
-Everything is TensorFlow ops inside :func:`tf.function`, so :func:`make_explain_fn` can be
+Everything is TensorFlow ops inside :func:`tf.function`, so :func:`make_explain_fn` — the serve
+body (:mod:`tumorlib.serve_body`) with :func:`gradcam_forward` as its forward step — can be
 exported as a second SavedModel signature (``explain``; its name and outputs are defined in
-:mod:`serving.export`) and served by TF Serving.
+:mod:`tumorlib.serving_contract`) and served by TF Serving.
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
 
 import keras
 import tensorflow as tf
 
 from tumorlib.calibration import apply_temperature
 from tumorlib.ensemble_model import Resize, members
-from tumorlib.model import backbone_of, head_of
-from tumorlib.preprocessing import preprocess_bytes_batch
+from tumorlib.model import BACKBONE_NAME, HEAD_NAME, backbone_of, head_of
+from tumorlib.serve_body import Forward, Outputs, ServeFn, make_serve_fn
+from tumorlib.serving_contract import CLASS_INDEX_KEY, HEATMAP_KEY, PROBABILITIES_KEY
 
 _EPS = 1e-8
 
@@ -129,6 +129,17 @@ def _single_gradcam(
     return tf.nn.softmax(logits, axis=-1), _unit_peak(cam)
 
 
+def has_gradcam_parts(model: keras.Model) -> bool:
+    """Grad-CAM needs the ``"backbone"`` and ``"head"`` sub-models of :mod:`tumorlib.model` (in
+    every member, for an ensemble); a model without them is exported without ``explain``."""
+
+    def complete(classifier: keras.Model) -> bool:
+        names = {layer.name for layer in classifier.layers}
+        return BACKBONE_NAME in names and HEAD_NAME in names
+
+    return all(complete(member) for member in members(model))
+
+
 def make_gradcam_fn(model: keras.Model, temperature: float = 1.0, image_size: int | None = None):
     """A ``tf.function``: normalised images ``[N, S, S, 3]`` -> ``{"probabilities", "heatmap"}``.
 
@@ -142,40 +153,42 @@ def make_gradcam_fn(model: keras.Model, temperature: float = 1.0, image_size: in
     def explain_images(images):
         probabilities, heatmap = gradcam(model, images)
         return {
-            "probabilities": apply_temperature(probabilities, temperature),
-            "heatmap": heatmap,
+            PROBABILITIES_KEY: apply_temperature(probabilities, temperature),
+            HEATMAP_KEY: heatmap,
         }
 
     return explain_images
 
 
-def make_explain_fn(
-    model: keras.Model, *, image_size: int, temperature: float = 1.0
-) -> Callable[[tf.Tensor], dict[str, tf.Tensor]]:
+def gradcam_forward(model: keras.Model) -> Forward:
+    """Forward step for :func:`tumorlib.serve_body.serve_outputs`: the model's probabilities
+    plus the Grad-CAM ``heatmap`` of its predicted class."""
+
+    def forward(images: tf.Tensor) -> tuple[tf.Tensor, Outputs]:
+        probabilities, heatmap = gradcam(model, images)
+        return probabilities, {HEATMAP_KEY: heatmap}
+
+    return forward
+
+
+def make_explain_fn(model: keras.Model, *, image_size: int, temperature: float = 1.0) -> ServeFn:
     """The ``explain`` serving signature: ``image_bytes`` ``tf.string [None]`` ->
     ``probabilities`` ``float32 [None, 4]`` (temperature-scaled), ``class_index`` ``int64
     [None]`` and ``heatmap`` ``float32 [None, S, S]`` in [0, 1] at model input resolution.
 
-    Decoding goes through :func:`tumorlib.preprocessing.preprocess_bytes_batch`, like
+    The serve body decodes through :func:`tumorlib.preprocessing.preprocess_bytes_batch`, like
     ``serving_default``; the heatmap is aligned with the resized, black-padded square image, so
     a client overlays it on the image resized the same way
     (:func:`tumorlib.preprocessing.resize`). Attach the returned function to a ``tf.Module``
     that also tracks ``model`` (e.g. the exporter's module, as ``module.explain = fn``) before
     ``tf.saved_model.save``, so the model's variables are saved with it.
     """
-
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
-    def explain(image_bytes):
-        images = preprocess_bytes_batch(image_bytes, image_size)
-        probabilities, heatmap = gradcam(model, images)
-        probabilities = apply_temperature(probabilities, temperature)
-        return {
-            "probabilities": probabilities,
-            "class_index": tf.argmax(probabilities, axis=-1, output_type=tf.int64),
-            "heatmap": heatmap,
-        }
-
-    return explain
+    return make_serve_fn(
+        gradcam_forward(model),
+        image_size=image_size,
+        temperature=temperature,
+        keys=(PROBABILITIES_KEY, CLASS_INDEX_KEY),
+    )
 
 
 def overlay(image, heatmap, opacity: float = 0.4):

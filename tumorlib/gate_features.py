@@ -1,0 +1,109 @@
+"""What the input gate measures: pooled activations of a few backbone layers.
+
+Why several layers: the final embedding (``out_relu``, what the head sees) is tuned to tell the
+four classes apart and maps blank images and smooth gradients close to the MRI mean (measured: it
+let all blank images through). A mid-level layer (``block_13_expand_relu``) still describes
+texture and edges and separates those easily; together they rejected every generated negative.
+
+:func:`feature_extractor` taps those layers on the classifier's own backbone (shared weights), so
+one backbone pass yields the gate's features and the prediction — in training-time evaluation
+here and inside the exported graph (:mod:`tumorlib.gate_graph`) alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from tumorlib.gate import Features, GateError
+
+DEFAULT_LAYERS = ("block_13_expand_relu", "out_relu")
+BATCH_SIZE = 32
+
+
+def feature_extractor(model, layers: Sequence[str] = DEFAULT_LAYERS):
+    """Keras model: normalised images -> ``[pooled activations of each layer..., probabilities]``.
+
+    Built from the classifier's own ``"backbone"`` and ``"head"`` layers (shared weights), so
+    one backbone pass yields the gate's features and the prediction. For an ensemble
+    (:mod:`tumorlib.ensemble_model`) the features come from its first member's backbone (at that
+    member's resolution, resized by the ensemble's own :class:`~tumorlib.ensemble_model.Resize`)
+    — one backbone is enough to tell a brain MRI from anything else — and the probabilities are
+    the whole ensemble's.
+    """
+    import keras
+
+    from tumorlib.ensemble_model import Resize, members
+    from tumorlib.model import backbone_of, head_of
+
+    primary = members(model)[0]
+    backbone = backbone_of(primary)
+    try:
+        taps = [backbone.get_layer(name).output for name in layers]
+    except ValueError as err:
+        raise GateError(f"backbone has no layer named in {list(layers)}: {err}") from None
+    inner = keras.Model(backbone.inputs, taps + [backbone.output], name="gate_taps")
+    inputs = keras.Input(model.input_shape[1:], name="image")
+    x = inputs
+    size = int(backbone.input_shape[1])
+    if size != int(model.input_shape[1]):
+        x = Resize(size, name="gate_resize")(x)
+    outs = inner(x, training=False)
+    pooled = [
+        keras.layers.GlobalAveragePooling2D(name=f"gate_pool_{i}")(o) for i, o in enumerate(outs)
+    ]
+    if primary is model:
+        probabilities = head_of(model)(pooled[-1], training=False)
+    else:
+        probabilities = model(inputs, training=False)
+    return keras.Model(inputs, pooled[:-1] + [probabilities], name="gate_features")
+
+
+def _features_of(extractor, images, layers: Sequence[str]) -> Features:
+    outs = extractor(images, training=False)
+    return {name: outs[i].numpy() for i, name in enumerate(layers)}
+
+
+def _concat(chunks: list[Features]) -> Features:
+    return {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
+
+
+def features_for_images(
+    extractor, layers: Sequence[str], images: list[bytes], image_size: int
+) -> Features:
+    """Gate features for encoded images, through the project's preprocessing."""
+    import tensorflow as tf
+
+    from tumorlib.preprocessing import preprocess_bytes_batch
+
+    return _concat(
+        [
+            _features_of(
+                extractor,
+                preprocess_bytes_batch(tf.constant(images[i : i + BATCH_SIZE]), image_size),
+                layers,
+            )
+            for i in range(0, len(images), BATCH_SIZE)
+        ]
+    )
+
+
+def split_features(
+    extractor, layers: Sequence[str], split: str, config: str, data_dir_, image_size: int
+) -> Features:
+    """Gate features of a dataset split (evaluation pipeline, no augmentation)."""
+    from tqdm import tqdm
+
+    from tumorlib import data
+
+    ds = data.load_pipeline(
+        split,
+        config,
+        training=False,
+        data_dir_=data_dir_,
+        image_size=image_size,
+        batch_size=BATCH_SIZE,
+        cache=False,
+    )
+    return _concat([_features_of(extractor, x, layers) for x, _ in tqdm(ds, desc=f"embed {split}")])
