@@ -38,6 +38,8 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
+from tumorlib.serving_contract import MODEL_BASE_PATH, MODEL_NAME  # noqa: E402  (after sys.path)
+
 ARCHIVE = REPO_ROOT.parent / "shared" / "data" / "brain_tumor_classification_mri.zip"
 TARGET_RATIO = 0.8
 TARGET_P50 = 1.3
@@ -69,6 +71,7 @@ def stand_in_export(root: Path) -> Path:
 
     from serving.export import export_run
     from tumorlib.classes import NUM_CLASSES
+    from tumorlib.data import DATASET_NAME
     from tumorlib.runs import CALIBRATION_FILE, CONFIG_FILE, MODEL_FILE, write_json
 
     try:
@@ -91,11 +94,11 @@ def stand_in_export(root: Path) -> Path:
             "image_size": 224,
             "alpha": 0.35,
             "weights": "none (benchmark stand-in)",
-            "dataset": {"name": "brain_mri", "version": "n/a"},
+            "dataset": {"name": DATASET_NAME, "version": "n/a"},
         },
     )
     write_json(run / CALIBRATION_FILE, {"temperature": 1.5})
-    return export_run(run, root / "models" / "brain_mri").parent
+    return export_run(run, root / MODEL_BASE_PATH).parent
 
 
 def percentiles(latencies: list[float]) -> tuple[float, float]:
@@ -160,7 +163,7 @@ def start_server(base: Path, port: int) -> subprocess.Popen:
         if process.poll() is not None:
             raise RuntimeError("local server exited during start-up")
         try:
-            status = requests.get(f"http://127.0.0.1:{port}/v1/models/brain_mri", timeout=2)
+            status = requests.get(f"http://127.0.0.1:{port}/v1/models/{MODEL_NAME}", timeout=2)
             if status.status_code == 200:
                 return process
         except requests.ConnectionError:
@@ -180,7 +183,7 @@ def bench_server(
         json.dumps({"instances": [{"b64": base64.b64encode(b).decode()}]}).encode() for b in images
     ]
     port = free_port()
-    url = f"http://127.0.0.1:{port}/v1/models/brain_mri:predict"
+    url = f"http://127.0.0.1:{port}/v1/models/{MODEL_NAME}:predict"
     headers = {"Content-Type": "application/json"}
     process = start_server(base, port)
     try:
@@ -263,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         help="in-process batch size (the server's max_batch_size is 32)",
     )
     parser.add_argument("--images", type=int, default=64)
-    parser.add_argument("--model-base-path", default=str(REPO_ROOT / "models" / "brain_mri"))
+    parser.add_argument("--model-base-path", default=str(REPO_ROOT / MODEL_BASE_PATH))
     parser.add_argument("--json", help="also write the results to this JSON file")
     args = parser.parse_args(argv)
     latency_seconds = args.latency_seconds or max(3.0, args.duration / 4)

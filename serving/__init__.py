@@ -1,6 +1,7 @@
 """Deployment: export a trained run as a TF Serving SavedModel and serve it over REST.
 
-- :mod:`serving.export` writes ``models/brain_mri/<version>/`` (TF Serving's layout).
+- :mod:`serving.export` writes ``models/brain_mri/<version>/`` (TF Serving's layout; the
+  names and defaults are :mod:`tumorlib.serving_contract`'s).
 - :mod:`serving.client` talks to TensorFlow Serving's REST API (or the local stand-in).
 - :mod:`serving.inprocess` runs the same SavedModel in this process, behind the same interface.
 - :mod:`serving.local` is a local REST server speaking TF Serving's API, for machines without
@@ -8,7 +9,3 @@
 
 Nothing here imports TensorFlow at package import time, so ``serving.client`` stays light.
 """
-
-from serving.prediction import Prediction
-
-__all__ = ["Prediction"]

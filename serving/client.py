@@ -20,8 +20,8 @@ from typing import Any
 
 import requests
 
-from serving.export import EXPLAIN_SIGNATURE, METADATA_SIGNATURE  # TF-free at import
 from serving.prediction import ExplainUnavailable, Explanation, Prediction
+from tumorlib.serving_contract import EXPLAIN_SIGNATURE, METADATA_SIGNATURE, MODEL_NAME
 
 RETRY_STATUSES = frozenset({429, 503})
 
@@ -45,7 +45,7 @@ class TFServingClient:
     def __init__(
         self,
         base_url: str = "http://127.0.0.1:8501",
-        model_name: str = "brain_mri",
+        model_name: str = MODEL_NAME,
         timeout: float = 10.0,
         retries: int = 3,
         backoff: float = 0.5,

@@ -13,27 +13,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from serving.export import (
-    DEFAULT_MODEL_BASE_PATH,
+from serving.prediction import ExplainUnavailable, Explanation, Prediction
+from serving.tf_errors import summarize_tf_error
+from serving.versions import find_latest_version, list_versions
+from tumorlib.serving_contract import (
     EXPLAIN_SIGNATURE,
     INPUT_KEY,
     METADATA_ASSET,
     METADATA_INPUT_KEY,
     METADATA_OUTPUT_KEY,
     METADATA_SIGNATURE,
+    MODEL_BASE_PATH,
     SERVING_SIGNATURE,
 )
-from serving.prediction import ExplainUnavailable, Explanation, Prediction
-from serving.tf_errors import summarize_tf_error
-from serving.versions import find_latest_version, list_versions
-
-__all__ = [
-    "ExplainUnavailable",
-    "InProcessModel",
-    "InvalidImageError",
-    "ModelNotFoundError",
-    "find_latest_version",
-]
 
 
 class ModelNotFoundError(FileNotFoundError):
@@ -49,7 +41,7 @@ class InProcessModel:
 
     def __init__(
         self,
-        model_base_path: str | os.PathLike = DEFAULT_MODEL_BASE_PATH,
+        model_base_path: str | os.PathLike = MODEL_BASE_PATH,
         version: int | None = None,
     ) -> None:
         import tensorflow as tf

@@ -29,7 +29,6 @@ from starlette.routing import Route
 
 from serving.config import (
     BatchingOptions,
-    ConfigError,
     ServedModelConfig,
     load_batching_parameters,
     load_model_config_file,
@@ -48,8 +47,9 @@ from serving.status import (
     PayloadTooLarge,
     ServingStatusError,
 )
+from tumorlib.serving_contract import MODEL_BASE_PATH, MODEL_NAME
 
-log = logging.getLogger("serving.local")
+log = logging.getLogger("serving.local")  # also when run as __main__
 
 DEFAULT_MAX_REQUEST_BYTES = 16 * 1024 * 1024
 
@@ -156,8 +156,8 @@ def build_arg_parser() -> argparse.ArgumentParser:
         default="127.0.0.1",
         help="address to bind (default 127.0.0.1; 0.0.0.0 exposes it)",
     )
-    parser.add_argument("--model_name", default="brain_mri")
-    parser.add_argument("--model_base_path", default="models/brain_mri")
+    parser.add_argument("--model_name", default=MODEL_NAME)
+    parser.add_argument("--model_base_path", default=str(MODEL_BASE_PATH))
     parser.add_argument(
         "--model_config_file",
         default="",
@@ -217,15 +217,20 @@ def manager_from_args(args: argparse.Namespace) -> ModelManager:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import uvicorn
+    """Serve until interrupted: 0 on a clean stop, 1 for a bad config file, 2 for bad flags."""
+    from tumorlib.cli import run_command
 
     args = build_arg_parser().parse_args(_str2bool_argv(sys.argv[1:] if argv is None else argv))
+    # A server's log lines carry their time; run_command's set-up keeps this format.
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    try:
-        manager = manager_from_args(args)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return run_command(lambda: serve(args))
+
+
+def serve(args: argparse.Namespace) -> None:
+    """Load the models named by ``args``, then run the REST API until the process is stopped."""
+    import uvicorn
+
+    manager = manager_from_args(args)  # ConfigError (a ValueError): reported, exit 1
     manager.start()
     for name, model in manager.models.items():
         if not model.versions:
@@ -246,7 +251,6 @@ def main(argv: list[str] | None = None) -> int:
         )
     finally:
         manager.stop()
-    return 0
 
 
 if __name__ == "__main__":

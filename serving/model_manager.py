@@ -22,10 +22,10 @@ from serving.config import BatchingOptions, ServedModelConfig
 from serving.status import InvalidArgument, NotFound
 from serving.tf_errors import summarize_tf_error
 from serving.versions import list_versions
+from tumorlib.serving_contract import SERVING_SIGNATURE
 
 log = logging.getLogger("serving.local")
 
-DEFAULT_SIGNATURE = "serving_default"
 INIT_OP_SIGNATURE = "__saved_model_init_op"
 
 
@@ -112,10 +112,10 @@ class ServedModel:
             loaded=tf.saved_model.load(str(path)),
             signature_defs=read_signature_defs(path),
         )
-        if self.batching is not None and DEFAULT_SIGNATURE in loaded.signature_defs:
-            input_key = next(iter(loaded.signature_defs[DEFAULT_SIGNATURE].inputs))
+        if self.batching is not None and SERVING_SIGNATURE in loaded.signature_defs:
+            input_key = next(iter(loaded.signature_defs[SERVING_SIGNATURE].inputs))
             loaded.batcher = Batcher(
-                lambda images: loaded.run(DEFAULT_SIGNATURE, {input_key: images}),
+                lambda images: loaded.run(SERVING_SIGNATURE, {input_key: images}),
                 self.batching,
                 name=f"{self.config.name}-v{version}",
             )
@@ -202,7 +202,7 @@ class ModelManager:
         self, loaded: LoadedVersion, signature: str, inputs: dict[str, list[bytes]]
     ) -> Future:
         """Run a signature: through the batcher for ``serving_default``, directly otherwise."""
-        if signature == DEFAULT_SIGNATURE and loaded.batcher is not None:
+        if signature == SERVING_SIGNATURE and loaded.batcher is not None:
             (images,) = inputs.values()
             if not images:
                 raise InvalidArgument("Expecting a non-empty batch of inputs")

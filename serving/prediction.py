@@ -17,6 +17,17 @@ from typing import Any
 
 import numpy as np
 
+from tumorlib.serving_contract import (
+    ABSTAIN_KEY,
+    CLASS_INDEX_KEY,
+    CLASS_NAME_KEY,
+    CONFIDENCE_KEY,
+    GATE_SCORE_KEY,
+    HEATMAP_KEY,
+    IN_DISTRIBUTION_KEY,
+    PROBABILITIES_KEY,
+)
+
 CLASSIFIED = "classified"
 UNCERTAIN = "uncertain"  # abstained: confidence below the validation-chosen threshold
 NOT_BRAIN_MRI = "not_brain_mri"  # the input gate refused the image
@@ -62,17 +73,17 @@ class Prediction:
         ``class_name`` may arrive as ``bytes`` (in-process TF string tensor) or ``str`` (JSON).
         """
         probs = _probabilities(row, class_names)
-        name = row["class_name"]
+        name = row[CLASS_NAME_KEY]
         if isinstance(name, bytes):
             name = name.decode("utf-8")
         return cls(
             probabilities=dict(zip(class_names, probs)),
-            class_index=int(row["class_index"]),
+            class_index=int(row[CLASS_INDEX_KEY]),
             class_name=str(name),
-            confidence=_optional(row, "confidence", float),
-            abstain=_optional(row, "abstain", bool),
-            in_distribution=_optional(row, "in_distribution", bool),
-            gate_score=_optional(row, "gate_score", float),
+            confidence=_optional(row, CONFIDENCE_KEY, float),
+            abstain=_optional(row, ABSTAIN_KEY, bool),
+            in_distribution=_optional(row, IN_DISTRIBUTION_KEY, bool),
+            gate_score=_optional(row, GATE_SCORE_KEY, float),
         )
 
 
@@ -92,15 +103,15 @@ class Explanation:
     @classmethod
     def from_row(cls, row: Mapping[str, Any], class_names: Sequence[str]) -> Explanation:
         probs = _probabilities(row, class_names)
-        heatmap = np.asarray(row["heatmap"], dtype=np.float32)
+        heatmap = np.asarray(row[HEATMAP_KEY], dtype=np.float32)
         if heatmap.ndim != 2 or heatmap.shape[0] != heatmap.shape[1]:
             raise ValueError(f"heatmap must be a square [S, S] map, got {heatmap.shape}")
-        index = int(row["class_index"])
+        index = int(row[CLASS_INDEX_KEY])
         return cls(dict(zip(class_names, probs)), index, class_names[index], heatmap)
 
 
 def _probabilities(row: Mapping[str, Any], class_names: Sequence[str]) -> list[float]:
-    probs = [float(p) for p in row["probabilities"]]
+    probs = [float(p) for p in row[PROBABILITIES_KEY]]
     if len(probs) != len(class_names):
         raise ValueError(
             f"model returned {len(probs)} probabilities but knows {len(class_names)} classes"

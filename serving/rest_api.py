@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from serving.status import InvalidArgument, Unimplemented
+from tumorlib.serving_contract import SERVING_SIGNATURE
 
 STRING_DTYPE = 7  # tensorflow.DataType.DT_STRING
 
@@ -30,7 +31,7 @@ def parse_predict_body(body: bytes, signature_defs: dict[str, Any]) -> tuple[str
         raise InvalidArgument(f"JSON Parse error: {err}") from None
     if not isinstance(request, dict):
         raise InvalidArgument("JSON Parse error: request body must be a JSON object")
-    signature_name = request.get("signature_name") or "serving_default"
+    signature_name = request.get("signature_name") or SERVING_SIGNATURE
     if not isinstance(signature_name, str):
         raise InvalidArgument("'signature_name' key must be a string")
     signature = signature_defs.get(signature_name)
