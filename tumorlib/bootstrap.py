@@ -16,6 +16,24 @@ BOOTSTRAP_SAMPLES = 1000
 CONFIDENCE_LEVEL = 0.95
 
 
+def _metrics_from_cells(cells: np.ndarray, k: int) -> np.ndarray:
+    """Metrics from confusion-matrix cell indices ``label * k + predicted``, rows = resamples.
+
+    Columns: accuracy, macro-F1, then per-class precision, recall and F1 (``k`` each).
+    Counting cells with ``bincount`` makes 1,000 resamples take milliseconds; the formulas
+    are scikit-learn's (``zero_division=0``), which the tests check.
+    """
+    cm = np.stack([np.bincount(row, minlength=k * k) for row in cells]).reshape(-1, k, k)
+    tp = np.diagonal(cm, axis1=1, axis2=2).astype(float)
+    pred_n, true_n = cm.sum(axis=1), cm.sum(axis=2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        prec = np.where(pred_n > 0, tp / pred_n, 0.0)
+        rec = np.where(true_n > 0, tp / true_n, 0.0)
+        f1 = np.where(prec + rec > 0, 2 * prec * rec / (prec + rec), 0.0)
+    accuracy = tp.sum(axis=1) / cm.sum(axis=(1, 2))
+    return np.column_stack([accuracy, f1.mean(axis=1), prec, rec, f1])
+
+
 def bootstrap_metrics(
     labels: np.ndarray,
     predicted: np.ndarray,
@@ -38,28 +56,11 @@ def bootstrap_metrics(
             f"({len(labels)} vs {len(predicted)})"
         )
     k = len(CLASS_NAMES)
-
-    def compute(cells: np.ndarray) -> np.ndarray:
-        """Metrics from confusion-matrix cell indices ``label * k + predicted``, rows = resamples.
-
-        Counting cells with ``bincount`` makes 1,000 resamples take milliseconds; the formulas
-        are scikit-learn's (``zero_division=0``), which the tests check.
-        """
-        cm = np.stack([np.bincount(row, minlength=k * k) for row in cells]).reshape(-1, k, k)
-        tp = np.diagonal(cm, axis1=1, axis2=2).astype(float)
-        pred_n, true_n = cm.sum(axis=1), cm.sum(axis=2)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            prec = np.where(pred_n > 0, tp / pred_n, 0.0)
-            rec = np.where(true_n > 0, tp / true_n, 0.0)
-            f1 = np.where(prec + rec > 0, 2 * prec * rec / (prec + rec), 0.0)
-        accuracy = tp.sum(axis=1) / cm.sum(axis=(1, 2))
-        return np.column_stack([accuracy, f1.mean(axis=1), prec, rec, f1])
-
     cells = labels * k + predicted
-    point = compute(cells[None])[0]
+    point = _metrics_from_cells(cells[None], k)[0]
     rng = np.random.default_rng(seed)
     n = len(labels)
-    draws = compute(cells[rng.integers(0, n, (samples, n))])
+    draws = _metrics_from_cells(cells[rng.integers(0, n, (samples, n))], k)
     alpha = (1 - level) / 2
     low, high = np.quantile(draws, [alpha, 1 - alpha], axis=0)
 

@@ -25,6 +25,7 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 from tumorlib.cli import EXPECTED_ERRORS, run_command
 from tumorlib.ensemble_model import build_ensemble
@@ -33,11 +34,30 @@ from tumorlib.runs import (
     CONFIG_FILE,
     ENSEMBLE_FILE,
     MODEL_FILE,
+    Run,
     load_run,
     write_json,
 )
 
 # ------------------------------------------------------------------------ the run folder
+
+
+def _ensemble_config(
+    runs: list[Run], description: dict, *, run_name: str, runs_dir: str | Path, size: int, tta: bool
+) -> dict[str, Any]:
+    """The first member's ``config.json`` with the ensemble's name, size, members and memory."""
+    first = runs[0].config
+    config = dict(first)
+    config.update(
+        run_name=run_name,
+        runs_dir=str(runs_dir),
+        image_size=size,
+        architecture=f"ensemble of {len(runs)} x ({first.get('architecture', 'MobileNetV2')})"
+        + (" with left-right flip TTA" if tta else ""),
+        ensemble=description,
+        peak_memory_mb=max(float(r.config.get("peak_memory_mb", 0.0)) for r in runs),
+    )
+    return config
 
 
 def make_ensemble_run(
@@ -78,19 +98,12 @@ def make_ensemble_run(
         "tta": "horizontal flip" if tta else None,
         "combination": "mean of softmax probabilities",
     }
-    config = dict(first)
-    config.update(
-        run_name=run_name,
-        runs_dir=str(runs_dir),
-        image_size=size,
-        architecture=f"ensemble of {len(runs)} x ({first.get('architecture', 'MobileNetV2')})"
-        + (" with left-right flip TTA" if tta else ""),
-        ensemble=description,
-        peak_memory_mb=max(float(r.config.get("peak_memory_mb", 0.0)) for r in runs),
+    config = _ensemble_config(
+        runs, description, run_name=run_name, runs_dir=runs_dir, size=size, tta=tta
     )
     member_total = sum(float(r.config.get("timings", {}).get("total_s", 0.0)) for r in runs)
     model.save(run_dir / MODEL_FILE)
-    calibration = calibrate_on_validation(
+    config["calibration"] = calibrate_on_validation(
         model,
         run_dir,
         dataset_config=first.get("dataset_config", "clean"),
@@ -98,7 +111,6 @@ def make_ensemble_run(
         image_size=size,
         verbose=verbose,
     )
-    config["calibration"] = calibration
     config["timings"] = {
         "members_total_s": round(member_total, 1),
         "ensemble_s": round(time.perf_counter() - started, 1),

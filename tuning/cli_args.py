@@ -79,6 +79,35 @@ def project_name(text: str) -> str:
     return text
 
 
+def add_feature_flags(parser: argparse.ArgumentParser) -> None:
+    """Where the features come from: dataset, cache, backbone, and how the head is fitted."""
+    parser.add_argument(
+        "--data-dir", type=Path, default=None, help="TFDS data dir (default: $TFDS_DATA_DIR/data)"
+    )
+    parser.add_argument(
+        "--cache-dir", type=Path, default=None, help="feature cache (default: tumorlib.features')"
+    )
+    parser.add_argument(
+        "--image-size", type=image_size_arg, default=224, help="backbone input size"
+    )
+    parser.add_argument(
+        "--alpha", type=alpha_arg, default=0.35, help="MobileNetV2 width multiplier"
+    )
+    parser.add_argument(
+        "--weights",
+        type=weights_arg,
+        default="imagenet",
+        help="backbone weights: 'imagenet' (Keras cache), a local weights file, or 'none'",
+    )
+    parser.add_argument("--batch-size", type=positive_int, default=32, help="head batch size")
+    parser.add_argument(
+        "--no-class-weight",
+        dest="class_weight",
+        action="store_false",
+        help="do not weight classes by their inverse frequency in the train split",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m tuning.search",
@@ -132,31 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help=f"best-hyperparameters JSON (default: <directory>/<project-name>/{BEST_HPARAMS_FILE})",
     )
-    parser.add_argument(
-        "--data-dir", type=Path, default=None, help="TFDS data dir (default: $TFDS_DATA_DIR/data)"
-    )
-    parser.add_argument(
-        "--cache-dir", type=Path, default=None, help="feature cache (default: tumorlib.features')"
-    )
-    parser.add_argument(
-        "--image-size", type=image_size_arg, default=224, help="backbone input size"
-    )
-    parser.add_argument(
-        "--alpha", type=alpha_arg, default=0.35, help="MobileNetV2 width multiplier"
-    )
-    parser.add_argument(
-        "--weights",
-        type=weights_arg,
-        default="imagenet",
-        help="backbone weights: 'imagenet' (Keras cache), a local weights file, or 'none'",
-    )
-    parser.add_argument("--batch-size", type=positive_int, default=32, help="head batch size")
-    parser.add_argument(
-        "--no-class-weight",
-        dest="class_weight",
-        action="store_false",
-        help="do not weight classes by their inverse frequency in the train split",
-    )
+    add_feature_flags(parser)
     parser.add_argument(
         "--top", type=positive_int, default=10, help="how many best trials to print"
     )
