@@ -92,7 +92,7 @@ def epoch_rate(ds: tf.data.Dataset, image_size: int) -> tuple[float, int]:
     return n / (time.perf_counter() - start), n
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", default=None, help="TFDS data dir with brain_mri built")
     parser.add_argument("--manual-dir", default=None, help="build from this archive if needed")
@@ -102,18 +102,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="timed epochs per pipeline")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None, help="also write the numbers to this JSON file")
-    args = parser.parse_args(argv)
+    return parser
 
-    builder = data.get_builder(args.config, args.data_dir)
-    if not builder.is_prepared():
-        if args.manual_dir is None:
-            parser.error(
-                f"brain_mri/{args.config} is not built in {builder.data_dir_root}; "
-                "pass --data-dir of a built copy or --manual-dir of the archive"
-            )
-        data.build(args.config, args.manual_dir, args.data_dir)
-    examples = data.load_split("train", args.config, args.data_dir)
 
+def measure(
+    examples: tf.data.Dataset, args: argparse.Namespace
+) -> tuple[int, dict[str, list[float]]]:
+    """Images in the split and the timed images/s of each pipeline, alternating repetitions."""
     with tempfile.TemporaryDirectory(prefix="bench_images_") as tmp:
         image_dir = Path(tmp)
         count = extract_split(examples, image_dir)
@@ -145,6 +140,23 @@ def main(argv: list[str] | None = None) -> int:
                 rate, _ = epoch_rate(ds, args.image_size)
                 results[name].append(rate)
                 print(f"  rep {rep}/{args.repeats} {name:<8} {rate:8.1f} images/s", flush=True)
+    return count, results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+
+    builder = data.get_builder(args.config, args.data_dir)
+    if not builder.is_prepared():
+        if args.manual_dir is None:
+            parser.error(
+                f"{data.DATASET_NAME}/{args.config} is not built in {builder.data_dir_root}; "
+                "pass --data-dir of a built copy or --manual-dir of the archive"
+            )
+        data.build(args.config, args.manual_dir, args.data_dir)
+    examples = data.load_split("train", args.config, args.data_dir)
+    count, results = measure(examples, args)
 
     medians = {name: statistics.median(rates) for name, rates in results.items()}
     ratio = medians["ours"] / medians["baseline"]
