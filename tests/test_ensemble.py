@@ -12,10 +12,12 @@ import tensorflow as tf
 
 from tests.training_fixtures import build_learnable_dataset, calibrated_backbone_file
 from tumorlib import ensemble, ensemble_model, evaluate
+from tumorlib.cli import EXIT_FAILURE
 from tumorlib.gate_features import feature_extractor
 from tumorlib.gradcam import gradcam, has_gradcam_parts
 from tumorlib.model import build_model
 from tumorlib.runs import CONFIG_FILE, MODEL_FILE, load_run, write_json
+from tumorlib.split_predictions import predict_split
 
 SMALL, LARGE = 32, 48
 
@@ -148,20 +150,22 @@ def test_ensemble_run_folder_is_calibrated_and_evaluates(tmp_path, capsys):
 
     assert evaluate.main([str(run.path), "--data-dir", str(data_dir)]) == 0
     metrics = json.loads((run.eval_dir("clean", "test") / "metrics.json").read_text())
-    probabilities = evaluate.predict(run, "test", "clean", data_dir)
+    probabilities, _ = predict_split(
+        run.load_model(), "test", "clean", data_dir, image_size=run.image_size
+    )
     labels = evaluate.split_arrays("test", "clean", data_dir)["label"]
     assert metrics["accuracy"] == pytest.approx(np.mean(probabilities.argmax(1) == labels))
 
     # The same name again, or members from different datasets: clear errors.
     capsys.readouterr()
-    assert ensemble.main(argv("ens")) == 2
+    assert ensemble.main(argv("ens")) == EXIT_FAILURE
     assert "already holds a model" in capsys.readouterr().err
     config = json.loads((runs[1] / CONFIG_FILE).read_text())
     config["dataset"]["config"] = "original"
     write_json(runs[1] / CONFIG_FILE, config)
-    assert ensemble.main(argv("ens2")) == 2
+    assert ensemble.main(argv("ens2")) == EXIT_FAILURE
     assert "different datasets" in capsys.readouterr().err
-    assert ensemble.main([str(tmp_path / "nowhere"), "--run-name", "ens3"]) == 2
+    assert ensemble.main([str(tmp_path / "nowhere"), "--run-name", "ens3"]) == EXIT_FAILURE
     assert "does not exist" in capsys.readouterr().err
 
 
