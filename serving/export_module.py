@@ -21,10 +21,11 @@ from tumorlib.serving_contract import (
     METADATA_INPUT_KEY,
     METADATA_OUTPUT_KEY,
     METADATA_SIGNATURE,
+    MODEL_NAME,
     SERVING_SIGNATURE,
 )
 
-MODULE_NAME = "brain_mri_serving"
+MODULE_NAME = f"{MODEL_NAME}_serving"  # the saved root object's name
 
 
 class ServingModule(tf.Module):
