@@ -29,7 +29,6 @@ def default_manual_dir() -> Path | None:
 def build_dataset(manual_dir: str | os.PathLike | None, data_dir_: str | os.PathLike) -> None:
     """Build both configs (a built config is reused) and print their statistics."""
     from brain_mri.report import format_report
-
     from tumorlib.data import CONFIGS, build
 
     if manual_dir is None:
