@@ -37,7 +37,7 @@ DEFAULT_HPARAMS = resources.files("tuning") / "best_hparams.json"
 DEFAULT_MEMBER_SIZES = (320, 384)
 STEPS = ("build", "train", "evaluate", "safety", "export")
 # What a failing step raises; reported as "<step> failed: ..." and exit code 1.
-STEP_ERRORS = (*EXPECTED_ERRORS, OSError)
+STEP_ERRORS: tuple[type[BaseException], ...] = (*EXPECTED_ERRORS, OSError)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -132,7 +132,7 @@ def train_recipe(args: argparse.Namespace, data_dir_: str) -> Path:
 
     name = args.run_name or "shipped-" + datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     sizes = args.member_sizes
-    members = []
+    members: list[Path] = []
     for i, size in enumerate(sizes, start=1):
         step(f"2/6 training member {i}/{len(sizes)}: {size} px")
         run_name = name if len(sizes) == 1 else f"{name}-{size}px"
@@ -142,7 +142,7 @@ def train_recipe(args: argparse.Namespace, data_dir_: str) -> Path:
         return members[0]
     step(f"2/6 ensemble of {len(members)} members with flip TTA (calibrated on validation)")
     with failing_as("ensemble"):
-        return ensemble.make_ensemble_run(members, run_name=name, tta=True, data_dir=data_dir_)
+        return ensemble.make_ensemble_run([*members], run_name=name, tta=True, data_dir=data_dir_)
 
 
 def evaluation_steps(run_dir: Path, data_dir_: str) -> None:

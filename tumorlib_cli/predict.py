@@ -107,7 +107,7 @@ def predict_items(
 
     results: list[Prediction | None] = [None] * len(items)
     todo = [i for i, item in enumerate(items) if item.data is not None]
-    images = [items[i].data for i in todo if items[i].data is not None]
+    images = [item.data for item in items if item.data is not None]
     with tqdm(total=len(todo), desc="predict", unit="img", disable=not progress) as bar:
         answers = backend.predict(images, None, progress=bar.update)
     for i, answer in zip(todo, answers):
