@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -90,7 +91,7 @@ class InputGate:
         """Write ``path`` (``.npz``: every layer's arrays, float32) for export and reloading."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        arrays: dict[str, np.ndarray] = {
+        arrays: dict[str, Any] = {
             "layers": np.array(self.layer_names),
             "false_rejection_target": np.float64(self.false_rejection_target),
         }

@@ -43,7 +43,7 @@ def plot_gate(path: Path, scores: dict[str, np.ndarray]) -> Path:
     finite = np.concatenate([s[np.isfinite(s)] for s in scores.values()])
     bins = np.logspace(np.log10(max(finite.min(), 1e-3)), np.log10(finite.max() * 1.1), 50)
     for name, s in scores.items():
-        ax.hist(s, bins=bins, alpha=0.5, label=f"{name} (n={len(s)})")
+        ax.hist(s, bins=bins.tolist(), alpha=0.5, label=f"{name} (n={len(s)})")
     ax.axvline(1.0, color="black", ls="--", label="threshold (score 1)")
     ax.set_xscale("log")
     ax.set_xlabel("gate score: max over layers of Mahalanobis distance / threshold")

@@ -21,6 +21,7 @@ Output names come from :mod:`tumorlib.serving_contract`.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 import tensorflow as tf
 
@@ -40,7 +41,15 @@ from tumorlib.serving_contract import (
 Outputs = dict[str, tf.Tensor]
 # Normalised images [N, S, S, 3] -> (untempered probabilities [N, C], extra named outputs).
 Forward = Callable[[tf.Tensor], tuple[tf.Tensor, Outputs]]
-ServeFn = Callable[[tf.Tensor], Outputs]  # a tf.function on image_bytes [None]
+
+
+class ServeFn(Protocol):
+    """A ``tf.function`` on ``image_bytes [None]``; the export saves its concrete function."""
+
+    def __call__(self, image_bytes: tf.Tensor) -> Outputs: ...
+
+    def get_concrete_function(self, *args: Any, **kwargs: Any) -> Any: ...
+
 
 BYTES_SPEC = tf.TensorSpec([None], tf.string, name=INPUT_KEY)
 
