@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from brain_mri.sartaj import SOURCE_DIR_TO_CLASS
 from PIL import Image
+
+from brain_mri.sartaj import SOURCE_DIR_TO_CLASS
 
 FOLDERS: tuple[str, ...] = tuple(SOURCE_DIR_TO_CLASS)  # glioma_tumor, meningioma_tumor, ...
 

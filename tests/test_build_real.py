@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+
 from brain_mri import dedup, sartaj
 from brain_mri.labels import CLASS_NAMES
 from brain_mri.sartaj import SOURCE_DIR_TO_CLASS
-
 from tumorlib import data
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

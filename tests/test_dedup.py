@@ -10,9 +10,9 @@ from collections import Counter
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+
 from brain_mri import dedup
 from brain_mri.labels import CLASS_NAMES
-
 from tests.archive_fixtures import encode, make_archive, reencode, texture
 from tumorlib import data
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from brain_mri import sartaj
 from brain_mri.labels import CLASS_NAMES
-
 from tests.archive_fixtures import encode, make_archive, texture
 
 
