@@ -249,14 +249,11 @@ class ServingStack:
     """
 
     def __init__(self) -> None:
-        import atexit
-        import shutil
         import tempfile
 
         from serving.export import export_run
 
         self.root = Path(tempfile.mkdtemp(prefix="serving-tests-"))
-        atexit.register(shutil.rmtree, self.root, True)
         self.run_path = make_fixture_run(self.root / "runs" / "fixture")
         self.other_run_path = make_fixture_run(
             self.root / "runs" / "other", seed=1, temperature=0.8
@@ -285,15 +282,9 @@ model_config_list {{
             "--file_system_poll_wait_seconds=0.3",
             f"--max_request_bytes={MAX_REQUEST_BYTES}",
         )
-        atexit.register(self.server.stop)
 
+    def close(self) -> None:
+        import shutil
 
-_STACK: ServingStack | None = None
-
-
-def shared_stack() -> ServingStack:
-    """Build the stack once per pytest process (export + server start cost ~20 s on 2 cores)."""
-    global _STACK
-    if _STACK is None:
-        _STACK = ServingStack()
-    return _STACK
+        self.server.stop()
+        shutil.rmtree(self.root, ignore_errors=True)

@@ -1,8 +1,8 @@
 """The upload page: validation, results table, backend choice, and the page itself via AppTest.
 
 The page tests drive the real ``streamlit_app/app.py`` with Streamlit's ``AppTest`` against a real
-exported fixture model, in-process and behind the real local REST server
-(``tests.serving_fixtures.shared_stack``), plus a closed port (server down) and a socket that
+exported fixture model, in-process and behind the real local REST server (the session's
+``serving_stack`` fixture, tests/conftest.py), plus a closed port (server down) and a socket that
 never answers (server too slow). The stack's newest version carries an abstention threshold and
 an input gate, so the page's "uncertain" and "not a brain MRI slice" answers, DICOM uploads
 (generated here with pydicom) and the Grad-CAM overlay are driven through the page too.
@@ -255,10 +255,8 @@ def test_large_batches_are_split_under_the_request_size_cap():
 
 
 @pytest.fixture(scope="module")
-def stack():
-    from tests.serving_fixtures import shared_stack
-
-    return shared_stack()
+def stack(serving_stack):
+    return serving_stack
 
 
 @pytest.fixture
@@ -559,13 +557,8 @@ def test_gradcam_overlay_is_the_heatmap_on_the_slice_as_the_model_saw_it(stack):
     assert not np.array_equal(overlay_image(data, heatmap, 0.8), plain)
 
 
-def test_page_explains_why_an_old_export_has_no_gradcam(page_env, tmp_path):
-    from serving.export import export_run
-    from tests.serving_fixtures import make_fixture_run
-
-    base = tmp_path / "models" / "brain_mri"
-    export_run(make_fixture_run(tmp_path / "runs" / "plain", plain=True), base)
-    page_env.setenv(backends.ENV_MODEL_BASE_PATH, str(base))
+def test_page_explains_why_an_old_export_has_no_gradcam(page_env, plain_export):
+    page_env.setenv(backends.ENV_MODEL_BASE_PATH, str(plain_export))
     at = _upload(_page().run(), [("a.png", good_png(43))])
     sidebar = " ".join(_texts(at.sidebar.caption))
     assert "Abstention:** none in this export" in sidebar and "Grad-CAM:** not in this" in sidebar

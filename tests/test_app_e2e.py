@@ -1,6 +1,6 @@
 """End to end in a real browser: the upload page over the local TF Serving REST server.
 
-Starts ``python -m serving.local`` (through ``tests.serving_fixtures.shared_stack``, serving an
+Starts ``python -m serving.local`` (the session's ``serving_stack`` fixture, serving an
 exported fixture model) and the page through ``tumorlib app``'s launcher on free 127.0.0.1 ports,
 then drives headless Chromium (Debian's ``chromium`` + ``chromium-driver``, through Selenium) to
 upload a real slice from the SARTAJ archive and a truncated file, waits for the answers, checks the
@@ -123,17 +123,17 @@ class StreamlitApp:
         return self.output()
 
 
-def test_upload_a_real_slice_in_chromium_and_read_the_prediction(tmp_path, monkeypatch):
+def test_upload_a_real_slice_in_chromium_and_read_the_prediction(
+    tmp_path, monkeypatch, serving_stack
+):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
-
-    from tests.serving_fixtures import shared_stack
 
     monkeypatch.setenv("SE_OFFLINE", "true")  # Selenium Manager must not fetch anything
     real = _real_slice(tmp_path)
     truncated = tmp_path / "truncated.jpg"
     truncated.write_bytes(real.read_bytes()[: real.stat().st_size // 2])
-    stack = shared_stack()
+    stack = serving_stack
     driver, profile = _browser()
     app = StreamlitApp(stack.server.url)
     try:

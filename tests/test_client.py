@@ -16,14 +16,13 @@ from tests.serving_fixtures import (
     blank_png,
     free_port,
     make_images,
-    shared_stack,
 )
 from tumorlib.classes import CLASS_NAMES
 
 
 @pytest.fixture(scope="module")
-def stack():
-    return shared_stack()
+def stack(serving_stack):
+    return serving_stack
 
 
 @pytest.fixture(scope="module")
@@ -80,9 +79,7 @@ def test_explain_over_rest_matches_in_process(stack, client):
     assert len(client.explain(images[:1], version=1)) == 1
 
 
-def test_explain_unavailable_is_its_own_error(tmp_path):
-    from serving.export import export_run
-    from tests.serving_fixtures import make_fixture_run
+def test_explain_unavailable_is_its_own_error(plain_export):
 
     message = 'Serving signature name: "explain" not found in signature def'
     session = _ScriptedSession([_Response(400, {"error": message})])
@@ -91,8 +88,7 @@ def test_explain_unavailable_is_its_own_error(tmp_path):
     with pytest.raises(ExplainUnavailable, match="re-export"):
         client.explain(make_images(1))
 
-    plain = export_run(make_fixture_run(tmp_path / "run", plain=True), tmp_path / "models")
-    model = InProcessModel(plain.parent)
+    model = InProcessModel(plain_export)
     with pytest.raises(ExplainUnavailable, match="no 'explain' signature"):
         model.explain(make_images(1))
     assert model.predict(make_images(1))[0].abstain is None

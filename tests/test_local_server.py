@@ -15,7 +15,7 @@ from serving.config import BatchingOptions
 from serving.export import export_run
 from serving.local import _str2bool_argv, build_arg_parser
 from serving.status import InvalidArgument, ResourceExhausted
-from tests.serving_fixtures import make_images, shared_stack
+from tests.serving_fixtures import make_images
 
 
 def test_flags_match_tensorflow_model_server_and_default_to_localhost():
@@ -80,8 +80,8 @@ def test_batcher_isolates_a_bad_request_and_bounds_its_queue():
         batcher.close()
 
 
-def test_concurrent_clients_all_get_correct_answers():
-    stack = shared_stack()
+def test_concurrent_clients_all_get_correct_answers(serving_stack):
+    stack = serving_stack
     images = make_images(20, seed=31)
     expected = TFServingClient(stack.server.url, timeout=60).predict(images)
 
@@ -97,8 +97,8 @@ def test_concurrent_clients_all_get_correct_answers():
         )
 
 
-def test_new_version_is_picked_up_without_restart():
-    stack = shared_stack()
+def test_new_version_is_picked_up_without_restart(serving_stack):
+    stack = serving_stack
     client = TFServingClient(stack.server.url, model_name="brain_mri_reload", timeout=30)
     before = {s["version"] for s in client.status()["model_version_status"]}
     new = export_run(stack.other_run_path, stack.reload_base_path, verify=False)
@@ -128,8 +128,8 @@ def _non_loopback_address() -> str | None:
     return None if address.startswith("127.") else address
 
 
-def test_server_binds_localhost_only():
-    url = shared_stack().server.url
+def test_server_binds_localhost_only(serving_stack):
+    url = serving_stack.server.url
     assert url.startswith("http://127.0.0.1:")
     assert requests.get(url + "/v1/models/brain_mri", timeout=10).status_code == 200
     # a request that is not part of the API is a clean 404 JSON error, not a crash

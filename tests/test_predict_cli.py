@@ -14,7 +14,6 @@ import pytest
 from PIL import Image
 
 from serving.backend import InProcessBackend
-from tests.serving_fixtures import make_fixture_run
 from tests.test_dicom_io import PATIENT, make_dicom, ramp
 from tumorlib.classes import CLASS_NAMES
 from tumorlib_cli.predict import main
@@ -27,13 +26,8 @@ def encode(array: np.ndarray, fmt: str) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def model_base(tmp_path_factory):
-    from serving.export import export_run
-
-    root = tmp_path_factory.mktemp("predict")
-    run = make_fixture_run(root / "runs" / "fx")
-    export_run(run, root / "models" / "brain_mri")
-    return root / "models" / "brain_mri"
+def model_base(fixture_export):
+    return fixture_export
 
 
 @pytest.fixture()

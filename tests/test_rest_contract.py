@@ -15,16 +15,18 @@ import os
 import pytest
 import requests
 
-from tests.serving_fixtures import MAX_REQUEST_BYTES, make_images, shared_stack
+from tests.serving_fixtures import MAX_REQUEST_BYTES, make_images
 from tumorlib.classes import CLASS_NAMES
 
 MODEL = "brain_mri"
 
 
 @pytest.fixture(scope="module")
-def url() -> str:
+def url(request) -> str:
     external = os.environ.get("TF_SERVING_URL")
-    return external.rstrip("/") if external else shared_stack().server.url
+    if external:  # a real TF Serving: the local stand-in is not started at all
+        return external.rstrip("/")
+    return request.getfixturevalue("serving_stack").server.url
 
 
 @pytest.fixture(scope="module")

@@ -69,12 +69,10 @@ def test_the_rest_of_the_command_line_goes_to_the_module_main(monkeypatch):
     assert seen == [["runs/x", "--split", "test"]]
 
 
-def test_predict_on_a_fixture_export_writes_one_row_per_image(tmp_path, capsys):
-    from serving.export import export_run
-    from tests.serving_fixtures import make_fixture_run, make_images
+def test_predict_on_a_fixture_export_writes_one_row_per_image(tmp_path, capsys, fixture_export):
+    from tests.serving_fixtures import make_images
 
-    base = tmp_path / "models" / "brain_mri"
-    export_run(make_fixture_run(tmp_path / "runs" / "fx"), base)
+    base = fixture_export
     folder = tmp_path / "slices"
     folder.mkdir()
     for i, data in enumerate(make_images(3, seed=7)):
