@@ -21,6 +21,7 @@ or online (the public GitHub copy of the archive is downloaded)::
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -28,8 +29,9 @@ from etils import epath
 
 # Relative imports: the same modules whether `tfds build datasets/brain_mri` imports this file as
 # `brain_mri.brain_mri_dataset_builder` from the folder, or the installed package `brain_mri` does.
-from . import dedup, sartaj
+from . import beam_build, dedup, sartaj
 from .labels import CLASS_NAMES
+from .planning import SPLIT_SEED, example, plan_config, split_names, testing_leakage
 from .report import format_report
 
 logger = logging.getLogger(__name__)
@@ -40,8 +42,7 @@ _COMMIT = "3ea9f4e"
 _URL = f"{_REPO}/archive/{_COMMIT}.zip"
 _HOMEPAGE = "https://www.kaggle.com/datasets/sartajbhuvaji/brain-tumor-classification-mri"
 
-# Changing the seed or the grouping changes the split: bump VERSION with it.
-SPLIT_SEED = 20201
+__all__ = ["SPLIT_SEED", "Builder", "testing_leakage"]
 
 
 class Builder(tfds.core.GeneratorBasedBuilder):
@@ -106,9 +107,31 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             ) from error
         return epath.Path(sartaj.find_archive(downloaded))
 
+    def _download_and_prepare(self, dl_manager, download_config):
+        """Note whether TFDS was given Beam options; after a Beam build, record its metadata."""
+        self._use_beam = bool(download_config.beam_options or download_config.beam_runner)
+        super()._download_and_prepare(dl_manager, download_config)
+        if self._use_beam:
+            metadata = beam_build.read_metadata(self._beam_metadata_path())
+            self.info.metadata.update(metadata)
+            print(format_report(self.builder_config.name, metadata))
+
+    def _beam_metadata_path(self) -> epath.Path:
+        return epath.Path(self.data_dir) / beam_build.METADATA_FILE
+
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
         source = self._source(dl_manager)
         print(f"brain_mri/{self.builder_config.name}: reading {source}")
+        if getattr(self, "_use_beam", False):
+            build = beam_build.BeamBuild(
+                str(source), self.builder_config.name, str(self._beam_metadata_path())
+            )
+            print(f"  Beam build: {len(build.members)} files, {build.num_blocks} thumbnail blocks")
+            return {s: build.split_transform(s) for s in split_names(self.builder_config.name)}
+        return self._local_split_generators(source)
+
+    def _local_split_generators(self, source: epath.Path) -> dict[str, Any]:
+        """Thumbnails, hashes, grouping and the plan in this process; examples from generators."""
         images, thumbs, hashes = [], [], []
         skipped: list[str] = []
         for image in sartaj.iter_images(source):
@@ -123,69 +146,17 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         if not images:
             raise ValueError(f"no readable class images found in {source}")
         groups = dedup.group_duplicates(hashes, np.stack(thumbs))
-        labels = [image.label for image in images]
-
-        metadata: dict = {"source": str(source), "skipped_unreadable": skipped}
-        if self.builder_config.name == "clean":
-            plan = dedup.plan_split(labels, hashes, groups, CLASS_NAMES, seed=SPLIT_SEED)
-            assignment = plan.split
-            metadata |= {"split_seed": SPLIT_SEED, **plan.summary()}
-            split_names = list(dedup.SPLIT_NAMES)
-        else:
-            assignment = ["train" if i.source_split == "Training" else "test" for i in images]
-            metadata |= {"testing_leakage": testing_leakage(images, hashes, groups)}
-            split_names = ["train", "test"]
-        metadata["near_duplicate_cosine"] = dedup.NEAR_DUPLICATE_COSINE
-        metadata["counts"] = {
-            split: {
-                c: sum(1 for a, lab in zip(assignment, labels) if a == split and lab == c)
-                for c in CLASS_NAMES
-            }
-            for split in split_names
-        }
+        assignment, plan_metadata = plan_config(self.builder_config.name, images, hashes, groups)
+        metadata: dict = {"source": str(source), "skipped_unreadable": skipped, **plan_metadata}
         self.info.metadata.update(metadata)
         print(format_report(self.builder_config.name, metadata))
-
         return {
             split: self._generate_examples(
                 [(images[i], int(groups[i])) for i, a in enumerate(assignment) if a == split]
             )
-            for split in split_names
+            for split in split_names(self.builder_config.name)
         }
 
     def _generate_examples(self, records):
         for image, group in records:
-            yield (
-                image.file_name,
-                {
-                    "image": image.data,
-                    "label": image.label,
-                    "file_name": image.file_name,
-                    "source_split": image.source_split,
-                    "duplicate_group": group,
-                },
-            )
-
-
-def testing_leakage(images, hashes, groups) -> dict:
-    """How much of the published Testing split repeats Training (per class and in all)."""
-    train_hashes = {h for i, h in zip(images, hashes) if i.source_split == "Training"}
-    train_groups: dict[int, set[str]] = {}
-    for image, group in zip(images, groups):
-        if image.source_split == "Training":
-            train_groups.setdefault(int(group), set()).add(image.label)
-    out = {
-        "testing_images": 0,
-        "exact_copy_of_training": 0,
-        "near_duplicate_of_training": 0,
-        "near_duplicate_with_other_label": 0,
-    }
-    for image, digest, group in zip(images, hashes, groups):
-        if image.source_split != "Testing":
-            continue
-        out["testing_images"] += 1
-        out["exact_copy_of_training"] += digest in train_hashes
-        train_labels = train_groups.get(int(group), set())
-        out["near_duplicate_of_training"] += bool(train_labels)
-        out["near_duplicate_with_other_label"] += bool(train_labels - {image.label})
-    return out
+            yield example(image, image.data, group)

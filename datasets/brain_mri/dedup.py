@@ -68,6 +68,56 @@ def thumbnail(data: bytes, size: int = THUMBNAIL_SIZE) -> np.ndarray:
     return vector / norm if norm > 1e-6 else np.zeros_like(vector)
 
 
+# float32 dot products of unit 1024-vectors are good to ~1e-5; pairs within this margin of the
+# threshold are decided again in float64, so the decision does not depend on how BLAS happened to
+# block the product (the Beam build multiplies other block shapes than the local build).
+_RECHECK_MARGIN = 1e-4
+
+
+def near_duplicate_pairs(
+    a: np.ndarray,
+    b: np.ndarray,
+    threshold: float = NEAR_DUPLICATE_COSINE,
+    offset_a: int = 0,
+    offset_b: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Index pairs ``(i, j)`` (with offsets added) whose thumbnail cosine exceeds ``threshold``.
+
+    One block of the all-pairs search. The result for a pair is the same whatever blocks it was
+    computed in, which lets a distributed build reproduce the local one exactly.
+    """
+    sims = a.astype(np.float32, copy=False) @ b.astype(np.float32, copy=False).T
+    r, c = np.nonzero(sims > threshold - _RECHECK_MARGIN)
+    near = np.abs(sims[r, c] - threshold) <= _RECHECK_MARGIN
+    if near.any():
+        exact = np.einsum("ij,ij->i", a[r[near]].astype(np.float64), b[c[near]].astype(np.float64))
+        keep = np.ones(len(r), dtype=bool)
+        keep[near] = exact > threshold
+        r, c = r[keep], c[keep]
+    return r + offset_a, c + offset_b
+
+
+def groups_from_pairs(hashes: Sequence[str], rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Connected components of the near-duplicate pairs plus equal-hash links.
+
+    Component ids are numbered by their smallest member (scipy's order), so they depend only on
+    the partition, not on the order in which pairs were found.
+    """
+    n = len(hashes)
+    first_with_hash: dict[str, int] = {}
+    extra_r, extra_c = [], []
+    for i, digest in enumerate(hashes):
+        j = first_with_hash.setdefault(digest, i)
+        if j != i:
+            extra_r.append(i)
+            extra_c.append(j)
+    r = np.concatenate([np.asarray(rows, dtype=np.int64), np.asarray(extra_r, dtype=np.int64)])
+    c = np.concatenate([np.asarray(cols, dtype=np.int64), np.asarray(extra_c, dtype=np.int64)])
+    graph = coo_matrix((np.ones(len(r), dtype=np.int8), (r, c)), shape=(n, n))
+    _, labels = connected_components(graph, directed=False)
+    return labels
+
+
 def group_duplicates(
     hashes: Sequence[str],
     thumbnails: np.ndarray,
@@ -82,25 +132,14 @@ def group_duplicates(
     n = len(hashes)
     if thumbnails.shape[0] != n:
         raise ValueError("one thumbnail per hash is required")
-    rows: list[np.ndarray] = []
-    cols: list[np.ndarray] = []
+    rows: list[np.ndarray] = [np.zeros(0, np.int64)]
+    cols: list[np.ndarray] = [np.zeros(0, np.int64)]
     thumbs = thumbnails.astype(np.float32, copy=False)
     for start in range(0, n, block):
-        sims = thumbs[start : start + block] @ thumbs.T
-        r, c = np.nonzero(sims > threshold)
-        rows.append(r + start)
+        r, c = near_duplicate_pairs(thumbs[start : start + block], thumbs, threshold, start)
+        rows.append(r)
         cols.append(c)
-    first_with_hash: dict[str, int] = {}
-    for i, digest in enumerate(hashes):
-        j = first_with_hash.setdefault(digest, i)
-        if j != i:
-            rows.append(np.array([i]))
-            cols.append(np.array([j]))
-    r = np.concatenate(rows) if rows else np.zeros(0, int)
-    c = np.concatenate(cols) if cols else np.zeros(0, int)
-    graph = coo_matrix((np.ones(len(r), dtype=np.int8), (r, c)), shape=(n, n))
-    _, labels = connected_components(graph, directed=False)
-    return labels
+    return groups_from_pairs(hashes, np.concatenate(rows), np.concatenate(cols))
 
 
 @dataclass

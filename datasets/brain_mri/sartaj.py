@@ -65,20 +65,44 @@ def find_archive(manual_dir: Path) -> Path:
     )
 
 
+def list_members(source: Path) -> list[tuple[str, str, str, str]]:
+    """``(member, file_name, source_split, label)`` of every class image, sorted, without reading.
+
+    ``member`` is the zip entry name or the path relative to an extracted folder; the Beam build
+    lists on the driver and reads in parallel with :func:`read_member`.
+    """
+    source = Path(source)
+    if source.is_file():
+        with zipfile.ZipFile(source) as archive:
+            names = sorted(n for n in archive.namelist() if not n.endswith("/"))
+    elif source.is_dir():
+        names = sorted(p.relative_to(source).as_posix() for p in source.rglob("*") if p.is_file())
+    else:
+        raise FileNotFoundError(f"{source} is neither a zip archive nor a folder")
+    out = []
+    for name in names:
+        parsed = _parse(PurePosixPath(name))
+        if parsed:
+            out.append((name, *parsed))
+    return out
+
+
+def read_members(source: Path, members: list[str]) -> list[bytes]:
+    """The bytes of several members, opening the archive once (a worker reads a chunk)."""
+    source = Path(source)
+    if source.is_file():
+        with zipfile.ZipFile(source) as archive:
+            return [archive.read(m) for m in members]
+    return [(source / m).read_bytes() for m in members]
+
+
 def iter_images(source: Path) -> Iterator[SourceImage]:
     """Yield every class image in a zip archive or extracted folder, in a stable (sorted) order."""
     source = Path(source)
     if source.is_file():
         with zipfile.ZipFile(source) as archive:
-            names = sorted(n for n in archive.namelist() if not n.endswith("/"))
-            for name in names:
-                parsed = _parse(PurePosixPath(name))
-                if parsed:
-                    yield SourceImage(*parsed, data=archive.read(name))
-    elif source.is_dir():
-        for path in sorted(p for p in source.rglob("*") if p.is_file()):
-            parsed = _parse(PurePosixPath(path.relative_to(source).as_posix()))
-            if parsed:
-                yield SourceImage(*parsed, data=path.read_bytes())
+            for member, name, split, label in list_members(source):
+                yield SourceImage(name, split, label, data=archive.read(member))
     else:
-        raise FileNotFoundError(f"{source} is neither a zip archive nor a folder")
+        for member, name, split, label in list_members(source):
+            yield SourceImage(name, split, label, data=(source / member).read_bytes())
