@@ -11,6 +11,9 @@ about to join, so the batch is cut at once instead of waiting out the timeout. U
 batch is always running and the timeout applies as in TF Serving; a lone request no longer pays
 it (this keeps single-image latency close to in-process latency).
 
+A request whose HTTP handler gave up (``--rest_api_timeout_in_ms``) before its batch was cut is
+dropped, not run: a timeout frees the queue, not just the client.
+
 One bad image must not fail the strangers it was batched with: when a merged batch fails on
 invalid input, each request in it is re-run alone and only the offending one gets the error.
 """
@@ -58,12 +61,18 @@ class Batcher:
         self._closed = False
         self._in_flight = 0  # batches handed to a worker and not finished yet
         self.batch_sizes: list[int] = []  # for tests and the benchmark: proof that batching ran
+        self.dropped = 0  # tasks whose caller gave up (timed out) before their batch was cut
         self._scheduler = threading.Thread(target=self._schedule, name=f"{name}-sched", daemon=True)
         self._scheduler.start()
 
     def submit(self, images: Sequence[bytes]) -> Future:
         """Enqueue one request; the future resolves to its slice of the batch outputs."""
         task = _Task(list(images))
+        if len(task.images) > self.options.max_batch_size:  # TF's batch scheduler's check
+            raise InvalidArgument(
+                f"Task size {len(task.images)} is larger than maximum input batch size "
+                f"{self.options.max_batch_size}"
+            )
         with self._cond:
             if self._closed:
                 raise Unavailable("the model version is being unloaded")
@@ -90,7 +99,6 @@ class Batcher:
     # -- internals ---------------------------------------------------------------------------
 
     def _schedule(self) -> None:
-        max_size = self.options.max_batch_size
         timeout = self.options.batch_timeout_micros / 1e6
         while True:
             self._free_threads.acquire()
@@ -100,22 +108,38 @@ class Batcher:
                 if self._closed:
                     return
                 deadline = self._pending[0].enqueued + (timeout if self._in_flight else 0.0)
-                while self._pending_images < max_size and not self._closed:
+                while self._pending_images < self.options.max_batch_size and not self._closed:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         break
                     self._cond.wait(remaining)
                 if self._closed:
                     return
-                batch = [self._pending.popleft()]
-                size = len(batch[0].images)
-                while self._pending and size + len(self._pending[0].images) <= max_size:
-                    task = self._pending.popleft()
-                    batch.append(task)
-                    size += len(task.images)
-                self._pending_images -= size
-                self._in_flight += 1
-            self._workers.submit(self._process, batch)
+                batch = self._take_batch()
+                if batch:
+                    self._in_flight += 1
+            if batch:
+                self._workers.submit(self._process, batch)
+            else:  # every task taken had been given up on: nothing to run
+                self._free_threads.release()
+
+    def _take_batch(self) -> list[_Task]:
+        """Pop up to ``max_batch_size`` images of tasks, dropping those whose caller gave up.
+
+        A task's future turns RUNNING here, so a request that times out from now on can no
+        longer cancel it (its work finishes, bounded by the input policy); one that timed out
+        before is dropped without running. Called with ``_cond`` held.
+        """
+        batch, size = [], 0
+        while self._pending and size + len(self._pending[0].images) <= self.options.max_batch_size:
+            task = self._pending.popleft()
+            self._pending_images -= len(task.images)
+            if task.future.set_running_or_notify_cancel():
+                batch.append(task)
+                size += len(task.images)
+            else:
+                self.dropped += 1
+        return batch
 
     def _process(self, batch: list[_Task]) -> None:
         try:

@@ -162,6 +162,7 @@ class ModelManager:
         num_threads: int = 4,
     ) -> None:
         self.models = {c.name: ServedModel(c, batching) for c in configs}
+        self.batching = batching
         self.poll_seconds = poll_seconds
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None

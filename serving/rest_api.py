@@ -6,6 +6,11 @@ are ``{"b64": "..."}``; row requests get ``{"predictions": ...}`` and columnar o
 ``{"outputs": ...}``; a signature with a single output is returned without its name. Status and
 metadata bodies are the protobuf messages printed by ``google.protobuf.json_format``, as TF
 Serving prints them.
+
+Hostile bodies fail as TF Serving fails them, with 400 and ``{"error": ...}``: any JSON the
+parser rejects (deep nesting included: the decoder's recursion limit is the depth limit), and
+a request with more instances than the server takes ("Task size N is larger than maximum input
+batch size M", TF's batch scheduler's words), counted before anything is base64-decoded.
 """
 
 from __future__ import annotations
@@ -21,14 +26,38 @@ from serving.status import InvalidArgument, Unimplemented
 from tumorlib.serving_contract import SERVING_SIGNATURE
 
 STRING_DTYPE = 7  # tensorflow.DataType.DT_STRING
+INT64_MAX = 2**63 - 1  # a version is an int64 in TF Serving's ModelSpec
 
 
-def parse_predict_body(body: bytes, signature_defs: dict[str, Any]) -> tuple[str, dict, str]:
-    """Return ``(signature_name, {input_name: [bytes, ...]}, "row" | "columnar")``."""
+def parse_version(text: str | None) -> int | None:
+    """A path's version number, or 400 as TF Serving's ``ParseModelInfo`` (int64 only)."""
+    if text is None:
+        return None
+    version = int(text)
+    if version > INT64_MAX:
+        raise InvalidArgument(f"Failed to convert version: {text} to numeric.")
+    return version
+
+
+def parse_json(body: bytes) -> Any:
+    """The decoded body; malformed or too deeply nested JSON is ``InvalidArgument`` (400)."""
     try:
-        request = json.loads(body)
+        return json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise InvalidArgument(f"JSON Parse error: {err}") from None
+    except RecursionError:
+        raise InvalidArgument("JSON Parse error: nesting is too deep") from None
+
+
+def parse_predict_body(
+    body: bytes, signature_defs: dict[str, Any], max_instances: int | None = None
+) -> tuple[str, dict, str]:
+    """Return ``(signature_name, {input_name: [bytes, ...]}, "row" | "columnar")``.
+
+    ``max_instances`` caps the batch a request may carry; it is checked before any value is
+    decoded, so an oversized request costs only its JSON parse (bounded by the body limit).
+    """
+    request = parse_json(body)
     if not isinstance(request, dict):
         raise InvalidArgument("JSON Parse error: request body must be a JSON object")
     signature_name = request.get("signature_name") or SERVING_SIGNATURE
@@ -51,8 +80,22 @@ def parse_predict_body(body: bytes, signature_defs: dict[str, Any]) -> tuple[str
             )
         raise InvalidArgument("Missing 'inputs' or 'instances' key")
     if has_instances:
+        _check_task_size(request["instances"], max_instances)
         return signature_name, _parse_rows(request["instances"], input_names), "row"
-    return signature_name, _parse_columns(request["inputs"], input_names), "columnar"
+    inputs = request["inputs"]
+    if isinstance(inputs, dict) and "b64" not in inputs:
+        for values in inputs.values():
+            _check_task_size(values, max_instances)
+    else:
+        _check_task_size(inputs, max_instances)
+    return signature_name, _parse_columns(inputs, input_names), "columnar"
+
+
+def _check_task_size(values: Any, max_instances: int | None) -> None:
+    if max_instances is not None and isinstance(values, list) and len(values) > max_instances:
+        raise InvalidArgument(
+            f"Task size {len(values)} is larger than maximum input batch size {max_instances}"
+        )
 
 
 def _parse_rows(instances: Any, input_names: list[str]) -> dict[str, list[bytes]]:
