@@ -139,6 +139,11 @@ class Backend:
         except Exception:  # noqa: BLE001 - predictions still work without it; callers say so
             return SafetyInfo()
 
+    def metadata(self, version: int | None) -> Mapping[str, Any]:
+        """The served version's exported metadata (raises when it cannot be read); the audit
+        record takes the model name, version and reference figures from it."""
+        return self._metadata(version)
+
     def _predict(self, images: Sequence[bytes], version: int | None) -> list[Prediction]:
         raise NotImplementedError
 

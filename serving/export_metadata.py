@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from serving.export_distribution import validation_distribution
 from serving.export_safety import NO_SAFETY, Safety, finite_or_none, read_json
 from tumorlib.classes import CLASS_NAMES, DISPLAY_NAMES
 from tumorlib.runs import EVAL_DIR, METRICS_FILE, Run
@@ -99,6 +100,8 @@ def build_metadata(
             if k in config
         },
         "metrics": collect_metrics(run.path),
+        # Drift watch's reference (serving.audit.drift); None when the run has neither file.
+        "validation_distribution": validation_distribution(run.path),
         "tensorflow_version": tf.__version__,
     }
 

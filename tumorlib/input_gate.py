@@ -105,6 +105,10 @@ def run_gate(
         },
     )
     report["plot"] = str(plot.relative_to(run.path))
+    # The export copies these into its metadata: drift watch's reference (docs/audit.md).
+    report["validation_gate_scores"] = [
+        round(float(v), 4) for v in gate.score(feats["validation"]) if np.isfinite(v)
+    ]
     write_json(run.path / GATE_SUMMARY_FILE, report)
     log.info("input gate of %s written to %s", run.path, run.path / GATE_FILE)
     return report

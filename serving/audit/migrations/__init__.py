@@ -1,0 +1,1 @@
+"""Alembic migrations of the audit database, shipped inside the package (run by ``migrate``)."""
