@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("serving.local", "serve exported models over TF Serving's REST API"),
     "predict": ("tumorlib_cli.predict", "classify files or folders into a CSV"),
     "app": ("tumorlib_cli.page", "start the upload page (http://127.0.0.1:8502)"),
+    "audit": ("tumorlib_cli.audit", "audit records: migrate, performance, drift, export, purge"),
 }
 
 

@@ -18,7 +18,7 @@ import pandas as pd
 KS_ALPHA = 0.01
 MIN_N = 20
 QUANTITIES = ("confidence", "gate_score")
-PERIODS = {"day": "D", "week": "W-MON"}
+PERIODS = {"day": "D", "week": "W-SUN"}  # weeks run Monday to Sunday (UTC)
 NO_REFERENCE = (
     "the export recorded no validation distribution (exported before it existed, or the run has "
     "no safety/validation_predictions.npz): re-export the run to enable drift checks"
