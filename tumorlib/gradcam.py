@@ -100,14 +100,8 @@ def _single_gradcam(
     images: tf.Tensor,
     class_index: tf.Tensor | None = None,
 ) -> tuple[tf.Tensor, tf.Tensor]:
-    """Grad-CAM of one classifier (with ``backbone`` and ``head``); see :func:`gradcam`.
-
-    ``images`` are normalised ``[N, S, S, 3]`` (:func:`tumorlib.preprocessing.normalize`).
-    ``class_index`` ``[N]`` picks the class to explain per image; by default the predicted one.
-    Each heatmap is divided by its own maximum, so 1 marks the most influential location; an
-    image where nothing supports the class gets an all-zero map rather than amplified noise.
-    The probabilities are the model's own (untempered) softmax, identical to ``model(images)``.
-    """
+    """Grad-CAM of one classifier (with ``backbone`` and ``head``); arguments and results as in
+    :func:`gradcam`."""
     images = tf.convert_to_tensor(images, tf.float32)
     backbone, head = backbone_of(model), head_of(model)
     with tf.GradientTape() as tape:
