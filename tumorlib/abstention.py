@@ -263,7 +263,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("run", help="run folder, e.g. runs/default")
     parser.add_argument("--config", default="clean")
-    parser.add_argument("--data-dir", default=None, help="TFDS data dir (default: $TFDS_DATA_DIR, else data/tensorflow_datasets)")
+    parser.add_argument(
+        "--data-dir",
+        default=None,
+        help="TFDS data dir ($TFDS_DATA_DIR, else data/tensorflow_datasets)",
+    )
     parser.add_argument("--target-precision", type=float, default=DEFAULT_TARGET_PRECISION)
     args = parser.parse_args(argv)
 

@@ -38,17 +38,24 @@ def build_dataset(manual_dir: str | os.PathLike | None, data_dir_: str | os.Path
         print(format_report(config, dict(builder.info.metadata)), flush=True)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="tumorlib build",
-        description="Build both configs (clean, original) of the brain_mri dataset.",
-    )
+def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--manual-dir`` and ``--data-dir``, as every command that builds the dataset takes them."""
     parser.add_argument(
         "--manual-dir",
         help=f"folder holding the archive (default ${ENV_SHARED}/data or ../shared/data if "
         "present, else download)",
     )
-    parser.add_argument("--data-dir", help="TFDS data dir (default: tumorlib.data's)")
+    parser.add_argument(
+        "--data-dir", help="TFDS data dir (default $TFDS_DATA_DIR, else data/tensorflow_datasets)"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tumorlib build",
+        description="Build both configs (clean, original) of the brain_mri dataset.",
+    )
+    add_dataset_arguments(parser)
     return parser
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from tumorlib.cli import EXPECTED_ERRORS, CommandError, run_command
 from tumorlib.serving_contract import MODEL_BASE_PATH, MODEL_NAME
 from tumorlib_cli import page
-from tumorlib_cli.build import ENV_SHARED, build_dataset
+from tumorlib_cli.build import add_dataset_arguments, build_dataset
 
 # The head chosen by the KerasTuner search on clean/validation (docs/tuning.md), shipped as
 # package data; the main job trains with it unless told otherwise.
@@ -45,12 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="tumorlib main",
         description="Build the dataset, train, evaluate, export and open the upload page.",
     )
-    parser.add_argument(
-        "--manual-dir",
-        help=f"folder holding the archive (default ${ENV_SHARED}/data or ../shared/data if "
-        "present, else download)",
-    )
-    parser.add_argument("--data-dir", help="TFDS data dir (default: tumorlib.data's)")
+    add_dataset_arguments(parser)
     parser.add_argument("--run", help="reuse this trained run folder instead of training")
     parser.add_argument("--run-name", default="", help="name of the new run folder")
     parser.add_argument(
