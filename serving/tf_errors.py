@@ -22,4 +22,9 @@ def summarize_tf_error(message: str) -> str:
     text = " ".join(lines) or message.strip()
     text = re.sub(r"\s*\[Op:[^\]]*\]", "", text)
     text = re.sub(r"\s*\[\[\{\{node [^\]]*\]\]", "", text)
-    return text.strip()
+    text = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", text)
+    # The input policy's refusals (tumorlib.graph_policy): only its words, not the assertion.
+    policy = re.search(r"assertion failed: \[(.*)\]", text) or re.search(
+        r"Summarized data: b'(.*)'", text
+    )
+    return (policy.group(1) if policy else text).strip()

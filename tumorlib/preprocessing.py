@@ -17,18 +17,42 @@ import math
 
 import tensorflow as tf
 
+from tumorlib.graph_policy import policy_checks
+from tumorlib.input_policy import TRANSPARENT
+
 DEFAULT_IMAGE_SIZE = 224
 
 
 def decode_image(image_bytes: tf.Tensor) -> tf.Tensor:
-    """Decode JPEG/PNG/BMP/GIF bytes to a ``uint8`` ``[H, W, 3]`` tensor.
+    """Decode JPEG/PNG bytes to a ``uint8`` ``[H, W, 3]`` tensor, after the input policy allows it.
 
-    Grayscale and RGBA inputs become three-channel RGB; an animated GIF yields its first frame.
-    Undecodable bytes raise ``tf.errors.InvalidArgumentError`` at run time.
+    The header is checked on the graph first (:func:`tumorlib.graph_policy.policy_checks`: size,
+    format, pixels, bit depth, CMYK, APNG) and the decoder runs only under those assertions, so a
+    decompression bomb fails in microseconds with the policy's own words
+    (``tf.errors.InvalidArgumentError``) instead of allocating gigabytes. Grayscale becomes
+    three-channel RGB; an alpha channel is dropped when fully opaque and refused otherwise.
     """
-    image = tf.io.decode_image(image_bytes, channels=3, dtype=tf.uint8, expand_animations=False)
+    checks, is_png = policy_checks(image_bytes)
+    with tf.control_dependencies(checks):
+        image = tf.cond(
+            is_png,
+            lambda: _decode_png_opaque(image_bytes),
+            lambda: tf.io.decode_image(
+                image_bytes, channels=3, dtype=tf.uint8, expand_animations=False
+            ),
+        )
     image.set_shape([None, None, 3])
     return image
+
+
+def _decode_png_opaque(image_bytes: tf.Tensor) -> tf.Tensor:
+    """PNG with the alpha channel checked: transparent pixels hide what the model would see."""
+    rgba = tf.io.decode_png(image_bytes, channels=4, dtype=tf.uint8)
+    opaque = tf.debugging.Assert(
+        tf.reduce_all(tf.equal(rgba[..., 3], 255)), [tf.constant(TRANSPARENT)]
+    )
+    with tf.control_dependencies([opaque]):
+        return tf.identity(rgba[..., :3])
 
 
 def resize(image: tf.Tensor, image_size: int = DEFAULT_IMAGE_SIZE) -> tf.Tensor:
