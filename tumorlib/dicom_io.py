@@ -16,10 +16,13 @@ messages name the problem (transfer syntax, missing pixel data), never header va
 from __future__ import annotations
 
 import io
+import logging
 import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from tumorlib.input_policy import MAX_PIXELS, check_dicom_header, check_dicom_size
 
 DICOM_SUFFIXES = (".dcm", ".dicom")
 IDENTIFYING_KEYWORDS = (
@@ -72,14 +75,53 @@ def is_dicom(data: bytes) -> bool:
     return len(data) >= 132 and data[128:132] == b"DICM"
 
 
-def _dataset(data: bytes):
+def silence_pydicom_logging() -> None:
+    """Stop pydicom's ``logging`` records (not only its warnings): they quote header values.
+
+    Process-wide and idempotent: a malformed PatientName must never reach a log handler, whoever
+    configured logging (pydicom's own ``config.debug()`` included).
+    """
+    logger = logging.getLogger("pydicom")
+    logger.setLevel(logging.CRITICAL + 1)
+    logger.propagate = False
+    if not logger.handlers:
+        logger.addHandler(logging.NullHandler())
+
+
+def check_header(data: bytes, *, max_pixels: int = MAX_PIXELS) -> None:
+    """Refuse a DICOM whose header declares too much, before any pixel data is read.
+
+    Raises :class:`tumorlib.input_policy.InputRejected` (size, frames, bits) or
+    :class:`DicomError` (malformed). Reads the header only (``stop_before_pixels``).
+    """
+    check_dicom_size(len(data))
+    ds = _dataset(data, stop_before_pixels=True)
+    try:
+        rows, columns = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        samples = int(ds.get("SamplesPerPixel", 1) or 1)
+        bits = int(ds.get("BitsAllocated", 16) or 16)
+    except (TypeError, ValueError):
+        raise DicomError("malformed image size fields in the DICOM header") from None
+    check_dicom_header(
+        rows,
+        columns,
+        frames=frames,
+        samples_per_pixel=samples,
+        bits_allocated=bits,
+        max_pixels=max_pixels,
+    )
+
+
+def _dataset(data: bytes, *, stop_before_pixels: bool = False):
     import pydicom
     from pydicom.errors import InvalidDicomError
 
+    silence_pydicom_logging()
     if not isinstance(data, bytes | bytearray):
         raise TypeError(f"DICOM input must be bytes, not {type(data).__name__}")
     try:
-        return pydicom.dcmread(io.BytesIO(data))
+        return pydicom.dcmread(io.BytesIO(data), stop_before_pixels=stop_before_pixels)
     except InvalidDicomError:
         raise DicomError("not a DICOM file (no 'DICM' header)") from None
     except Exception as err:  # truncated or corrupt header
@@ -136,11 +178,15 @@ def read_dicom(data: bytes, *, window: str = "auto") -> DicomImage:
     ``window``: ``"auto"`` (stored window if present, else percentile), ``"stored"`` (error if
     none is stored) or ``"percentile"``. Colour (RGB/YBR) images are returned as RGB unwindowed.
 
-    pydicom's warnings are silenced here, for every caller (page, batch CLI): on a malformed
-    header they quote the offending value, which may be a patient's name or ID, into the logs.
+    The header is checked against the input policy first (:func:`check_header`), so a file
+    declaring 8000 x 8000 pixels is refused before pixel data is touched
+    (:class:`tumorlib.input_policy.InputRejected`). pydicom's warnings and log records are
+    silenced, for every caller (page, batch CLI): on a malformed header they quote the offending
+    value, which may be a patient's name or ID.
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        check_header(data)
         return _read_dicom(data, window)
 
 
