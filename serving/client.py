@@ -178,10 +178,15 @@ class TFServingClient:
 
 
 def _error_message(response: requests.Response) -> str:
+    """TF Serving's ``{"error": "..."}`` text; anything else is not repeated to the user.
+
+    A proxy's or a foreign server's body (HTML, stack traces, internal addresses) is not for a
+    clinician's screen: only its HTTP status is reported.
+    """
     try:
         payload = response.json()
     except ValueError:
-        return response.text.strip() or response.reason or "unknown error"
-    if isinstance(payload, dict) and "error" in payload:
-        return str(payload["error"])
-    return response.text.strip()
+        payload = None
+    if isinstance(payload, dict) and isinstance(payload.get("error"), str):
+        return payload["error"]
+    return f"the server answered HTTP {response.status_code} without a TF Serving error message"

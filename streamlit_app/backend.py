@@ -5,10 +5,13 @@ isolation live in :mod:`serving.backend`, shared with the batch CLI; this module
 page's settings and keeps clients and loaded models alive across reruns with
 ``st.cache_resource``.
 
-Where the URL comes from, first match wins: the sidebar field, ``serving_url`` in
-``.streamlit/secrets.toml``, the ``TUMORLIB_SERVING_URL`` environment variable. No URL means the
-embedded default: the newest version under ``TUMORLIB_MODEL_BASE_PATH`` (else ``models/brain_mri``
-in the current directory) loaded once per process, so a first-time user needs no server.
+Which servers the page may talk to is configuration, never user input: ``serving_urls = [...]``
+and ``serving_url`` in ``.streamlit/secrets.toml``, ``TUMORLIB_SERVING_URLS`` (comma-separated)
+and ``TUMORLIB_SERVING_URL`` in the environment form an allow-list, and the sidebar only chooses
+among them — so the page's server never fetches a URL a visitor typed. The first configured URL is
+the default; choosing none means the embedded model: the newest version under
+``TUMORLIB_MODEL_BASE_PATH`` (else ``models/brain_mri`` in the current directory) loaded once per
+process, so a first-time user needs no server.
 """
 
 from __future__ import annotations
@@ -33,15 +36,20 @@ from serving.client import TFServingClient
 from tumorlib.serving_contract import MODEL_BASE_PATH, MODEL_NAME
 
 ENV_URL = "TUMORLIB_SERVING_URL"
+ENV_URLS = "TUMORLIB_SERVING_URLS"
 ENV_MODEL_NAME = "TUMORLIB_MODEL_NAME"
 ENV_MODEL_BASE_PATH = "TUMORLIB_MODEL_BASE_PATH"
 ENV_TIMEOUT = "TUMORLIB_SERVING_TIMEOUT"
 SECRET_URL = "serving_url"
+SECRET_URLS = "serving_urls"
 SECRET_MODEL_NAME = "model_name"
 SECRET_MODEL_BASE_PATH = "model_base_path"
 SECRET_TIMEOUT = "serving_timeout"
 
-PAGE_HINT = f"{HOW_TO_EXPORT} Or enter a TF Serving URL in the sidebar."
+PAGE_HINT = (
+    f"{HOW_TO_EXPORT} Or configure a TF Serving URL (`serving_urls` in .streamlit/secrets.toml "
+    f"or ${ENV_URLS}) and choose it in the sidebar."
+)
 
 
 def default_model_base_path() -> Path:
@@ -50,17 +58,28 @@ def default_model_base_path() -> Path:
 
 
 def resolve_settings(
-    sidebar_url: str | None,
+    chosen_url: str | None,
     secrets: Mapping[str, Any],
     environ: Mapping[str, str],
 ) -> Settings:
-    """Merge the sidebar, secrets and environment into :class:`Settings` (clear error if bad)."""
+    """Secrets and environment into :class:`Settings`, with the sidebar's choice of server.
+
+    ``chosen_url`` must be one of :func:`configured_urls` (``None`` or ``""``: the in-process
+    model); anything else is refused, so no typed or forged URL is ever fetched.
+    """
 
     def pick(secret_key: str, env_key: str) -> str | None:
         value = secrets.get(secret_key) or environ.get(env_key)
         return str(value).strip() if value else None
 
-    url = (sidebar_url or "").strip() or pick(SECRET_URL, ENV_URL)
+    allowed = configured_urls(secrets, environ)
+    url = (chosen_url or "").strip() or None
+    if url is not None and url.rstrip("/") not in allowed:
+        raise BackendError(
+            "config",
+            "That model server is not one of the configured ones; choose one in the sidebar "
+            f"(configured in `{SECRET_URLS}` in .streamlit/secrets.toml or ${ENV_URLS}).",
+        )
     base_path = Path(pick(SECRET_MODEL_BASE_PATH, ENV_MODEL_BASE_PATH) or MODEL_BASE_PATH)
     if not base_path.is_absolute():
         base_path = Path.cwd() / base_path
@@ -79,9 +98,24 @@ def resolve_settings(
     )
 
 
-def configured_url(secrets: Mapping[str, Any], environ: Mapping[str, str]) -> str:
-    """The URL from secrets or the environment, to pre-fill the sidebar field ('' if none)."""
-    return str(secrets.get(SECRET_URL) or environ.get(ENV_URL) or "").strip()
+def configured_urls(secrets: Mapping[str, Any], environ: Mapping[str, str]) -> list[str]:
+    """The allow-list of TF Serving URLs, normalised, first-configured first, no duplicates.
+
+    From ``serving_urls`` (a list) and ``serving_url`` in secrets, then ``TUMORLIB_SERVING_URLS``
+    (comma-separated) and ``TUMORLIB_SERVING_URL``; a malformed entry is a :class:`BackendError`.
+    """
+    listed = secrets.get(SECRET_URLS) or []
+    if isinstance(listed, str):
+        listed = listed.split(",")
+    raw = [*listed, secrets.get(SECRET_URL) or ""]
+    raw += (environ.get(ENV_URLS) or "").split(",") + [environ.get(ENV_URL) or ""]
+    urls: list[str] = []
+    for entry in raw:
+        if str(entry).strip():
+            url = normalize_url(str(entry))
+            if url not in urls:
+                urls.append(url)
+    return urls
 
 
 def normalize_url(url: str) -> str:

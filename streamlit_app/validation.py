@@ -1,54 +1,51 @@
-"""Upload checks that run before any byte reaches the model.
+"""The page's upload checks: the library's input policy, then what only decoding can show.
 
-The served model decodes whatever it is given (``tumorlib.preprocessing.decode_image``), and a
-decoder is lenient in ways that hurt here: a truncated JPEG decodes with a grey bottom half, a
-16-bit PNG is silently cut to its high byte (a typical MRI export then turns almost black), a
-transparent pixel loses what was behind it, an animated file shows only its first frame. The
-model would still return confident-looking probabilities. So every upload is checked here first
-and refused with a message a clinician can act on; the only conversion made is one that cannot
-change what the model sees (dropping an alpha channel that is fully opaque, re-encoded as
-lossless PNG).
+What is accepted, the limits and the words of every refusal belong to
+:mod:`tumorlib.input_policy` (the batch CLI and the served graph refuse the same files with the
+same words); it checks the header before any pixel is decoded. The page then decodes with Pillow
+because a decoder is lenient in ways that hurt here: a truncated JPEG decodes with a grey bottom
+half and a transparent pixel loses what was behind it, while the model would still return
+confident-looking probabilities. The only conversion made is one that cannot change what the
+model sees (dropping an alpha channel that is fully opaque, re-encoded as lossless PNG).
 
 Pillow is used only to *inspect* the upload; preprocessing itself stays in the SavedModel.
 Nothing is written to disk or logged: the bytes live in memory for this check only.
 
-DICOM files (:func:`prepare_upload`) are converted in memory by :mod:`tumorlib.dicom_io`
-(modality rescale, stored or percentile window, MONOCHROME1 inverted) to an 8-bit PNG, which then
-goes to the model like any upload. Only technical fields (modality, window, frame count) are
-reported; patient-identifying header fields are never read out, shown or logged.
+DICOM files (:func:`prepare_upload`) are checked from their header and converted in memory by
+:mod:`tumorlib.dicom_io` (modality rescale, stored or percentile window, MONOCHROME1 inverted) to
+an 8-bit PNG, which then goes to the model like any upload. Only technical fields (modality,
+window, frame count) are reported; patient-identifying header fields are never read out, shown or
+logged.
 """
 
 from __future__ import annotations
 
 import io
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageFile, UnidentifiedImageError
+from PIL import Image, ImageFile
 
-DEFAULT_MAX_BYTES = 10 * 1024 * 1024
-# 16.7 megapixels (4096 x 4096): far above any MRI slice, far below what would exhaust memory
-# when the model decodes it. Checked from the header, before any pixel is decoded.
-DEFAULT_MAX_PIXELS = 4096 * 4096
+from tumorlib.dicom_io import DICOM_SUFFIXES, DicomError, check_header, is_dicom, read_dicom
+from tumorlib.input_policy import (
+    DICOM_MALFORMED,
+    DICOM_UNUSABLE,
+    MAX_IMAGE_BYTES,
+    MAX_PIXELS,
+    TRANSPARENT,
+    TRUNCATED,
+    InputRejected,
+    check_image,
+    check_size,
+)
 
-ACCEPTED_FORMATS = ("JPEG", "PNG")
-DICOM_SUFFIXES = (".dcm", ".dicom")
-# Pillow reports camera JPEGs that carry a second picture (e.g. a depth map) as "MPO"; every
-# JPEG decoder, TensorFlow's included, shows the primary picture, so it is a plain JPEG here.
-_JPEG_ALIASES = {"MPO": "JPEG"}
-_PLAIN_MODES = frozenset({"1", "L", "P", "RGB"})
+# The page's defaults are the policy's; ``.streamlit/config.toml`` caps uploads at the same 10 MB.
+DEFAULT_MAX_BYTES = MAX_IMAGE_BYTES
+DEFAULT_MAX_PIXELS = MAX_PIXELS
+# The page's name for the policy's one exception type (kept so the page reads as before).
+UploadRejected = InputRejected
+
 _ALPHA_MODES = frozenset({"LA", "La", "PA", "RGBA", "RGBa"})
-_HIGH_DEPTH_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
-
-
-class UploadRejected(ValueError):
-    """An upload that must not be sent to the model; ``reason`` is a short machine-readable key."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
 
 
 @dataclass(frozen=True)
@@ -68,67 +65,17 @@ def validate_upload(
     max_bytes: int = DEFAULT_MAX_BYTES,
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> ValidatedImage:
-    """Check one uploaded file; return what to send to the model or raise :class:`UploadRejected`.
+    """Check one uploaded image; return what to send to the model or raise :class:`InputRejected`.
 
-    Order matters: cheap checks on the raw bytes and the header come first, so an oversized or
-    bomb-like file is refused before Pillow decodes a single pixel.
+    The policy's header check comes first, so a bomb is refused before Pillow decodes a pixel;
+    only then is the image decoded to catch truncation and transparency.
     """
-    if not data:
-        raise UploadRejected("empty", "The file is empty.")
-    if len(data) > max_bytes:
-        raise UploadRejected(
-            "too_large_bytes",
-            f"The file is {_mb(len(data))}; the limit is {_mb(max_bytes)}. "
-            "Export the slice as an 8-bit PNG or JPEG at its native resolution.",
-        )
-    image = _open(data, max_pixels)
-    fmt = _JPEG_ALIASES.get(image.format or "", image.format or "unknown")
-    width, height = image.size
-
-    if fmt != "JPEG" and getattr(image, "is_animated", False):
-        raise UploadRejected(
-            "animated",
-            f"This is an animated {fmt} with {getattr(image, 'n_frames', 'several')} frames; "
-            "the model classifies one slice at a time. Export each slice as its own PNG or JPEG.",
-        )
-    if fmt not in ACCEPTED_FORMATS:
-        raise UploadRejected(
-            "unsupported_format",
-            f"{fmt} files are not supported; upload a JPEG or PNG (DICOM is handled separately).",
-        )
-    if width * height > max_pixels:
-        raise UploadRejected(
-            "too_many_pixels",
-            f"The image is {width} x {height} pixels ({width * height / 1e6:.1f} megapixels); "
-            f"the limit is {max_pixels / 1e6:.1f} megapixels. An MRI slice is far smaller: "
-            "this file is either not a slice or a decompression bomb.",
-        )
-    if image.mode in _HIGH_DEPTH_MODES or _png_bit_depth(data) == 16:
-        raise UploadRejected(
-            "high_bit_depth",
-            "This is a 16-bit image. The model was trained on 8-bit display images, and which "
-            "intensity range maps to black and white (the window) is a clinical choice the page "
-            "cannot make for you. Export the slice as an 8-bit PNG or JPEG with the window you "
-            "read it in.",
-        )
-    if image.mode == "CMYK":
-        raise UploadRejected(
-            "cmyk",
-            "This is a CMYK (print colour) image; its colours cannot be converted reliably "
-            "without its colour profile. Export the slice as a grayscale or RGB PNG or JPEG.",
-        )
-    _load_fully(image)
-
+    header = check_image(data, max_bytes=max_bytes, max_pixels=max_pixels)
+    image = _decoded(data)
     has_alpha = image.mode in _ALPHA_MODES or (image.mode == "P" and "transparency" in image.info)
     if has_alpha:
-        return _drop_opaque_alpha(image, fmt)
-    if image.mode not in _PLAIN_MODES:
-        raise UploadRejected(
-            "unsupported_mode",
-            f"Unsupported colour mode {image.mode!r}; export the slice as a grayscale or RGB "
-            "PNG or JPEG.",
-        )
-    return ValidatedImage(data=data, format=fmt, width=width, height=height)
+        return _drop_opaque_alpha(image, header.format)
+    return ValidatedImage(data=data, format=header.format, width=header.width, height=header.height)
 
 
 def prepare_upload(
@@ -139,7 +86,7 @@ def prepare_upload(
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> ValidatedImage:
     """Check one upload of any accepted kind: DICOM is converted first, images checked as is."""
-    if name.lower().endswith(DICOM_SUFFIXES) or _looks_like_dicom(data):
+    if name.lower().endswith(DICOM_SUFFIXES) or is_dicom(data):
         return validate_dicom(data, max_bytes=max_bytes, max_pixels=max_pixels)
     return validate_upload(data, max_bytes=max_bytes, max_pixels=max_pixels)
 
@@ -152,23 +99,13 @@ def validate_dicom(
 ) -> ValidatedImage:
     """Convert a DICOM slice (first frame) to the PNG the model gets, or refuse it in words.
 
-    Messages name the problem (transfer syntax, missing pixels), never header values; pydicom's
-    warnings, which may quote a malformed value, are silenced for the call.
+    Its header is checked against the policy before pixel data is touched. Messages name the
+    problem (transfer syntax, missing pixels), never header values; pydicom's warnings and log
+    records, which may quote a malformed value, are silenced by :mod:`tumorlib.dicom_io`.
     """
-    if not data:
-        raise UploadRejected("empty", "The file is empty.")
-    if len(data) > max_bytes:
-        raise UploadRejected(
-            "too_large_bytes", f"The file is {_mb(len(data))}; the limit is {_mb(max_bytes)}."
-        )
-    image = _read_dicom(data)
+    check_size(len(data), max_bytes=max_bytes)
+    image = _read_dicom(data, max_pixels)
     height, width = image.frames[0].shape[:2]
-    if width * height > max_pixels:
-        raise UploadRejected(
-            "too_many_pixels",
-            f"The DICOM image is {width} x {height} pixels; the limit is "
-            f"{max_pixels / 1e6:.1f} megapixels.",
-        )
     return ValidatedImage(
         data=_png(image.rgb(0)),
         format="DICOM",
@@ -178,23 +115,16 @@ def validate_dicom(
     )
 
 
-def _looks_like_dicom(data: bytes) -> bool:
-    from tumorlib.dicom_io import is_dicom
-
-    return is_dicom(data)
-
-
-def _read_dicom(data: bytes):
-    from tumorlib.dicom_io import DicomError, read_dicom
-
+def _read_dicom(data: bytes, max_pixels: int):
     try:
-        return read_dicom(data)  # silences pydicom's warnings itself (they may quote header values)
+        check_header(data, max_pixels=max_pixels)  # before any pixel data is touched
+        return read_dicom(data)  # checks the policy's header limits again, then decodes
+    except InputRejected:
+        raise
     except DicomError as err:
-        raise UploadRejected("dicom", f"This DICOM file cannot be used: {err}.") from None
+        raise InputRejected("dicom", DICOM_UNUSABLE.format(problem=err)) from None
     except Exception as err:  # noqa: BLE001 - pydicom's own errors may quote header values
-        raise UploadRejected(
-            "dicom", f"This DICOM file is malformed ({type(err).__name__}); re-export it."
-        ) from None
+        raise InputRejected("dicom", DICOM_MALFORMED.format(problem=type(err).__name__)) from None
 
 
 def _dicom_note(image) -> str:
@@ -219,31 +149,8 @@ def _png(pixels: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _open(data: bytes, max_pixels: int) -> Image.Image:
-    """Read the header only, turning Pillow's own bomb guard into a clear refusal."""
-    try:
-        with warnings.catch_warnings():
-            # Pillow warns above MAX_IMAGE_PIXELS and raises above twice that; both are refusals.
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            return Image.open(io.BytesIO(data))
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise UploadRejected(
-            "too_many_pixels",
-            "The image declares far more pixels than any MRI slice (over "
-            f"{max_pixels / 1e6:.1f} megapixels); refused as a possible decompression bomb.",
-        ) from None
-    except UnidentifiedImageError:
-        raise UploadRejected(
-            "not_an_image", "This file is not an image (or not one in a known format)."
-        ) from None
-    except (OSError, ValueError, SyntaxError, EOFError) as err:
-        if "truncat" in str(err).lower() or isinstance(err, EOFError):
-            raise _truncated() from None
-        raise UploadRejected("unreadable", f"The image header could not be read ({err}).") from None
-
-
-def _load_fully(image: Image.Image) -> None:
-    """Decode every pixel so a truncated or corrupt file is caught here, not by the model.
+def _decoded(data: bytes) -> Image.Image:
+    """Decode every pixel (after the header check) so a truncated or corrupt file is caught here.
 
     Pillow's process-wide ``LOAD_TRUNCATED_IMAGES`` (which some libraries switch on) would pad a
     truncated file with grey, so it is forced off for this call.
@@ -251,21 +158,16 @@ def _load_fully(image: Image.Image) -> None:
     lenient = ImageFile.LOAD_TRUNCATED_IMAGES
     ImageFile.LOAD_TRUNCATED_IMAGES = False
     try:
+        image = Image.open(io.BytesIO(data))
         image.load()
+        return image
     except (OSError, ValueError, SyntaxError, EOFError) as err:
         message = str(err)
         if "truncat" in message.lower() or isinstance(err, EOFError):
-            raise _truncated() from None
-        raise UploadRejected("corrupt", f"The image data is corrupt ({message}).") from None
+            raise InputRejected("truncated", TRUNCATED) from None
+        raise InputRejected("corrupt", f"The image data is corrupt ({message}).") from None
     finally:
         ImageFile.LOAD_TRUNCATED_IMAGES = lenient
-
-
-def _truncated() -> UploadRejected:
-    return UploadRejected(
-        "truncated",
-        "The file is truncated (it ends before the image does); upload it again or re-export it.",
-    )
 
 
 def _drop_opaque_alpha(image: Image.Image, fmt: str) -> ValidatedImage:
@@ -275,11 +177,7 @@ def _drop_opaque_alpha(image: Image.Image, fmt: str) -> ValidatedImage:
         with_alpha = with_alpha.convert("LA")
     alpha_min, _ = with_alpha.getchannel("A").getextrema()
     if alpha_min < 255:
-        raise UploadRejected(
-            "transparent",
-            "The image has transparent pixels; the model cannot know what lies behind them. "
-            "Export the slice without transparency (flattened, 8-bit grayscale or RGB).",
-        )
+        raise InputRejected("transparent", TRANSPARENT)
     target = "L" if with_alpha.mode == "LA" else "RGB"
     buffer = io.BytesIO()
     with_alpha.convert(target).save(buffer, format="PNG")
@@ -290,14 +188,3 @@ def _drop_opaque_alpha(image: Image.Image, fmt: str) -> ValidatedImage:
         height=image.size[1],
         note=f"Fully opaque alpha channel removed ({image.mode} -> {target}, lossless PNG).",
     )
-
-
-def _png_bit_depth(data: bytes) -> int | None:
-    """Bit depth from a PNG's IHDR chunk: Pillow opens 16-bit RGB PNGs as 8-bit ``RGB``."""
-    if data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR" and len(data) > 24:
-        return data[24]
-    return None
-
-
-def _mb(n: int) -> str:
-    return f"{n / (1024 * 1024):.1f} MB"

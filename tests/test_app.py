@@ -27,10 +27,11 @@ from serving.backend import MAX_CHUNK_BYTES, BackendError, predict_isolating_fai
 from serving.prediction import CLASSIFIED, NOT_BRAIN_MRI, UNCERTAIN, Prediction
 from streamlit_app import backend as backends
 from streamlit_app.results import FileResult, results_table, to_csv_bytes
-from streamlit_app.validation import UploadRejected, prepare_upload, validate_upload
+from streamlit_app.validation import prepare_upload, validate_upload
 from tests.serving_fixtures import ABSTAIN_PROBE_COUNT, ABSTAIN_PROBE_SEED, blank_png, make_images
 from tests.test_dicom_io import PATIENT, make_dicom, ramp
 from tumorlib.classes import CLASS_NAMES, DISPLAY_NAMES
+from tumorlib.input_policy import InputRejected as UploadRejected
 from tumorlib.serving_contract import NOT_BRAIN_MRI_MESSAGE, UNCERTAIN_MESSAGE
 
 APP = Path(__file__).resolve().parents[1] / "streamlit_app" / "app.py"
@@ -199,19 +200,28 @@ def test_dicom_uploads_become_png_without_identifying_data(caplog):
         assert PATIENT not in caught.value.message
 
 
-def test_settings_prefer_sidebar_then_secrets_then_environment(tmp_path):
-    env = {backends.ENV_URL: "http://env:1", backends.ENV_MODEL_BASE_PATH: str(tmp_path)}
-    secrets = {backends.SECRET_URL: "http://secret:2/"}
-    assert backends.resolve_settings("http://side:3", secrets, env).serving_url == "http://side:3"
-    assert backends.resolve_settings("", secrets, env).serving_url == "http://secret:2"
-    assert backends.resolve_settings(" ", {}, env).serving_url == "http://env:1"
+def test_only_configured_servers_can_be_chosen(tmp_path):
+    env = {
+        backends.ENV_URL: "http://env:1",
+        backends.ENV_URLS: "http://envs:4, http://env:1/",
+        backends.ENV_MODEL_BASE_PATH: str(tmp_path),
+    }
+    secrets = {backends.SECRET_URLS: ["http://secret:2/"], backends.SECRET_URL: "http://one:3"}
+    allowed = backends.configured_urls(secrets, env)
+    assert allowed == ["http://secret:2", "http://one:3", "http://envs:4", "http://env:1"]
+    for url in allowed:
+        assert backends.resolve_settings(url, secrets, env).serving_url == url
+    assert backends.resolve_settings("http://secret:2/", secrets, env).serving_url == allowed[0]
+    for typed in ("http://169.254.169.254", "http://side:3", "http://secret:2/latest"):
+        with pytest.raises(BackendError, match="not one of the configured"):
+            backends.resolve_settings(typed, secrets, env)
     embedded = backends.resolve_settings("", {}, {})
     assert not embedded.uses_rest
     assert embedded.model_base_path == backends.default_model_base_path()
-    assert backends.resolve_settings("", {}, env).model_base_path == tmp_path
+    assert backends.resolve_settings(None, {}, env).model_base_path == tmp_path
     for bad in ("ftp://host", "127.0.0.1:8501", "http://host:99999"):
         with pytest.raises(BackendError):
-            backends.resolve_settings(bad, {}, {})
+            backends.configured_urls({}, {backends.ENV_URLS: bad})
     with pytest.raises(BackendError, match="seconds"):
         backends.resolve_settings("", {}, {backends.ENV_TIMEOUT: "soon"})
 
@@ -261,7 +271,7 @@ def stack(serving_stack):
 
 @pytest.fixture
 def page_env(monkeypatch) -> Iterator[pytest.MonkeyPatch]:
-    for key in (backends.ENV_URL, backends.ENV_MODEL_NAME, backends.ENV_TIMEOUT):
+    for key in (backends.ENV_URL, backends.ENV_URLS, backends.ENV_MODEL_NAME, backends.ENV_TIMEOUT):
         monkeypatch.delenv(key, raising=False)
     yield monkeypatch
 
@@ -365,12 +375,20 @@ def test_page_happy_path_in_process_with_every_bad_upload_in_the_same_batch(
 
 def test_page_switches_backend_from_in_process_to_rest_with_identical_answers(page_env, stack):
     page_env.setenv(backends.ENV_MODEL_BASE_PATH, str(stack.base_path))
+    page_env.setenv(backends.ENV_URLS, stack.server.url)
     files = [("a.png", good_png(20)), ("b.jpg", good_jpeg(21))]
-    at = _upload(_page().run(), files)
+    at = _page().run()
+    assert not at.sidebar.text_input  # no URL can be typed: only configured ones chosen
+    assert at.sidebar.selectbox[0].options == [
+        stack.server.url,
+        "In-process SavedModel (newest export)",
+    ]
+    at.sidebar.selectbox[0].set_value("").run()
+    at = _upload(at, files)
     assert "In-process SavedModel" in " ".join(_texts(at.sidebar.markdown))
     in_process = _shown_probabilities(at)
 
-    at.sidebar.text_input[0].set_value(stack.server.url).run()
+    at.sidebar.selectbox[0].set_value(stack.server.url).run()
     _assert_no_stack_trace(at)
     assert f"TF Serving REST at {stack.server.url}" in " ".join(_texts(at.sidebar.markdown))
     assert "version 2 AVAILABLE" in " ".join(_texts(at.sidebar.success))
@@ -388,7 +406,7 @@ def test_page_reads_url_and_model_name_from_secrets_and_reports_a_missing_model(
     at.secrets["model_name"] = "no_such_model"
     at.run()
     _assert_no_stack_trace(at)
-    assert at.sidebar.text_input[0].value == stack.server.url
+    assert at.sidebar.selectbox[0].value == stack.server.url
     message = " ".join(_texts(at.sidebar.error))
     assert "does not serve a model named 'no_such_model'" in message
 
