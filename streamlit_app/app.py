@@ -75,14 +75,18 @@ def sidebar() -> tuple[Backend | None, Health | None, str | None]:
     """Backend choice and health; returns (backend, health, error message)."""
     with st.sidebar:
         st.header("Model backend")
-        default_url = backends.configured_url(_safe_secrets(), _environ())
-        url = st.text_input(
-            "TF Serving URL",
-            value=default_url,
+        try:  # only configured servers can be chosen: the page never fetches a typed URL
+            urls = backends.configured_urls(_safe_secrets(), _environ())
+        except BackendError as err:
+            st.error(err.message)
+            return None, None, err.message
+        url = st.selectbox(
+            "Model server",
+            [*urls, ""],
             key=URL_KEY,
-            placeholder="http://127.0.0.1:8501",
-            help="Leave empty to run the newest exported model inside this app. Also read from "
-            f"`serving_url` in .streamlit/secrets.toml or ${backends.ENV_URL}.",
+            format_func=lambda u: u or "In-process SavedModel (newest export)",
+            help="Servers configured in `serving_urls` in .streamlit/secrets.toml or "
+            f"${backends.ENV_URLS}; in-process runs the newest exported model inside this app.",
         )
         try:
             settings = backends.settings_from_environment(url)

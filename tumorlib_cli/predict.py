@@ -33,14 +33,21 @@ from serving.backend import (
 )
 from serving.prediction import Prediction
 from tumorlib.classes import CLASS_NAMES, DISPLAY_NAMES
-from tumorlib.cli import CommandError, run_command
+from tumorlib.cli import EXIT_FAILURE, CommandError, run_command
+from tumorlib.input_policy import (
+    DICOM_UNUSABLE,
+    MAX_DICOM_BYTES,
+    MAX_IMAGE_BYTES,
+    InputRejected,
+    check_dicom_size,
+    check_image,
+    check_size,
+)
 from tumorlib.serving_contract import DISCLAIMER, MODEL_BASE_PATH, MODEL_NAME, UNCERTAIN_MESSAGE
-from tumorlib_cli import audit
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 DICOM_SUFFIXES = (".dcm", ".dicom")
 SUPPORTED_SUFFIXES = IMAGE_SUFFIXES + DICOM_SUFFIXES
-MAX_FILE_BYTES = 50 * 1024 * 1024
 FIELDS = (
     ["path", "frame"]
     + [f"p_{n}" for n in CLASS_NAMES]
@@ -76,24 +83,35 @@ def collect_paths(paths: Iterable[str | Path]) -> list[Path]:
 
 
 def load_items(path: Path, *, all_frames: bool = False, frame: int = 0) -> list[Item]:
-    """Read a file into one item (or one per DICOM frame); unreadable files become error items."""
+    """Read a file into one item (or one per DICOM frame); refused files become error items.
+
+    The input policy (:mod:`tumorlib.input_policy`) decides, in the page's and the server's
+    words: the size from ``stat`` before reading, the header before anything is sent.
+    """
     from tumorlib.dicom_io import DicomError, dicom_to_png, is_dicom
 
     try:
         size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            return [Item(str(path), error=f"file too large ({size} bytes > {MAX_FILE_BYTES})")]
+        check_size(size, max_bytes=max(MAX_IMAGE_BYTES, MAX_DICOM_BYTES))
+        with open(path, "rb") as file:
+            dicom = path.suffix.lower() in DICOM_SUFFIXES or is_dicom(file.read(132))
+        if dicom:
+            check_dicom_size(size)
+        else:
+            check_size(size)
         data = path.read_bytes()
+        if not dicom:
+            check_image(data)
+            return [Item(str(path), data=data)]
+        pngs = dicom_to_png(data, frame=None if all_frames else frame)
+    except InputRejected as err:
+        return [Item(str(path), error=err.message)]
+    except DicomError as err:
+        return [Item(str(path), error=DICOM_UNUSABLE.format(problem=err))]
     except OSError as err:
         return [Item(str(path), error=f"cannot read file: {err.strerror or err}")]
-    if path.suffix.lower() in DICOM_SUFFIXES or is_dicom(data):
-        try:
-            pngs = dicom_to_png(data, frame=None if all_frames else frame)
-        except DicomError as err:
-            return [Item(str(path), error=f"DICOM: {err}")]
-        first = 0 if all_frames else frame
-        return [Item(str(path), frame=first + i, data=png) for i, png in enumerate(pngs)]
-    return [Item(str(path), data=data)]
+    first = 0 if all_frames else frame
+    return [Item(str(path), frame=first + i, data=png) for i, png in enumerate(pngs)]
 
 
 def predict_items(
@@ -177,12 +195,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--frame", type=int, default=0, help="DICOM frame to use (default 0)")
     parser.add_argument("--batch-size", type=int, default=MAX_CHUNK_IMAGES, help="images/request")
     parser.add_argument("--no-progress", action="store_true")
-    audit.add_arguments(parser)  # --no-audit, --audit-sop-uid (docs/audit.md)
     return parser
 
 
-def run_batch(args: argparse.Namespace, backend: Backend | None = None) -> None:
-    """Predict every file named in ``args`` and write the CSV; a summary goes to stderr."""
+def run_batch(args: argparse.Namespace, backend: Backend | None = None) -> int | None:
+    """Predict every file named in ``args`` and write the CSV; a summary goes to stderr.
+
+    Every row is written even when files fail; the exit code is then 1, so a script notices.
+    """
     paths = collect_paths(args.paths)
     if not paths:
         raise CommandError("no JPEG/PNG/DICOM files found")
@@ -199,7 +219,6 @@ def run_batch(args: argparse.Namespace, backend: Backend | None = None) -> None:
         if threshold is None:  # the exported model's own; unknown when its metadata is not
             threshold = backend.safety(None).threshold
         predictions = predict_items(backend, items, progress=not args.no_progress)
-        audit.record_batch(args, backend, items, predictions)  # never fails the batch
     except BackendError as err:  # model missing, server down
         raise CommandError(err.message) from None
     rows = csv_rows(items, predictions, threshold)
@@ -220,6 +239,11 @@ def run_batch(args: argparse.Namespace, backend: Backend | None = None) -> None:
     )
     if threshold is None:
         print("note: no abstention threshold known; the abstain column is empty", file=sys.stderr)
+    if failed:
+        err = sys.stderr
+        print(f"error: {failed} of {len(rows)} images failed (see the error column)", file=err)
+        return EXIT_FAILURE
+    return None
 
 
 def main(argv: list[str] | None = None, backend: Backend | None = None) -> int:
