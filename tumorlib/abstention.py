@@ -206,11 +206,9 @@ def plot_risk_coverage(
     ax.grid(alpha=0.3)
     ax.legend(loc="lower left", fontsize=8)
     ax.set_title("Risk–coverage (temperature-scaled confidence)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    from tumorlib.plots import save_figure
+
+    return save_figure(fig, path)
 
 
 def run_abstention(

@@ -50,11 +50,9 @@ def plot_gate(path: Path, scores: dict[str, np.ndarray]) -> Path:
     ax.set_ylabel("images")
     ax.legend(fontsize=8)
     ax.set_title("Input gate: accepted left of the line")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    from tumorlib.plots import save_figure
+
+    return save_figure(fig, path)
 
 
 def _negative_features(extractor, layers: Sequence[str], size: int) -> tuple[list[str], Features]:

@@ -23,11 +23,12 @@ def _labels(class_names: Sequence[str]) -> list[str]:
     return [DISPLAY_NAMES.get(name, name) for name in class_names]
 
 
-def _save(fig, path: Path) -> Path:
+def save_figure(fig, path: Path, dpi: int = 120) -> Path:
+    """Write ``fig`` as a PNG (creating its folder) and free it; every plot ends here."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path
 
@@ -55,7 +56,7 @@ def confusion_matrix_plot(
             text = f"{matrix[i, j]:.2f}" if normalize else f"{int(matrix[i, j])}"
             color = "white" if matrix[i, j] > threshold else "black"
             ax.text(j, i, text, ha="center", va="center", color=color, fontsize=9)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def per_class_bars(per_class: dict[str, dict[str, float]], path: Path, *, title: str) -> Path:
@@ -74,7 +75,7 @@ def per_class_bars(per_class: dict[str, dict[str, float]], path: Path, *, title:
     ax.set_ylabel("score")
     ax.set_title(title)
     ax.legend(loc="lower right")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def roc_curves(
@@ -90,7 +91,7 @@ def roc_curves(
     ax.set_ylabel("True positive rate")
     ax.set_title(title)
     ax.legend(loc="lower right", fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def reliability_diagram(
@@ -120,7 +121,7 @@ def reliability_diagram(
     axes[0].set_ylabel("Accuracy")
     axes[0].legend(loc="upper left", fontsize=8)
     fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def training_curves(history, path: Path, *, title: str = "Training curves") -> Path:
@@ -141,4 +142,4 @@ def training_curves(history, path: Path, *, title: str = "Training curves") -> P
         ax.set_ylabel(metric)
         ax.legend(fontsize=8)
     fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -84,10 +84,9 @@ def plot_trials(oracle, path: Path) -> None:
     ax.set_title("Head hyperparameter search")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    from tumorlib.plots import save_figure
+
+    save_figure(fig, path, dpi=100)
 
 
 def write_results(
