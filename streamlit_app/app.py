@@ -23,7 +23,7 @@ import streamlit as st
 from serving.backend import Backend, BackendError, Health, SafetyInfo
 from serving.prediction import NOT_BRAIN_MRI, UNCERTAIN, Explanation, Prediction
 from streamlit_app import backend as backends
-from streamlit_app import gradcam_view
+from streamlit_app import feedback, gradcam_view, performance_view
 from streamlit_app.results import (
     FileResult,
     display_name,
@@ -310,6 +310,7 @@ def main() -> None:
         safety = backend.safety(health.version)
         with st.sidebar:
             show_safety(safety)
+    performance_view.show(_safe_secrets())  # sidebar toggle; the view reads the audit database
     files = st.file_uploader(
         "Upload MRI slices (JPEG, PNG or DICOM; one slice per file)",
         type=["jpg", "jpeg", "png", "dcm", "dicom"],
@@ -333,6 +334,7 @@ def main() -> None:
         show_file(index, file, check, result, context)
     if len(files) > 1:
         show_results_table(results)
+    feedback.show(files, checked, results, context, _safe_secrets())  # audit record + feedback
 
 
 main()

@@ -48,7 +48,13 @@ class AuditSettings:
 
     @property
     def spool(self) -> Path:
-        return self.spool_path or data_dir() / "audit-spool.jsonl"
+        """One spool per database, so waiting records replay into the database they were for."""
+        if self.spool_path is not None:
+            return self.spool_path
+        import hashlib
+
+        digest = hashlib.sha256(self.url.encode()).hexdigest()[:12]
+        return data_dir() / f"audit-spool-{digest}.jsonl"
 
     @property
     def safe_url(self) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import threading
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,8 @@ TABLES: dict[str, Table] = {
 }
 WRITE_ORDER = ("model", "prediction", "feedback", "kept_image")  # parents before children
 PG_MIGRATION_LOCK = 7_341_952  # advisory lock key: one migrating process at a time
+# Alembic's ``context``/``op`` proxies are module globals: one migration per process at a time.
+_ALEMBIC_LOCK = threading.Lock()
 
 
 def utcnow() -> dt.datetime:
@@ -90,17 +93,27 @@ class AuditStore:
         """Upgrade to ``revision``; returns the revision now current."""
         from alembic import command
 
-        with self.engine.begin() as connection:
-            if self.dialect == "postgresql":
-                connection.execute(text(f"SELECT pg_advisory_xact_lock({PG_MIGRATION_LOCK})"))
-            command.upgrade(self._alembic(connection), revision)
+        try:
+            with _ALEMBIC_LOCK, self.engine.begin() as connection:
+                if self.dialect == "postgresql":
+                    connection.execute(text(f"SELECT pg_advisory_xact_lock({PG_MIGRATION_LOCK})"))
+                command.upgrade(self._alembic(connection), revision)
+        except Exception:
+            # Another process (SQLite has no advisory lock) may have migrated at the same moment.
+            if revision != "head" or self.current_revision() != self.head_revision():
+                raise
         self._migrated = True
         return self.current_revision()
+
+    def head_revision(self) -> str | None:
+        from alembic.script import ScriptDirectory
+
+        return ScriptDirectory.from_config(self._alembic(None)).get_current_head()
 
     def downgrade(self, revision: str = "base") -> str | None:
         from alembic import command
 
-        with self.engine.begin() as connection:
+        with _ALEMBIC_LOCK, self.engine.begin() as connection:
             command.downgrade(self._alembic(connection), revision)
         self._migrated = False
         return self.current_revision()
