@@ -40,3 +40,15 @@ def plain_export(tmp_path_factory) -> Path:
     base = root / "models" / "brain_mri"
     export_run(make_fixture_run(root / "runs" / "plain", plain=True), base)
     return base
+
+
+@pytest.fixture(autouse=True)
+def _audit_in_tmp(monkeypatch, tmp_path_factory) -> None:
+    """Every test's audit records go to a temporary SQLite file, never the user's data dir.
+
+    The page and ``tumorlib predict`` record each answer (docs/audit.md); tests that check the
+    records set their own path (tests/audit_fixtures.py ``audit_env``).
+    """
+    folder = tmp_path_factory.mktemp("audit")
+    monkeypatch.setenv("TUMORLIB_AUDIT_URL", f"sqlite:///{folder / 'audit.sqlite'}")
+    monkeypatch.setenv("TUMORLIB_AUDIT_SPOOL", str(folder / "spool.jsonl"))
