@@ -10,11 +10,11 @@ This subclass adds, per connection:
 - a header deadline: the request line and headers must be complete within
   ``header_read_timeout_s`` of the connection opening or the previous response ending;
 - a body deadline: the whole body must arrive within ``body_read_timeout_s`` of the headers;
-- a connection cap: beyond ``max_connections`` open sockets, the connection that has waited
-  longest for a request's headers (idle keep-alive, a fresh socket that sent nothing, a slow
-  header) is closed to make room; when every connection has a request in progress, the new one
-  gets a 503 JSON error and is closed at once. Either way its file descriptor is freed, and a
-  flood of idle sockets cannot lock out a client with real work.
+- a connection cap: beyond ``max_connections`` open sockets, an idle connection is closed to
+  make room — first the one waiting longest that never completed a request (a fresh socket that
+  sent nothing, slow headers), then the longest-idle keep-alive one; when every connection has
+  a request in progress, the new one gets a 503 JSON error and is closed at once. Either way
+  its file descriptor is freed, and a flood of idle sockets cannot lock out real work.
 
 A deadline that passes answers 408 with TF Serving's ``{"error": ...}`` body (when a request had
 started) and closes the connection. Malformed HTTP gets a 400 JSON body instead of text.
@@ -55,6 +55,7 @@ class BoundedH11Protocol(H11Protocol):
         self._deadline: asyncio.TimerHandle | None = None
         self._phase = ""  # what the armed deadline waits for: "headers" | "body"
         self._idle_since = 0.0
+        self._served = 0  # responses completed on this connection
         super().connection_made(transport)
         if len(self.connections) > self.limits.max_connections and not self._evict_idle():
             log.warning("connection refused: %d open (--max_connections)", len(self.connections))
@@ -67,7 +68,11 @@ class BoundedH11Protocol(H11Protocol):
         self._arm(self.limits.header_read_timeout_s, "headers")
 
     def _evict_idle(self) -> bool:
-        """Close the connection longest without a request in progress; False if none is."""
+        """Close an idle connection to make room; False if every one has a request in progress.
+
+        Sockets that never completed a request (fresh, silent, slow headers) go first, oldest
+        first; a keep-alive connection of a client that has been served goes only after them.
+        """
         idle = [
             c
             for c in self.connections
@@ -75,7 +80,7 @@ class BoundedH11Protocol(H11Protocol):
         ]
         if not idle:
             return False
-        oldest = min(idle, key=lambda c: c._idle_since)
+        oldest = min(idle, key=lambda c: (c._served > 0, c._idle_since))
         oldest._expired("headers", reason="evicted: --max_connections reached")
         return True
 
@@ -88,6 +93,7 @@ class BoundedH11Protocol(H11Protocol):
         self._follow_request_state()
 
     def on_response_complete(self) -> None:
+        self._served += 1
         super().on_response_complete()
         self._follow_request_state()
 
