@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import time
 from pathlib import Path
 
 import keras
@@ -29,6 +31,10 @@ from tumorlib.preprocessing import DEFAULT_IMAGE_SIZE
 DEFAULT_CACHE_DIR = Path("data") / "features"
 CACHE_FORMAT = 1
 RANDOM_INIT_SEED = 0
+# How long a non-chief worker waits for the chief's cache entry before computing its own.
+WORKER_WAIT_S = 900.0
+
+logger = logging.getLogger(__name__)
 
 
 def feature_extractor(backbone: keras.Model) -> keras.Model:
@@ -111,8 +117,12 @@ def cached_features(
     cache_dir: str | os.PathLike = DEFAULT_CACHE_DIR,
     backbone: keras.Model | None = None,
     verbose: int | str = "auto",
+    wait_s: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(features [N, F] float32, labels [N] int64)`` of a split, from the cache if present.
+
+    ``wait_s`` > 0 (a non-chief training worker): wait that long for another process (the chief)
+    to write the entry before computing it here, so the backbone pass runs once per cluster.
 
     ``backbone`` may be passed to reuse an already-built one (it must match ``image_size``,
     ``alpha`` and ``weights``); otherwise it is built with :func:`tumorlib.model.build_backbone`
@@ -136,6 +146,11 @@ def cached_features(
     }
     key = cache_key(dataset, {k: v for k, v in described.items() if k != "weights"})
     path = Path(cache_dir) / f"{data_lib.DATASET_NAME}-{config}-{split}-{key}.npz"
+    deadline = time.monotonic() + wait_s
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    if wait_s and not path.exists():
+        logger.warning("no cached features from the chief after %.0f s; computing here", wait_s)
     if path.exists():
         with np.load(path) as cached:
             return cached["features"], cached["labels"]

@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("dropout", float, "head dropout")
     add("head-units", int, "hidden units in the head (0: linear head)")
     add("label-smoothing", float, "label smoothing of the cross-entropy")
-    add("batch-size", int, "batch size")
+    add("batch-size", int, "batch size per replica (global = this x replicas)")
     parser.add_argument(
         "--phase1", choices=("features", "images"), help="phase-one input (default: features)"
     )
@@ -70,6 +70,17 @@ def build_parser() -> argparse.ArgumentParser:
     add("fine-tune-patience", int, "early-stopping patience of phase two")
     add("seed", int, "random seed")
     add("feature-cache-dir", str, "cache of pooled features (default data/features)")
+    parser.add_argument(
+        "--strategy",
+        choices=("default", "mirrored", "multi_worker"),
+        help="tf.distribute strategy; multi_worker reads TF_CONFIG (default: default)",
+    )
+    parser.add_argument(
+        "--mixed-precision",
+        action="store_true",
+        default=None,
+        help="mixed_float16 compute (GPU only; refused on a CPU)",
+    )
     parser.add_argument("--verbose", help="Keras verbosity: auto, 0, 1 or 2 (default: auto)")
     return parser
 
@@ -137,18 +148,23 @@ def run_config_record(config: TrainConfig) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- training
 
 
-def _new_run(config: TrainConfig):
-    """Validate, seed and build the model; only then create the run folder.
+def _new_run(config: TrainConfig, strategy):
+    """Validate, seed and build the model (in the strategy's scope); only then create the folder.
 
-    Returns ``(model, run_dir, record)``, the record already written as ``config.json``.
+    Returns ``(model, run_dir, out_dir, record)``: ``out_dir`` is where this process writes
+    (the run folder on the chief, a scratch folder on other workers), the record already
+    written there as ``config.json``.
     """
     import keras
 
+    from tumorlib import distribute
     from tumorlib.data import load_split
     from tumorlib.model import build_model
 
     config.validate()
     if not config.run_name:
+        if config.strategy == "multi_worker":
+            raise ValueError("--strategy multi_worker needs --run-name (one name for all workers)")
         config.run_name = "mobilenetv2-" + datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     load_split("train", config.dataset_config, config.data_dir)  # clear error if not built
     run_dir = Path(config.runs_dir) / config.run_name
@@ -156,19 +172,45 @@ def _new_run(config: TrainConfig):
         raise FileExistsError(
             f"run folder {run_dir} already holds a model; pick another --run-name"
         )
+    out_dir = distribute.write_dir(run_dir, strategy)
     keras.utils.set_random_seed(config.seed)
-    model = build_model(
-        image_size=config.image_size, alpha=config.alpha, weights=config.weights,
-        dropout=config.dropout, head_units=config.head_units,
-    )  # fmt: skip
+    with strategy.scope():
+        model = build_model(
+            image_size=config.image_size, alpha=config.alpha, weights=config.weights,
+            dropout=config.dropout, head_units=config.head_units,
+        )  # fmt: skip
     # Only now, with the weights loaded, does a run folder appear.
-    (run_dir / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
-    (run_dir / LOG_DIR).mkdir(parents=True, exist_ok=True)
+    (out_dir / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
+    (out_dir / LOG_DIR).mkdir(parents=True, exist_ok=True)
     record = run_config_record(config)
     record["dataset"] = dataset_record(config)
+    record["distribution"] = {
+        "strategy": config.strategy,
+        "replicas": strategy.num_replicas_in_sync,
+        "global_batch_size": distribute.global_batch_size(config.batch_size, strategy),
+    }
     record["status"] = "training"
-    write_json(run_dir / CONFIG_FILE, record)
-    return model, run_dir, record
+    write_json(out_dir / CONFIG_FILE, record)
+    return model, run_dir, out_dir, record
+
+
+def _run_phase(phase: str, model, out_dir: Path, fit) -> bool:
+    """Run ``fit()`` unless a restarted job already finished this phase; returns whether it ran.
+
+    A finished phase leaves its end weights beside the backup state, so a job restarted after a
+    crash in phase two does not redo phase one.
+    """
+    from tumorlib.training_phases import phase_done_file
+
+    done = phase_done_file(out_dir, phase)
+    if done.exists():
+        logger.info("Phase %s finished before a restart: loading %s", phase, done)
+        model.load_weights(done)
+        return False
+    fit()
+    done.parent.mkdir(parents=True, exist_ok=True)
+    model.save_weights(done)
+    return True
 
 
 def _train_weights(config: TrainConfig) -> dict[int, float]:
@@ -181,14 +223,30 @@ def _train_weights(config: TrainConfig) -> dict[int, float]:
     return balanced_class_weights(labels)
 
 
+def _local_model(model, out_dir: Path, config: TrainConfig):
+    """The model for single-process inference: itself, or reloaded outside the strategy (a
+    distributed model's ``predict`` would wait for the other workers)."""
+    if config.strategy == "default":
+        return model
+    import keras
+
+    return keras.models.load_model(out_dir / MODEL_FILE)
+
+
 def train(config: TrainConfig) -> Path:
     """Run both phases and calibration; returns the run folder."""
+    import shutil
+
+    from tumorlib import distribute
     from tumorlib import training_phases as phases
     from tumorlib.model import set_phase, trainable_layer_counts
     from tumorlib.run_calibration import calibrate_on_validation
 
     started = time.perf_counter()
-    model, run_dir, record = _new_run(config)
+    distribute.set_mixed_precision(config.mixed_precision)
+    strategy = distribute.make_strategy(config.strategy)
+    chief = distribute.is_chief(strategy)
+    model, run_dir, out_dir, record = _new_run(config, strategy)
     weights = _train_weights(config)
     record["class_weights"] = {CLASS_NAMES[i]: w for i, w in weights.items()}
     timings: dict[str, float] = {}
@@ -202,27 +260,36 @@ def train(config: TrainConfig) -> Path:
             if config.phase1 == "features"
             else phases.train_head_on_images
         )
-        phase_one(model, config, run_dir, weights)
+        _run_phase("head", model, out_dir,
+                   lambda: phase_one(model, config, out_dir, weights, strategy, chief))  # fmt: skip
     timings["phase1_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     if config.fine_tune_epochs:
-        record["layers_phase2"] = phases.fine_tune(model, config, run_dir, weights)
+        set_phase(model, "fine_tune", config.fine_tune_layers)
+        record["layers_phase2"] = trainable_layer_counts(model)
+        _run_phase("fine_tune", model, out_dir,
+                   lambda: phases.fine_tune(model, config, out_dir, weights, strategy))  # fmt: skip
     timings["phase2_s"] = time.perf_counter() - t0
-    phases.merge_histories(run_dir)
+    phases.merge_histories(out_dir)
 
     set_phase(model, "head")  # the saved model is for inference: nothing left trainable inside
-    model.save(run_dir / MODEL_FILE)
+    model.save(out_dir / MODEL_FILE)
+    if not chief:  # workers are done: the chief calibrates and writes the record
+        distribute.remove_scratch(out_dir, run_dir)
+        return run_dir
     calibration = calibrate_on_validation(
-        model, run_dir, dataset_config=config.dataset_config, data_dir=config.data_dir,
-        image_size=config.image_size, batch_size=config.batch_size, verbose=config.verbose,
+        _local_model(model, out_dir, config), out_dir, dataset_config=config.dataset_config,
+        data_dir=config.data_dir, image_size=config.image_size, batch_size=config.batch_size,
+        verbose=config.verbose,
     )  # fmt: skip
+    shutil.rmtree(phases.backup_dir(out_dir), ignore_errors=True)  # finished: nothing to resume
     timings["total_s"] = time.perf_counter() - started
     record["status"] = "finished"
     record["timings"] = {k: round(v, 1) for k, v in timings.items()}
     record["peak_memory_mb"] = round(peak_memory_mb(), 1)
     record["calibration"] = calibration
-    write_json(run_dir / CONFIG_FILE, record)
+    write_json(out_dir / CONFIG_FILE, record)
     logger.info(
         "Run %s: validation accuracy %.4f, temperature %.3f (ECE %.4f -> %.4f); %.1f min, "
         "peak memory %.0f MB",

@@ -47,6 +47,10 @@ class TrainConfig:
     feature_cache_dir: str | None = None  # None: data/features under the current directory
     verbose: int | str = "auto"
     hparams_file: str | None = None
+    # tf.distribute (docs/distributed.md): batch_size is per replica; the global batch is
+    # batch_size x replicas. "default" is one process on one device, as before.
+    strategy: str = "default"  # "default", "mirrored" or "multi_worker" (reads TF_CONFIG)
+    mixed_precision: bool = False  # mixed_float16; refused without a GPU
     extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -59,6 +63,12 @@ class TrainConfig:
             )
         if self.dataset_config != "clean":
             raise ValueError("training needs a validation split; use the 'clean' config")
+        from tumorlib.distribute import STRATEGIES
+
+        if self.strategy not in STRATEGIES:
+            raise ValueError(
+                f"unknown strategy {self.strategy!r}; expected one of {', '.join(STRATEGIES)}"
+            )
         if self.phase1 not in ("features", "images"):
             raise ValueError(f"phase1 must be 'features' or 'images', got {self.phase1!r}")
         for name in ("image_size", "batch_size"):

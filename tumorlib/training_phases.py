@@ -7,7 +7,10 @@
    augmented images, BatchNorm layers frozen and in inference mode.
 
 Both use EarlyStopping (restoring the best weights), ModelCheckpoint, ReduceLROnPlateau,
-TensorBoard and CSVLogger, and the class weights of the train split.
+TensorBoard and CSVLogger, and the class weights of the train split. Under a ``tf.distribute``
+strategy (:mod:`tumorlib.distribute`) compiling happens in the strategy's scope, pipelines batch
+by the global size and shard by element, and ``BackupAndRestore`` lets a restarted job resume
+from its last finished epoch.
 """
 
 from __future__ import annotations
@@ -25,14 +28,28 @@ from tumorlib.train_config import TrainConfig
 logger = logging.getLogger(__name__)
 
 PHASES = ("head", "fine_tune")
+BACKUP_DIR = "backup"  # under checkpoints/: BackupAndRestore state and finished-phase weights
+
+
+def backup_dir(run_dir: Path, phase: str | None = None) -> Path:
+    root = run_dir / CHECKPOINT_DIR / BACKUP_DIR
+    return root if phase is None else root / phase
+
+
+def phase_done_file(run_dir: Path, phase: str) -> Path:
+    """Weights at the end of a finished phase: a restarted job loads them and skips the phase."""
+    return backup_dir(run_dir) / f"{phase}.done.weights.h5"
 
 
 def callbacks(run_dir: Path, phase: str, patience: int, monitor: str = "val_loss") -> list:
-    """Early stopping, best checkpoint, LR schedule, TensorBoard and CSV log of one phase."""
+    """Early stopping, best checkpoint, LR schedule, TensorBoard, CSV log and backup of a phase."""
     import keras
 
     checkpoint = run_dir / CHECKPOINT_DIR / f"{phase}_best.keras"
+    resuming = backup_dir(run_dir, phase).exists()
     return [
+        # First, so a restored epoch counter is in place before the others start.
+        keras.callbacks.BackupAndRestore(str(backup_dir(run_dir, phase))),
         keras.callbacks.EarlyStopping(
             monitor=monitor, patience=patience, restore_best_weights=True, verbose=1
         ),
@@ -43,12 +60,20 @@ def callbacks(run_dir: Path, phase: str, patience: int, monitor: str = "val_loss
             monitor=monitor, factor=0.3, patience=max(1, patience // 2), min_lr=1e-6, verbose=1
         ),
         keras.callbacks.TensorBoard(log_dir=str(run_dir / LOG_DIR / phase)),
-        keras.callbacks.CSVLogger(str(run_dir / LOG_DIR / f"history_{phase}.csv")),
+        keras.callbacks.CSVLogger(str(run_dir / LOG_DIR / f"history_{phase}.csv"), append=resuming),
     ]
 
 
-def compile_model(model, learning_rate: float, label_smoothing: float) -> None:
-    """Adam + label-smoothed categorical cross-entropy + accuracy."""
+def compile_model(model, learning_rate: float, label_smoothing: float, strategy=None) -> None:
+    """Adam + label-smoothed categorical cross-entropy + accuracy, in ``strategy``'s scope."""
+    import contextlib
+
+    scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
+    with scope:
+        _compile(model, learning_rate, label_smoothing)
+
+
+def _compile(model, learning_rate: float, label_smoothing: float) -> None:
     import keras
 
     model.compile(
@@ -62,12 +87,14 @@ def one_hot(labels: np.ndarray) -> np.ndarray:
     return np.eye(NUM_CLASSES, dtype=np.float32)[labels]
 
 
-def pipelines(config: TrainConfig, augment_train: bool):
-    """Train and validation image pipelines (validation never augmented)."""
+def pipelines(config: TrainConfig, augment_train: bool, strategy=None):
+    """Train and validation image pipelines (validation never augmented), global batches."""
+    from tumorlib import distribute
     from tumorlib.data import load_split, make_pipeline
 
+    replicas = strategy.num_replicas_in_sync if strategy is not None else 1
     kw: dict[str, Any] = dict(
-        image_size=config.image_size, batch_size=config.batch_size, seed=config.seed
+        image_size=config.image_size, batch_size=config.batch_size * replicas, seed=config.seed
     )
     train = make_pipeline(
         load_split("train", config.dataset_config, config.data_dir), training=augment_train, **kw
@@ -75,21 +102,43 @@ def pipelines(config: TrainConfig, augment_train: bool):
     val = make_pipeline(
         load_split("validation", config.dataset_config, config.data_dir), training=False, **kw
     )
-    return train, val
+    if config.strategy == "default":
+        return train, val
+    return distribute.shard_by_data(train), distribute.shard_by_data(val)
 
 
-def train_head_on_features(model, config: TrainConfig, run_dir: Path, weights: dict) -> None:
-    """Phase one on cached pooled features; the fitted head is the model's head afterwards."""
+def _feature_backbone(model, config: TrainConfig):
+    """The backbone features are computed with: the model's own, or outside any strategy a plain
+    copy of it (a distributed model's ``predict`` would need every worker to take part)."""
+    from tumorlib.model import backbone_of, build_backbone
+
+    backbone = backbone_of(model)
+    if config.strategy == "default":
+        return backbone
+    plain = build_backbone(config.image_size, config.alpha, None)
+    plain.set_weights(backbone.get_weights())
+    return plain
+
+
+def train_head_on_features(
+    model, config: TrainConfig, run_dir: Path, weights: dict, strategy=None, chief: bool = True
+) -> None:
+    """Phase one on cached pooled features; the fitted head is the model's head afterwards.
+
+    Under a multi-worker strategy the chief computes the features and the others wait for its
+    cache file (computing their own only if it never appears, e.g. without a shared cache dir).
+    """
     from tumorlib import features as features_lib
-    from tumorlib.model import backbone_of, head_of
+    from tumorlib.model import head_of
 
     kwargs: dict[str, Any] = dict(
         image_size=config.image_size,
         alpha=config.alpha,
         weights=config.weights,
         data_dir_=config.data_dir,
-        backbone=backbone_of(model),
+        backbone=_feature_backbone(model, config),
         verbose=config.verbose,
+        wait_s=0.0 if chief else features_lib.WORKER_WAIT_S,
     )
     if config.feature_cache_dir:
         kwargs["cache_dir"] = config.feature_cache_dir
@@ -97,14 +146,15 @@ def train_head_on_features(model, config: TrainConfig, run_dir: Path, weights: d
     x_train, y_train = features_lib.cached_features("train", config.dataset_config, **kwargs)
     x_val, y_val = features_lib.cached_features("validation", config.dataset_config, **kwargs)
     head = head_of(model)
-    compile_model(head, config.head_learning_rate, config.label_smoothing)
+    compile_model(head, config.head_learning_rate, config.label_smoothing, strategy)
+    replicas = strategy.num_replicas_in_sync if strategy is not None else 1
     logger.info("Phase 1: head on features (%d train, %d validation)", len(x_train), len(x_val))
     head.fit(
         x_train,
         one_hot(y_train),
         validation_data=(x_val, one_hot(y_val)),
         epochs=config.head_epochs,
-        batch_size=config.batch_size,
+        batch_size=config.batch_size * replicas,
         class_weight=weights,
         callbacks=callbacks(run_dir, "head", config.head_patience),
         shuffle=True,
@@ -112,10 +162,12 @@ def train_head_on_features(model, config: TrainConfig, run_dir: Path, weights: d
     )
 
 
-def train_head_on_images(model, config: TrainConfig, run_dir: Path, weights: dict) -> None:
+def train_head_on_images(
+    model, config: TrainConfig, run_dir: Path, weights: dict, strategy=None, chief: bool = True
+) -> None:
     """Phase one through the frozen backbone on un-augmented images (``--phase1 images``)."""
-    train_ds, val_ds = pipelines(config, augment_train=False)
-    compile_model(model, config.head_learning_rate, config.label_smoothing)
+    train_ds, val_ds = pipelines(config, augment_train=False, strategy=strategy)
+    compile_model(model, config.head_learning_rate, config.label_smoothing, strategy)
     logger.info("Phase 1: head on the frozen backbone (images)")
     model.fit(
         train_ds, validation_data=val_ds, epochs=config.head_epochs,
@@ -124,28 +176,20 @@ def train_head_on_images(model, config: TrainConfig, run_dir: Path, weights: dic
     )  # fmt: skip
 
 
-def fine_tune(model, config: TrainConfig, run_dir: Path, weights: dict) -> dict[str, int]:
-    """Phase two: unfreeze the top backbone layers, fit on augmented images.
-
-    Returns the trainable-layer counts of the phase, for the run's record.
-    """
-    from tumorlib.model import set_phase, trainable_layer_counts
-
-    set_phase(model, "fine_tune", config.fine_tune_layers)
-    counts = trainable_layer_counts(model)
-    compile_model(model, config.fine_tune_learning_rate, config.label_smoothing)
-    train_ds, val_ds = pipelines(config, augment_train=True)
+def fine_tune(model, config: TrainConfig, run_dir: Path, weights: dict, strategy=None) -> None:
+    """Phase two: unfreeze the top backbone layers (already done by the caller), fit on
+    augmented images."""
+    compile_model(model, config.fine_tune_learning_rate, config.label_smoothing, strategy)
+    train_ds, val_ds = pipelines(config, augment_train=True, strategy=strategy)
     logger.info(
-        "Phase 2: fine-tuning the top %d backbone layers (%d with weights; BatchNorm frozen)",
+        "Phase 2: fine-tuning the top %d backbone layers (BatchNorm frozen)",
         config.fine_tune_layers,
-        counts["backbone_trainable"],
     )
     model.fit(
         train_ds, validation_data=val_ds, epochs=config.fine_tune_epochs,
         class_weight=weights, verbose=config.verbose,
         callbacks=callbacks(run_dir, "fine_tune", config.fine_tune_patience),
     )  # fmt: skip
-    return counts
 
 
 def merge_histories(run_dir: Path) -> Path:
@@ -159,6 +203,8 @@ def merge_histories(run_dir: Path) -> Path:
         if not path.exists() or path.stat().st_size == 0:
             continue
         frame = pd.read_csv(path)
+        # A resumed phase may log an epoch twice (killed between the log and the backup).
+        frame = frame.drop_duplicates("epoch", keep="last").reset_index(drop=True)
         frame.insert(0, "phase", phase)
         frame["epoch"] = frame["epoch"] + offset
         offset = int(frame["epoch"].max()) + 1
