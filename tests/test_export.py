@@ -4,6 +4,7 @@ the safety outputs (abstention, input gate) and the Grad-CAM ``explain`` signatu
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -29,6 +30,7 @@ from tests.serving_fixtures import (
 )
 from tumorlib.calibration import apply_temperature_np
 from tumorlib.classes import CLASS_NAMES
+from tumorlib.input_policy import NOT_AN_IMAGE
 from tumorlib.preprocessing import preprocess_bytes_batch
 from tumorlib.runs import RunNotFoundError, load_run
 from tumorlib.serving_contract import EXPLAIN_SIGNATURE, METADATA_ASSET
@@ -250,7 +252,9 @@ def test_in_process_model_errors(exported, tmp_path):
     _, base, _ = exported
     model = InProcessModel(base, version=1)
     assert model.predict([]) == []
-    with pytest.raises(InvalidImageError, match="Unknown image file format"):
+    with pytest.raises(
+        InvalidImageError, match=re.escape(NOT_AN_IMAGE)
+    ):  # the input policy's words
         model.predict([b"definitely not an image"])
     with pytest.raises(ModelNotFoundError, match="no exported model"):
         InProcessModel(tmp_path / "nothing")

@@ -64,7 +64,7 @@ def test_folder_to_csv_matches_the_in_process_backend(model_base, inputs, tmp_pa
         "--all-frames",
         "--no-progress",
     ]
-    assert main(argv) == 0
+    assert main(argv) == 1  # every row written, and the failed file makes the exit code say so
     rows = read_rows(out)
     by_name = {(r["path"].split("/")[-1], r["frame"]): r for r in rows}
     assert set(by_name) == {
@@ -75,7 +75,7 @@ def test_folder_to_csv_matches_the_in_process_backend(model_base, inputs, tmp_pa
         ("c.dcm", "1"),
         ("c.dcm", "2"),
     }
-    assert "prediction failed" in by_name[("broken.png", "")]["error"]
+    assert "truncated" in by_name[("broken.png", "")]["error"]
 
     model = InProcessModel(model_base)
     expected = model.predict([(inputs / "a.png").read_bytes()])[0]
@@ -91,6 +91,7 @@ def test_folder_to_csv_matches_the_in_process_backend(model_base, inputs, tmp_pa
             assert row["in_distribution"] == ""  # this fixture export has no gate outputs
     text = out.read_text() + capsys.readouterr().err
     assert PATIENT not in text and "5 classified" in text and "1 failed" in text
+    assert "1 of 6 images failed" in text
 
 
 @dataclass
