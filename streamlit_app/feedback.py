@@ -4,7 +4,7 @@ Records go through :class:`serving.audit.AuditLog` (a background writer, cached 
 showing an answer never waits on the database; when it is unreachable the page says so and the
 records wait in the spool. A record is made once per image, model version and backend in a
 session: Streamlit reruns the script on every click, and a rerun is not a new prediction. Image
-pixels are stored only when the user ticks the consent box, re-encoded without any metadata.
+pixels are stored only when the user turns on the consent switch, re-encoded without any metadata.
 """
 
 from __future__ import annotations
@@ -158,7 +158,7 @@ def feedback_form(audit: AuditLog, record_id: str, name: str, data: bytes, user:
                 format_func=DISPLAY_NAMES.get, key=f"corrected_{record_id}",
             )  # fmt: skip
             note = st.text_input("Note (optional)", max_chars=1000, key=f"note_{record_id}")
-            keep = st.checkbox(CONSENT, key=f"keep_{record_id}")
+            keep = st.toggle(CONSENT, key=f"keep_{record_id}")
             submitted = st.form_submit_button("Submit feedback")
         if submitted:
             audit.feedback(

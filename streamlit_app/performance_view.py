@@ -1,6 +1,6 @@
 """The page's "Live performance" view: agreement per model version and drift, from the audit.
 
-Opened from a sidebar checkbox, so the database is read only when someone asks. The figures are
+Opened from a sidebar switch, so the database is read only when someone asks. The figures are
 :mod:`serving.audit.performance` and :mod:`serving.audit.drift`'s, the same as
 ``tumorlib audit performance`` and ``tumorlib audit drift`` print.
 """
@@ -82,9 +82,9 @@ def show_version(name: str, version: int, figures: dict[str, Any], drift: dict) 
 
 
 def show(secrets: Mapping[str, Any]) -> None:
-    """A sidebar checkbox; when ticked, the view above the uploader."""
+    """A sidebar switch; when on, the view above the uploader."""
     with st.sidebar:
-        wanted = st.checkbox("Show live performance (from feedback)", key=TOGGLE_KEY)
+        wanted = st.toggle("Show live performance (from feedback)", key=TOGGLE_KEY)
     if not wanted:
         return
     settings = resolve(secrets, os.environ)

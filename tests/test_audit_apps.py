@@ -77,7 +77,7 @@ def test_page_records_each_answer_once_and_feedback_round_trips(page, audit_env)
     at.radio(key=f"verdict_{first}").set_value("disagree")
     at.selectbox(key=f"corrected_{first}").set_value("pituitary")
     at.text_input(key=f"note_{first}").set_value("looks pituitary")
-    at.checkbox(key=f"keep_{first}").check()
+    at.toggle(key=f"keep_{first}").set_value(True)
     submit = [b for b in at.button if b.label == "Submit feedback"]
     submit[0].click()
     at.run()
@@ -91,7 +91,7 @@ def test_page_records_each_answer_once_and_feedback_round_trips(page, audit_env)
     assert [k["prediction_id"] for k in kept] == [first] and kept[0]["data"][:4] == b"\x89PNG"
     assert len(rows(audit_env, "prediction")) == 2
 
-    at.sidebar.checkbox(key="show_performance").check()
+    at.sidebar.toggle(key="show_performance").set_value(True)
     at.run()
     assert not at.exception
     assert any("brain_mri version 1" in m.value for m in at.markdown)
