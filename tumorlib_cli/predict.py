@@ -44,6 +44,7 @@ from tumorlib.input_policy import (
     check_size,
 )
 from tumorlib.serving_contract import DISCLAIMER, MODEL_BASE_PATH, MODEL_NAME, UNCERTAIN_MESSAGE
+from tumorlib_cli import audit
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 DICOM_SUFFIXES = (".dcm", ".dicom")
@@ -195,6 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--frame", type=int, default=0, help="DICOM frame to use (default 0)")
     parser.add_argument("--batch-size", type=int, default=MAX_CHUNK_IMAGES, help="images/request")
     parser.add_argument("--no-progress", action="store_true")
+    audit.add_arguments(parser)  # --no-audit, --audit-sop-uid (docs/audit.md)
     return parser
 
 
@@ -219,6 +221,7 @@ def run_batch(args: argparse.Namespace, backend: Backend | None = None) -> int |
         if threshold is None:  # the exported model's own; unknown when its metadata is not
             threshold = backend.safety(None).threshold
         predictions = predict_items(backend, items, progress=not args.no_progress)
+        audit.record_batch(args, backend, items, predictions)  # never fails the batch
     except BackendError as err:  # model missing, server down
         raise CommandError(err.message) from None
     rows = csv_rows(items, predictions, threshold)
