@@ -15,11 +15,13 @@ private scratch folder (:func:`write_dir`), removed when training ends.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import tensorflow as tf
@@ -110,3 +112,25 @@ def set_mixed_precision(enabled: bool) -> None:
         )
     keras.mixed_precision.set_global_policy("mixed_float16")
     logger.info("Mixed precision: mixed_float16 (variables float32, compute float16)")
+
+
+# Keras 3 (3.15 here, TF 2.21) fails inside Model.fit when a MultiWorkerMirroredStrategy has more
+# than one worker: "Attempt to convert a value (PerReplica...) to a Tensor", for any model and
+# input, also with distribute_datasets_from_function. Upstream: keras-team/keras#20585,
+# tensorflow/tensorflow#72388. The code path here is complete; it runs once Keras fixes that.
+KERAS_MULTI_WORKER_ISSUE = "https://github.com/keras-team/keras/issues/20585"
+
+
+@contextlib.contextmanager
+def explain_keras_limits(strategy_name: str) -> Iterator[None]:
+    """Turn Keras 3's opaque multi-worker failure into an error that says what to do."""
+    try:
+        yield
+    except ValueError as error:
+        if strategy_name == "multi_worker" and "PerReplica" in str(error):
+            raise ValueError(
+                "this Keras version cannot run Model.fit under MultiWorkerMirroredStrategy with "
+                f"more than one worker ({KERAS_MULTI_WORKER_ISSUE}); use --strategy mirrored on "
+                "one multi-GPU machine"
+            ) from error
+        raise

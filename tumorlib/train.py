@@ -251,26 +251,27 @@ def train(config: TrainConfig) -> Path:
     record["class_weights"] = {CLASS_NAMES[i]: w for i, w in weights.items()}
     timings: dict[str, float] = {}
 
-    set_phase(model, "head")
-    record["layers_phase1"] = trainable_layer_counts(model)
-    t0 = time.perf_counter()
-    if config.head_epochs:
-        phase_one = (
-            phases.train_head_on_features
-            if config.phase1 == "features"
-            else phases.train_head_on_images
-        )
-        _run_phase("head", model, out_dir,
-                   lambda: phase_one(model, config, out_dir, weights, strategy, chief))  # fmt: skip
-    timings["phase1_s"] = time.perf_counter() - t0
+    with distribute.explain_keras_limits(config.strategy):
+        set_phase(model, "head")
+        record["layers_phase1"] = trainable_layer_counts(model)
+        t0 = time.perf_counter()
+        if config.head_epochs:
+            phase_one = (
+                phases.train_head_on_features
+                if config.phase1 == "features"
+                else phases.train_head_on_images
+            )
+            fit_head = lambda: phase_one(model, config, out_dir, weights, strategy, chief)  # noqa: E731
+            _run_phase("head", model, out_dir, fit_head)
+        timings["phase1_s"] = time.perf_counter() - t0
 
-    t0 = time.perf_counter()
-    if config.fine_tune_epochs:
-        set_phase(model, "fine_tune", config.fine_tune_layers)
-        record["layers_phase2"] = trainable_layer_counts(model)
-        _run_phase("fine_tune", model, out_dir,
-                   lambda: phases.fine_tune(model, config, out_dir, weights, strategy))  # fmt: skip
-    timings["phase2_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        if config.fine_tune_epochs:
+            set_phase(model, "fine_tune", config.fine_tune_layers)
+            record["layers_phase2"] = trainable_layer_counts(model)
+            fit_all = lambda: phases.fine_tune(model, config, out_dir, weights, strategy)  # noqa: E731
+            _run_phase("fine_tune", model, out_dir, fit_all)
+        timings["phase2_s"] = time.perf_counter() - t0
     phases.merge_histories(out_dir)
 
     set_phase(model, "head")  # the saved model is for inference: nothing left trainable inside

@@ -149,17 +149,32 @@ def train_head_on_features(
     compile_model(head, config.head_learning_rate, config.label_smoothing, strategy)
     replicas = strategy.num_replicas_in_sync if strategy is not None else 1
     logger.info("Phase 1: head on features (%d train, %d validation)", len(x_train), len(x_val))
+    batch = config.batch_size * replicas
+    train_in: dict[str, Any] = dict(x=x_train, y=one_hot(y_train), batch_size=batch, shuffle=True)
+    val_in: Any = (x_val, one_hot(y_val))
+    if config.strategy == "multi_worker":  # Keras cannot split NumPy input across workers
+        train_in = dict(x=_feature_dataset(x_train, y_train, batch, config.seed))
+        val_in = _feature_dataset(x_val, y_val, batch, None)
     head.fit(
-        x_train,
-        one_hot(y_train),
-        validation_data=(x_val, one_hot(y_val)),
+        **train_in,
+        validation_data=val_in,
         epochs=config.head_epochs,
-        batch_size=config.batch_size * replicas,
         class_weight=weights,
         callbacks=callbacks(run_dir, "head", config.head_patience),
-        shuffle=True,
         verbose=config.verbose,
     )
+
+
+def _feature_dataset(x: np.ndarray, y: np.ndarray, batch: int, seed: int | None):
+    """In-memory features as a sharded tf.data pipeline (shuffled when ``seed`` is given)."""
+    import tensorflow as tf
+
+    from tumorlib import distribute
+
+    ds = tf.data.Dataset.from_tensor_slices((x, one_hot(y)))
+    if seed is not None:
+        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    return distribute.shard_by_data(ds.batch(batch))
 
 
 def train_head_on_images(
