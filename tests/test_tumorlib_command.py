@@ -131,10 +131,16 @@ def test_main_job_opens_the_page_through_the_same_launcher(tmp_path, monkeypatch
     from tumorlib_cli import main_job
 
     calls = []
-    monkeypatch.setattr(page.subprocess, "call", lambda cmd, env: calls.append((cmd, env)) or 0)
-    assert main_job.open_page(str(tmp_path / "models"), 8777) == 0
-    ((command, env),) = calls
-    assert command == page.page_command(8777)
+
+    def execve(path, command, env):
+        calls.append((path, command, env))
+        raise SystemExit(0)  # what follows an exec never runs
+
+    monkeypatch.setattr(page.os, "execve", execve)
+    with pytest.raises(SystemExit):
+        main_job.open_page(str(tmp_path / "models"), 8777)
+    ((path, command, env),) = calls
+    assert command == page.page_command(8777) and path == command[0]
     assert env["TUMORLIB_MODEL_BASE_PATH"] == str((tmp_path / "models").resolve())
 
 

@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
+from typing import NoReturn
 
 from tumorlib.cli import EXPECTED_ERRORS, CommandError, run_command
 from tumorlib.serving_contract import MODEL_BASE_PATH, MODEL_NAME
@@ -186,19 +187,20 @@ def export_step(run_dir: Path, model_base_path: str) -> Path:
     return target
 
 
-def open_page(model_base_path: str, port: int) -> int:
-    """The upload page on the newest export, through the same launcher as ``tumorlib app``."""
+def open_page(model_base_path: str, port: int) -> NoReturn:
+    """The upload page on the newest export, through the same launcher as ``tumorlib app`` (this
+    process becomes the page)."""
     step("6/6 upload page (in-process model; Ctrl-C to stop)")
     print(f"Open http://127.0.0.1:{port}")
     print(
         "To use TF Serving instead: start it (tumorlib serve, or tensorflow_model_server "
         f"--rest_api_port=8501 --model_base_path=$PWD/{MODEL_BASE_PATH} "
-        f"--model_name={MODEL_NAME}) and set TUMORLIB_SERVING_URL=http://127.0.0.1:8501 or "
-        "enter the URL in the page's sidebar."
+        f"--model_name={MODEL_NAME}) and set TUMORLIB_SERVING_URL=http://127.0.0.1:8501; the "
+        "sidebar then offers it."
     )
     # The page loads the newest version from where this job exported it.
     env = dict(os.environ, TUMORLIB_MODEL_BASE_PATH=str(Path(model_base_path).resolve()))
-    return page.launch(port, env=env)
+    page.launch(port, env=env)
 
 
 def run_job(args: argparse.Namespace) -> int:
@@ -230,7 +232,7 @@ def run_job(args: argparse.Namespace) -> int:
     export_step(run_dir, args.model_base_path)
     if args.stop_after == "export":
         return 0
-    return open_page(args.model_base_path, args.app_port)
+    open_page(args.model_base_path, args.app_port)
 
 
 def main(argv: list[str] | None = None) -> int:

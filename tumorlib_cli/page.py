@@ -12,10 +12,10 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
-import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from tumorlib.cli import CommandError, run_command
 
@@ -45,12 +45,16 @@ def launch(
     *,
     env: Mapping[str, str] | None = None,
     extra: Sequence[str] = (),
-) -> int:
-    """Run the page in the foreground until it stops (Ctrl-C ends it cleanly)."""
-    try:
-        return subprocess.call(page_command(port, extra), env=None if env is None else dict(env))
-    except KeyboardInterrupt:
-        return 0
+) -> NoReturn:
+    """Replace this process with Streamlit serving the page.
+
+    Why exec, not a child process: Ctrl-C, SIGTERM from a service manager or a test reach the page
+    itself, and no launcher is left behind whose death would orphan a running page.
+    """
+    command = page_command(port, extra)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(command[0], command, dict(os.environ if env is None else env))
 
 
 def build_parser() -> argparse.ArgumentParser:
