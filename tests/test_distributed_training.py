@@ -2,15 +2,17 @@
 
 Each training runs in subprocesses (a strategy, logical devices and TF_CONFIG are process-wide):
 one device at global batch 16; MirroredStrategy on two logical CPU devices at 8 per replica;
-MultiWorkerMirroredStrategy with two local processes on 127.0.0.1 at 8 per replica; and a
-two-worker job whose worker is killed mid-training and the job restarted, which resumes from
-``BackupAndRestore`` instead of starting again. All slow (minutes on two cores).
+MultiWorkerMirroredStrategy with two local processes on 127.0.0.1 at 8 per replica (trained by
+:mod:`tumorlib.custom_loop`, Keras 3's ``fit`` failing there); and a two-worker job whose worker
+is killed mid-phase and the job restarted, which resumes from the chief's checkpoint instead of
+starting again. All slow (minutes on two cores).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -31,13 +33,6 @@ TWO_CPUS = (
     "import sys, tensorflow as tf; cpu = tf.config.list_physical_devices('CPU')[0]; "
     "tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)"
     "; from tumorlib import train; sys.exit(train.main(sys.argv[1:]))"
-)
-# Keras 3.15's Model.fit fails under a 2-worker MultiWorkerMirroredStrategy (any model, any
-# input): keras-team/keras#20585. The tests below pass once it is fixed (then drop the mark).
-KERAS_MWMS = pytest.mark.xfail(
-    reason="Keras 3 Model.fit + MultiWorkerMirroredStrategy: keras-team/keras#20585",
-    raises=AssertionError,
-    strict=False,
 )
 ONE_CPU = "import sys; from tumorlib import train; sys.exit(train.main(sys.argv[1:]))"
 
@@ -115,7 +110,9 @@ def reference(setup):
     return _losses(setup["tmp"] / "runs" / "ref")
 
 
-def _assert_same_curve(curve: pd.DataFrame, reference: pd.DataFrame) -> None:
+def _assert_same_curve(
+    curve: pd.DataFrame, reference: pd.DataFrame, head_rtol: float = 0.02
+) -> None:
     """Phase one (fixed features, no dropout) tightly; phase two (augmented) loosely.
 
     Phase two's augmentation and shuffle re-draw per tf.data iterator
@@ -127,7 +124,7 @@ def _assert_same_curve(curve: pd.DataFrame, reference: pd.DataFrame) -> None:
     head = (curve["phase"] == "head").to_numpy()
     for column in ("loss", "val_loss"):
         got, want = curve[column].to_numpy(), reference[column].to_numpy()
-        np.testing.assert_allclose(got[head], want[head], rtol=0.02, atol=0.01)
+        np.testing.assert_allclose(got[head], want[head], rtol=head_rtol, atol=0.01)
         np.testing.assert_allclose(got[~head], want[~head], rtol=0.35)
 
 
@@ -143,7 +140,6 @@ def test_mirrored_two_replicas_match_one_device(setup, reference):
 
 
 @pytest.mark.slow
-@KERAS_MWMS
 def test_multi_worker_matches_one_device_and_writes_one_run_folder(setup, reference):
     argv = _argv(setup, "mw", 8, "multi_worker")
     _wait(_workers(setup, "mw", argv, _free_ports(2)))
@@ -157,11 +153,14 @@ def test_multi_worker_matches_one_device_and_writes_one_run_folder(setup, refere
     assert not list(Path("/tmp").glob("tumorlib-mw-worker*"))  # worker scratch removed
     # Features computed once (by the chief): one cache entry per split.
     assert len(list((setup["tmp"] / "features-mw").glob("*.npz"))) == 2
-    _assert_same_curve(_losses(run), reference)
+    # Same loss curve within 15 % per epoch (observed: <= 10 %). Not tighter because phase one's
+    # batches come in another order: one device lets Keras shuffle the NumPy features, the
+    # workers a seeded tf.data shuffle (Keras cannot split NumPy input across workers). The loop
+    # itself computes what fit computes to 1e-5 on the same batches (tests/test_custom_loop.py).
+    _assert_same_curve(_losses(run), reference, head_rtol=0.15)
 
 
 @pytest.mark.slow
-@KERAS_MWMS
 def test_killed_worker_job_resumes_from_backup(setup):
     name = "resume"
     argv = _argv(setup, name, 8, "multi_worker", fine_tune_epochs=4)
@@ -174,13 +173,17 @@ def test_killed_worker_job_resumes_from_backup(setup):
         time.sleep(0.5)
     os.kill(procs[1].pid, signal.SIGKILL)  # a worker dies mid-phase
     try:
-        procs[0].wait(90)  # the chief notices the lost peer, or is stopped like a cluster restart
+        procs[0].wait(20)  # the chief notices the lost peer, or is stopped like a cluster restart
     except subprocess.TimeoutExpired:
         procs[0].kill()
         procs[0].wait()
     _wait(_workers(setup, name, argv, _free_ports(2)))  # the job restarted, same TF_CONFIG shape
     log = (setup["tmp"] / f"{name}-w0.log").read_text()
     assert "finished before a restart" in log  # phase one was not redone
+    resumed = [
+        int(m) for m in re.findall(r"Phase fine_tune: restored .* resuming at epoch (\d+)", log)
+    ]
+    assert resumed and resumed[-1] > 0  # phase two went on from the chief's checkpoint
     history = pd.read_csv(setup["tmp"] / "runs" / name / "history.csv")
     fine = history[history["phase"] == "fine_tune"]
     assert len(fine) == 4 and fine["epoch"].is_unique
@@ -202,5 +205,3 @@ def test_mixed_precision_and_multi_worker_refuse_clearly(tmp_path, monkeypatch, 
     with pytest.raises(ValueError, match="TF_CONFIG"):
         distribute.make_strategy("multi_worker")
     assert distribute.is_chief(distribute.make_strategy("default"))
-    with pytest.raises(ValueError, match="20585"), distribute.explain_keras_limits("multi_worker"):
-        raise ValueError("Attempt to convert a value (PerReplica:{...}) to a Tensor")

@@ -5,7 +5,8 @@ changes. ``mirrored`` copies the model onto every local GPU (or every logical CP
 there is no GPU and more than one CPU device was configured, as the tests do) and all-reduces
 gradients. ``multi_worker`` does the same across processes/machines; each reads its role from
 ``TF_CONFIG`` (``{"cluster": {"worker": [...]}, "task": {"type": "worker", "index": i}}``), as
-Keras's multi-worker tutorial documents.
+Keras's multi-worker tutorial documents, and trains with :mod:`tumorlib.custom_loop` (Keras 3's
+``fit`` fails under two or more workers, keras-team/keras#20585).
 
 The batch size a run is given is per replica; the pipelines batch by the global size
 (per replica x replicas), so the loss curve of N replicas matches one device at the global size.
@@ -15,13 +16,11 @@ private scratch folder (:func:`write_dir`), removed when training ends.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import tensorflow as tf
@@ -112,25 +111,3 @@ def set_mixed_precision(enabled: bool) -> None:
         )
     keras.mixed_precision.set_global_policy("mixed_float16")
     logger.info("Mixed precision: mixed_float16 (variables float32, compute float16)")
-
-
-# Keras 3 (3.15 here, TF 2.21) fails inside Model.fit when a MultiWorkerMirroredStrategy has more
-# than one worker: "Attempt to convert a value (PerReplica...) to a Tensor", for any model and
-# input, also with distribute_datasets_from_function. Upstream: keras-team/keras#20585,
-# tensorflow/tensorflow#72388. The code path here is complete; it runs once Keras fixes that.
-KERAS_MULTI_WORKER_ISSUE = "https://github.com/keras-team/keras/issues/20585"
-
-
-@contextlib.contextmanager
-def explain_keras_limits(strategy_name: str) -> Iterator[None]:
-    """Turn Keras 3's opaque multi-worker failure into an error that says what to do."""
-    try:
-        yield
-    except ValueError as error:
-        if strategy_name == "multi_worker" and "PerReplica" in str(error):
-            raise ValueError(
-                "this Keras version cannot run Model.fit under MultiWorkerMirroredStrategy with "
-                f"more than one worker ({KERAS_MULTI_WORKER_ISSUE}); use --strategy mirrored on "
-                "one multi-GPU machine"
-            ) from error
-        raise

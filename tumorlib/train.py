@@ -194,20 +194,22 @@ def _new_run(config: TrainConfig, strategy):
     return model, run_dir, out_dir, record
 
 
-def _run_phase(phase: str, model, out_dir: Path, fit) -> bool:
+def _run_phase(phase: str, model, run_dir: Path, out_dir: Path, fit) -> bool:
     """Run ``fit()`` unless a restarted job already finished this phase; returns whether it ran.
 
     A finished phase leaves its end weights beside the backup state, so a job restarted after a
-    crash in phase two does not redo phase one.
+    crash in phase two does not redo phase one. Every worker looks in the run folder (the
+    chief's), so all of them skip, or all redo, the same phase.
     """
     from tumorlib.training_phases import phase_done_file
 
-    done = phase_done_file(out_dir, phase)
+    done = phase_done_file(run_dir, phase)
     if done.exists():
         logger.info("Phase %s finished before a restart: loading %s", phase, done)
         model.load_weights(done)
         return False
     fit()
+    done = phase_done_file(out_dir, phase)
     done.parent.mkdir(parents=True, exist_ok=True)
     model.save_weights(done)
     return True
@@ -251,27 +253,26 @@ def train(config: TrainConfig) -> Path:
     record["class_weights"] = {CLASS_NAMES[i]: w for i, w in weights.items()}
     timings: dict[str, float] = {}
 
-    with distribute.explain_keras_limits(config.strategy):
-        set_phase(model, "head")
-        record["layers_phase1"] = trainable_layer_counts(model)
-        t0 = time.perf_counter()
-        if config.head_epochs:
-            phase_one = (
-                phases.train_head_on_features
-                if config.phase1 == "features"
-                else phases.train_head_on_images
-            )
-            fit_head = lambda: phase_one(model, config, out_dir, weights, strategy, chief)  # noqa: E731
-            _run_phase("head", model, out_dir, fit_head)
-        timings["phase1_s"] = time.perf_counter() - t0
+    set_phase(model, "head")
+    record["layers_phase1"] = trainable_layer_counts(model)
+    t0 = time.perf_counter()
+    if config.head_epochs:
+        phase_one = (
+            phases.train_head_on_features
+            if config.phase1 == "features"
+            else phases.train_head_on_images
+        )
+        fit_head = lambda: phase_one(model, config, out_dir, weights, strategy, chief)  # noqa: E731
+        _run_phase("head", model, run_dir, out_dir, fit_head)
+    timings["phase1_s"] = time.perf_counter() - t0
 
-        t0 = time.perf_counter()
-        if config.fine_tune_epochs:
-            set_phase(model, "fine_tune", config.fine_tune_layers)
-            record["layers_phase2"] = trainable_layer_counts(model)
-            fit_all = lambda: phases.fine_tune(model, config, out_dir, weights, strategy)  # noqa: E731
-            _run_phase("fine_tune", model, out_dir, fit_all)
-        timings["phase2_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    if config.fine_tune_epochs:
+        set_phase(model, "fine_tune", config.fine_tune_layers)
+        record["layers_phase2"] = trainable_layer_counts(model)
+        fit_all = lambda: phases.fine_tune(model, config, out_dir, weights, strategy)  # noqa: E731
+        _run_phase("fine_tune", model, run_dir, out_dir, fit_all)
+    timings["phase2_s"] = time.perf_counter() - t0
     phases.merge_histories(out_dir)
 
     set_phase(model, "head")  # the saved model is for inference: nothing left trainable inside

@@ -10,7 +10,8 @@ Both use EarlyStopping (restoring the best weights), ModelCheckpoint, ReduceLROn
 TensorBoard and CSVLogger, and the class weights of the train split. Under a ``tf.distribute``
 strategy (:mod:`tumorlib.distribute`) compiling happens in the strategy's scope, pipelines batch
 by the global size and shard by element, and ``BackupAndRestore`` lets a restarted job resume
-from its last finished epoch.
+from its last finished epoch. ``multi_worker`` trains each phase with :mod:`tumorlib.custom_loop`
+instead of ``fit`` (Keras 3's ``fit`` fails there), with the same callbacks' semantics and files.
 """
 
 from __future__ import annotations
@@ -153,8 +154,10 @@ def train_head_on_features(
     train_in: dict[str, Any] = dict(x=x_train, y=one_hot(y_train), batch_size=batch, shuffle=True)
     val_in: Any = (x_val, one_hot(y_val))
     if config.strategy == "multi_worker":  # Keras cannot split NumPy input across workers
-        train_in = dict(x=_feature_dataset(x_train, y_train, batch, config.seed))
-        val_in = _feature_dataset(x_val, y_val, batch, None)
+        train_ds = _feature_dataset(x_train, y_train, batch, config.seed)
+        val_ds = _feature_dataset(x_val, y_val, batch, None)
+        _custom_fit(head, train_ds, val_ds, config, run_dir, "head", weights, strategy)
+        return
     head.fit(
         **train_in,
         validation_data=val_in,
@@ -184,6 +187,9 @@ def train_head_on_images(
     train_ds, val_ds = pipelines(config, augment_train=False, strategy=strategy)
     compile_model(model, config.head_learning_rate, config.label_smoothing, strategy)
     logger.info("Phase 1: head on the frozen backbone (images)")
+    if config.strategy == "multi_worker":
+        _custom_fit(model, train_ds, val_ds, config, run_dir, "head", weights, strategy)
+        return
     model.fit(
         train_ds, validation_data=val_ds, epochs=config.head_epochs,
         class_weight=weights, verbose=config.verbose,
@@ -200,11 +206,33 @@ def fine_tune(model, config: TrainConfig, run_dir: Path, weights: dict, strategy
         "Phase 2: fine-tuning the top %d backbone layers (BatchNorm frozen)",
         config.fine_tune_layers,
     )
+    if config.strategy == "multi_worker":
+        _custom_fit(model, train_ds, val_ds, config, run_dir, "fine_tune", weights, strategy)
+        return
     model.fit(
         train_ds, validation_data=val_ds, epochs=config.fine_tune_epochs,
         class_weight=weights, verbose=config.verbose,
         callbacks=callbacks(run_dir, "fine_tune", config.fine_tune_patience),
     )  # fmt: skip
+
+
+def _custom_fit(
+    model, train_ds, val_ds, config: TrainConfig, run_dir: Path, phase: str, weights: dict, strategy
+) -> None:
+    """A phase under ``multi_worker``: the custom loop (``fit`` fails there with Keras 3)."""
+    from tumorlib import custom_loop
+
+    head = phase == "head"
+    spec = custom_loop.Phase(
+        name=phase,
+        epochs=config.head_epochs if head else config.fine_tune_epochs,
+        patience=config.head_patience if head else config.fine_tune_patience,
+        label_smoothing=config.label_smoothing,
+        class_weights=weights,
+        write_dir=run_dir,
+        chief_dir=Path(config.runs_dir) / config.run_name,
+    )
+    custom_loop.fit(model, train_ds, val_ds, strategy, spec)
 
 
 def merge_histories(run_dir: Path) -> Path:
