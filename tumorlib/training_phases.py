@@ -187,14 +187,7 @@ def train_head_on_images(
     train_ds, val_ds = pipelines(config, augment_train=False, strategy=strategy)
     compile_model(model, config.head_learning_rate, config.label_smoothing, strategy)
     logger.info("Phase 1: head on the frozen backbone (images)")
-    if config.strategy == "multi_worker":
-        _custom_fit(model, train_ds, val_ds, config, run_dir, "head", weights, strategy)
-        return
-    model.fit(
-        train_ds, validation_data=val_ds, epochs=config.head_epochs,
-        class_weight=weights, verbose=config.verbose,
-        callbacks=callbacks(run_dir, "head", config.head_patience),
-    )  # fmt: skip
+    _fit_phase(model, train_ds, val_ds, config, run_dir, "head", weights, strategy)
 
 
 def fine_tune(model, config: TrainConfig, run_dir: Path, weights: dict, strategy=None) -> None:
@@ -206,13 +199,23 @@ def fine_tune(model, config: TrainConfig, run_dir: Path, weights: dict, strategy
         "Phase 2: fine-tuning the top %d backbone layers (BatchNorm frozen)",
         config.fine_tune_layers,
     )
+    _fit_phase(model, train_ds, val_ds, config, run_dir, "fine_tune", weights, strategy)
+
+
+def _fit_phase(
+    model, train_ds, val_ds, config: TrainConfig, run_dir: Path, phase: str, weights: dict, strategy
+) -> None:
+    """One phase on image pipelines: ``Model.fit`` with the phase's callbacks, or the custom loop
+    under ``multi_worker``."""
+    head = phase == "head"
+    epochs = config.head_epochs if head else config.fine_tune_epochs
+    patience = config.head_patience if head else config.fine_tune_patience
     if config.strategy == "multi_worker":
-        _custom_fit(model, train_ds, val_ds, config, run_dir, "fine_tune", weights, strategy)
+        _custom_fit(model, train_ds, val_ds, config, run_dir, phase, weights, strategy)
         return
     model.fit(
-        train_ds, validation_data=val_ds, epochs=config.fine_tune_epochs,
-        class_weight=weights, verbose=config.verbose,
-        callbacks=callbacks(run_dir, "fine_tune", config.fine_tune_patience),
+        train_ds, validation_data=val_ds, epochs=epochs, class_weight=weights,
+        verbose=config.verbose, callbacks=callbacks(run_dir, phase, patience),
     )  # fmt: skip
 
 
