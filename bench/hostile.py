@@ -27,9 +27,7 @@ import importlib.util
 import io
 import json
 import multiprocessing
-import os
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -40,12 +38,19 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from tumorlib.serving_contract import MODEL_BASE_PATH, MODEL_NAME  # noqa: E402  (after sys.path)
+from bench.local_server import (  # noqa: E402
+    PREDICT_PATH,
+    client_load,
+    free_port,
+    random_jpegs,
+    start_local_server,
+)
+from tumorlib.serving_contract import MODEL_BASE_PATH  # noqa: E402  (after sys.path)
 
 TARGET_RATIO = 0.7
 TARGET_RSS = 1.5
 MAX_LOOPS = 100_000  # per attacker thread, besides the time bound
-PREDICT = f"/v1/models/{MODEL_NAME}:predict"
+PREDICT = PREDICT_PATH
 
 
 def png(width: int, height: int, value: int = 0) -> bytes:
@@ -62,81 +67,14 @@ def body(images: list[bytes], **extra) -> bytes:
 
 
 def good_images(n: int = 16) -> list[bytes]:
-    import numpy as np
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    out = []
-    for _ in range(n):
-        buf = io.BytesIO()
-        Image.fromarray(rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)).save(buf, "JPEG")
-        out.append(buf.getvalue())
-    return out
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_server(base: Path, port: int, extra: list[str]) -> subprocess.Popen:
-    import requests
-
-    batching = REPO_ROOT / "serving" / "batching_parameters.txt"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "serving.local", f"--rest_api_port={port}",
-         f"--model_base_path={base}", "--enable_batching",
-         f"--batching_parameters_file={batching}", "--file_system_poll_wait_seconds=0", *extra],
-        cwd=REPO_ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError("local server exited during start-up")
-        try:
-            if requests.get(f"http://127.0.0.1:{port}/v1/models/{MODEL_NAME}", timeout=2).ok:
-                return process
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.3)
-    process.terminate()
-    raise RuntimeError("local server did not become ready in 180 s")
+    return random_jpegs(n, 256)
 
 
 def good_clients(url: str, bodies: list[bytes], clients: int, duration: float) -> dict:
-    """``clients`` threads of single-image predicts for ``duration`` s: throughput and errors."""
-    import requests
-
-    stop = time.perf_counter() + duration
-    ok, errors, kinds = [0] * clients, [0] * clients, Counter()
-
-    def client(k: int) -> None:
-        session, j = requests.Session(), k
-        while time.perf_counter() < stop:
-            try:
-                r = session.post(url + PREDICT, data=bodies[j % len(bodies)], timeout=60)
-                good = r.status_code == 200 and len(r.json()["predictions"]) == 1
-                kind = str(r.status_code)
-            except (requests.RequestException, ValueError, KeyError) as err:
-                good, kind = False, type(err).__name__
-            if good:
-                ok[k] += 1
-            else:
-                errors[k] += 1
-                kinds[kind] += 1
-            j += clients
-
-    start = time.perf_counter()
-    threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    elapsed = time.perf_counter() - start
-    return {"throughput": sum(ok) / elapsed, "ok": sum(ok), "errors": sum(errors),
-            "error_kinds": dict(kinds)}  # fmt: skip
+    """The shared client load (bench/local_server.py) without the per-request latencies."""
+    result = client_load(url + PREDICT, bodies, clients, duration)
+    result.pop("latencies")
+    return result
 
 
 class Attack:
@@ -265,7 +203,8 @@ def soak(base: Path, args: argparse.Namespace) -> dict:
     bodies = [body([image]) for image in good_images()]
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    process = start_server(base, port, args.server_flag or [])
+    extra = ["--file_system_poll_wait_seconds=0", *(args.server_flag or [])]
+    process = start_local_server(base, port, extra)
     try:
         server = psutil.Process(process.pid)
         good_clients(url, bodies, 2, 3)  # warm-up (traces, allocations)

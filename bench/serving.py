@@ -23,12 +23,8 @@ from __future__ import annotations
 import argparse
 import base64
 import json
-import os
-import socket
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 import zipfile
 from pathlib import Path
@@ -38,6 +34,12 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
+from bench.local_server import (  # noqa: E402
+    client_load,
+    free_port,
+    random_jpegs,
+    start_local_server,
+)
 from tumorlib.serving_contract import MODEL_BASE_PATH, MODEL_NAME  # noqa: E402  (after sys.path)
 
 ARCHIVE = REPO_ROOT.parent / "shared" / "data" / "brain_tumor_classification_mri.zip"
@@ -52,17 +54,7 @@ def load_images(n: int) -> tuple[list[bytes], str]:
             names = sorted(x for x in archive.namelist() if x.lower().endswith((".jpg", ".jpeg")))
             step = max(1, len(names) // n)
             return [archive.read(x) for x in names[::step][:n]], f"{n} JPEGs from {ARCHIVE.name}"
-    import io
-
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    out = []
-    for _ in range(n):
-        buf = io.BytesIO()
-        Image.fromarray(rng.integers(0, 256, (512, 512, 3), dtype=np.uint8)).save(buf, "JPEG")
-        out.append(buf.getvalue())
-    return out, f"{n} generated 512x512 JPEGs"
+    return random_jpegs(n, 512), f"{n} generated 512x512 JPEGs"
 
 
 def stand_in_export(root: Path) -> Path:
@@ -133,46 +125,6 @@ def bench_in_process(
     return {"version": model.version, "throughput": throughput, "p50_ms": p50, "p99_ms": p99}
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_server(base: Path, port: int) -> subprocess.Popen:
-    import requests
-
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "serving.local",
-            f"--rest_api_port={port}",
-            f"--model_base_path={base}",
-            "--enable_batching",
-            f"--batching_parameters_file={REPO_ROOT / 'serving' / 'batching_parameters.txt'}",
-        ],
-        cwd=REPO_ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError("local server exited during start-up")
-        try:
-            status = requests.get(f"http://127.0.0.1:{port}/v1/models/{MODEL_NAME}", timeout=2)
-            if status.status_code == 200:
-                return process
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.3)
-    process.terminate()
-    raise RuntimeError("local server did not become ready in 180 s")
-
-
 def bench_server(
     base: Path, images: list[bytes], duration: float, clients: int, latency_seconds: float
 ) -> dict:
@@ -185,7 +137,7 @@ def bench_server(
     port = free_port()
     url = f"http://127.0.0.1:{port}/v1/models/{MODEL_NAME}:predict"
     headers = {"Content-Type": "application/json"}
-    process = start_server(base, port)
+    process = start_local_server(base, port)
     try:
         server = psutil.Process(process.pid)
         session = requests.Session()
@@ -202,44 +154,18 @@ def bench_server(
             i += 1
         p50, p99 = percentiles(latencies)
 
-        stop = time.perf_counter() + duration
-        counts, errors, load_latencies = [0] * clients, [0] * clients, [[] for _ in range(clients)]
-
-        def client(k: int) -> None:
-            s = requests.Session()
-            j = k
-            while time.perf_counter() < stop:
-                t0 = time.perf_counter()
-                try:
-                    r = s.post(url, data=bodies[j % len(bodies)], headers=headers, timeout=60)
-                    ok = r.status_code == 200 and len(r.json()["predictions"]) == 1
-                except (requests.RequestException, ValueError, KeyError):
-                    ok = False
-                load_latencies[k].append(time.perf_counter() - t0)
-                if ok:
-                    counts[k] += 1
-                else:
-                    errors[k] += 1
-                j += clients
-
-        t_start = time.perf_counter()
-        threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        throughput = sum(counts) / (time.perf_counter() - t_start)
+        load = client_load(url, bodies, clients, duration)
         rss_end = server.memory_info().rss
-        load_p50, load_p99 = percentiles([x for lst in load_latencies for x in lst])
+        load_p50, load_p99 = percentiles(load["latencies"])
     finally:
         process.terminate()
         process.wait(timeout=30)
     return {
-        "throughput": throughput,
+        "throughput": load["throughput"],
         "p50_ms": p50,
         "p99_ms": p99,
-        "errors": sum(errors),
-        "requests": sum(counts) + sum(errors),
+        "errors": load["errors"],
+        "requests": load["ok"] + load["errors"],
         "load_p50_ms": load_p50,
         "load_p99_ms": load_p99,
         "rss_start_mb": rss_start / 2**20,
