@@ -31,12 +31,8 @@ from streamlit_app.results import (
     probability_chart,
     show_results_table,
 )
-from streamlit_app.validation import (
-    DEFAULT_MAX_PIXELS,
-    UploadRejected,
-    ValidatedImage,
-    prepare_upload,
-)
+from streamlit_app.validation import ValidatedImage, prepare_upload
+from tumorlib.input_policy import MAX_PIXELS, InputRejected
 from tumorlib.serving_contract import DISCLAIMER, NOT_BRAIN_MRI_MESSAGE, UNCERTAIN_MESSAGE
 
 # The contract's one-line disclaimer (the batch CLI prints the same words), then why.
@@ -144,25 +140,25 @@ def show_safety(safety: SafetyInfo) -> None:
     )
 
 
-def validate_all(files: list) -> list[ValidatedImage | UploadRejected]:
+def validate_all(files: list) -> list[ValidatedImage | InputRejected]:
     """Check (and for DICOM, convert) every upload; limits come from ``.streamlit/config.toml``."""
     max_bytes = int(st.get_option("server.maxUploadSize")) * 1024 * 1024
-    checked: list[ValidatedImage | UploadRejected] = []
+    checked: list[ValidatedImage | InputRejected] = []
     for file in files:
         try:
             checked.append(
                 prepare_upload(
-                    file.name, file.getvalue(), max_bytes=max_bytes, max_pixels=DEFAULT_MAX_PIXELS
+                    file.name, file.getvalue(), max_bytes=max_bytes, max_pixels=MAX_PIXELS
                 )
             )
-        except UploadRejected as err:
+        except InputRejected as err:
             checked.append(err)
     return checked
 
 
 def predict_all(
     files: list,
-    checked: list[ValidatedImage | UploadRejected],
+    checked: list[ValidatedImage | InputRejected],
     backend: Backend | None,
     health: Health | None,
     backend_error: str | None,
@@ -180,7 +176,7 @@ def predict_all(
             backend_error = err.message
     results = []
     for i, (file, check) in enumerate(zip(files, checked)):
-        if isinstance(check, UploadRejected):
+        if isinstance(check, InputRejected):
             results.append(FileResult(file.name, error=check.message, backend=label))
             continue
         answer = outcomes.get(i)
@@ -203,13 +199,13 @@ def predict_all(
 def show_file(
     index: int,
     file,
-    check: ValidatedImage | UploadRejected,
+    check: ValidatedImage | InputRejected,
     result: FileResult,
     context: PageContext,
 ) -> None:
     """One upload: the image, then the answer (or why there is none), then Grad-CAM on request."""
     st.subheader(file.name)
-    if isinstance(check, UploadRejected):
+    if isinstance(check, InputRejected):
         st.error(f"{file.name}: {check.message}")
         return
     left, right = st.columns([1, 2])

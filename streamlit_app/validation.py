@@ -39,11 +39,7 @@ from tumorlib.input_policy import (
     check_size,
 )
 
-# The page's defaults are the policy's; ``.streamlit/config.toml`` caps uploads at the same 10 MB.
-DEFAULT_MAX_BYTES = MAX_IMAGE_BYTES
-DEFAULT_MAX_PIXELS = MAX_PIXELS
-# The page's name for the policy's one exception type (kept so the page reads as before).
-UploadRejected = InputRejected
+# The limits are the policy's own; ``.streamlit/config.toml`` caps uploads at the same 10 MB.
 
 _ALPHA_MODES = frozenset({"LA", "La", "PA", "RGBA", "RGBa"})
 
@@ -62,8 +58,8 @@ class ValidatedImage:
 def validate_upload(
     data: bytes,
     *,
-    max_bytes: int = DEFAULT_MAX_BYTES,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_bytes: int = MAX_IMAGE_BYTES,
+    max_pixels: int = MAX_PIXELS,
 ) -> ValidatedImage:
     """Check one uploaded image; return what to send to the model or raise :class:`InputRejected`.
 
@@ -82,8 +78,8 @@ def prepare_upload(
     name: str,
     data: bytes,
     *,
-    max_bytes: int = DEFAULT_MAX_BYTES,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_bytes: int = MAX_IMAGE_BYTES,
+    max_pixels: int = MAX_PIXELS,
 ) -> ValidatedImage:
     """Check one upload of any accepted kind: DICOM is converted first, images checked as is."""
     if name.lower().endswith(DICOM_SUFFIXES) or is_dicom(data):
@@ -94,8 +90,8 @@ def prepare_upload(
 def validate_dicom(
     data: bytes,
     *,
-    max_bytes: int = DEFAULT_MAX_BYTES,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_bytes: int = MAX_IMAGE_BYTES,
+    max_pixels: int = MAX_PIXELS,
 ) -> ValidatedImage:
     """Convert a DICOM slice (first frame) to the PNG the model gets, or refuse it in words.
 

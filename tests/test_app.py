@@ -31,7 +31,7 @@ from streamlit_app.validation import prepare_upload, validate_upload
 from tests.serving_fixtures import ABSTAIN_PROBE_COUNT, ABSTAIN_PROBE_SEED, blank_png, make_images
 from tests.test_dicom_io import PATIENT, make_dicom, ramp
 from tumorlib.classes import CLASS_NAMES, DISPLAY_NAMES
-from tumorlib.input_policy import InputRejected as UploadRejected
+from tumorlib.input_policy import InputRejected
 from tumorlib.serving_contract import NOT_BRAIN_MRI_MESSAGE, UNCERTAIN_MESSAGE
 
 APP = Path(__file__).resolve().parents[1] / "streamlit_app" / "app.py"
@@ -99,7 +99,7 @@ BAD_UPLOADS: dict[str, tuple[bytes, str, str]] = {
 @pytest.mark.parametrize("name", sorted(BAD_UPLOADS))
 def test_each_bad_upload_is_refused_with_its_own_clear_message(name):
     data, reason, words = BAD_UPLOADS[name]
-    with pytest.raises(UploadRejected) as caught:
+    with pytest.raises(InputRejected) as caught:
         validate_upload(data)
     assert caught.value.reason == reason
     assert words.lower() in caught.value.message.lower()
@@ -121,7 +121,7 @@ def test_truncated_file_is_refused_even_when_pillow_is_lenient(monkeypatch):
     from PIL import ImageFile
 
     monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
-    with pytest.raises(UploadRejected, match="truncated"):
+    with pytest.raises(InputRejected, match="truncated"):
         validate_upload(BAD_UPLOADS["truncated"][0])
     assert ImageFile.LOAD_TRUNCATED_IMAGES is True  # restored for whoever set it
 
@@ -194,7 +194,7 @@ def test_dicom_uploads_become_png_without_identifying_data(caplog):
         ("truncated.dcm", make_dicom(ramp())[:-500]),
         ("renamed.dcm", good_png()),
     ):
-        with pytest.raises(UploadRejected) as caught:
+        with pytest.raises(InputRejected) as caught:
             prepare_upload(name, data)
         assert caught.value.reason == "dicom" and "DICOM" in caught.value.message, name
         assert PATIENT not in caught.value.message
