@@ -95,7 +95,20 @@ def check_header(data: bytes, *, max_pixels: int = MAX_PIXELS) -> None:
     :class:`DicomError` (malformed). Reads the header only (``stop_before_pixels``).
     """
     check_dicom_size(len(data))
-    ds = _dataset(data, stop_before_pixels=True)
+    check_dataset_header(_dataset(data, stop_before_pixels=True), max_pixels=max_pixels)
+
+
+def read_header(data: bytes):
+    """The dataset without its pixel data (``stop_before_pixels``): what a study reader groups,
+    orders and checks before any pixel is decoded. :class:`DicomError` when malformed."""
+    check_dicom_size(len(data))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return _dataset(data, stop_before_pixels=True)
+
+
+def check_dataset_header(ds, *, max_pixels: int = MAX_PIXELS) -> None:
+    """:func:`check_header` on an already read header (the input policy's limits)."""
     try:
         rows, columns = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
         frames = int(ds.get("NumberOfFrames", 1) or 1)
@@ -149,7 +162,19 @@ def _pixels(ds) -> np.ndarray:
         ) from None
 
 
-def _window(values: np.ndarray, centre: float, width: float) -> np.ndarray:
+def percentile_window(values: np.ndarray) -> tuple[float, float]:
+    """(centre, width) of the robust 0.5-99.5 percentile window, when no window is stored.
+
+    Shared with the NIfTI reader (:mod:`tumorlib.study_io`), so a volume and a DICOM series
+    are windowed the same way.
+    """
+    lo, hi = np.percentile(values, PERCENTILE_WINDOW)
+    if hi <= lo:
+        hi = lo + 1.0
+    return float((lo + hi) / 2.0 + 0.5), float(hi - lo + 1.0)
+
+
+def apply_window(values: np.ndarray, centre: float, width: float) -> np.ndarray:
     """DICOM PS3.3 C.11.2.1.2 linear VOI function mapped to [0, 255]."""
     width = max(float(width), 1.0)
     scaled = ((values - (centre - 0.5)) / (width - 1.0) + 0.5) if width > 1 else values - centre
@@ -224,12 +249,9 @@ def _read_dicom(data: bytes, window: str) -> DicomImage:
         centre, width = stored
         source = "stored"
     else:
-        lo, hi = np.percentile(values, PERCENTILE_WINDOW)
-        if hi <= lo:
-            hi = lo + 1.0
-        centre, width = (lo + hi) / 2.0 + 0.5, hi - lo + 1.0
+        centre, width = percentile_window(values)
         source = "percentile"
-    frames = [_window(f, centre, width) for f in values]
+    frames = [apply_window(f, centre, width) for f in values]
     if photometric == "MONOCHROME1":  # high values are dark: invert for display
         frames = [255 - f for f in frames]
     window_used = (float(centre), float(width))

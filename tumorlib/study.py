@@ -62,6 +62,9 @@ class Series:
     # pydicom Datasets without pixel data, in slice order (DICOM only): the patient and study
     # modules the SR and Secondary Captures copy, and the instances they reference.
     headers: list[Any] = field(default_factory=list, repr=False)
+    # Whole-series problems in words (missing slices, odd slice sizes, files skipped): shown with
+    # the verdict; the series is still classified.
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def n_slices(self) -> int:

@@ -1,0 +1,92 @@
+"""Classify a series through any backend: every accepted slice in one request stream, one verdict.
+
+Why here: the page, the batch CLI and the PACS client all classify studies the same way — the
+slices through :meth:`serving.backend.Backend.predict` (chunked, a bad slice isolated), each answer
+mapped to a :class:`tumorlib.study.SliceOutcome` with the single-image verdict
+(:attr:`serving.prediction.Prediction.verdict`), then the one aggregation rule
+(:func:`tumorlib.study_verdict.aggregate`). The rule a served model ships in its export metadata
+(``study_rule``) is used unless a caller passes one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from serving.backend import Backend, Progress
+from serving.prediction import Prediction
+from tumorlib.classes import CLASS_NAMES
+from tumorlib.serving_contract import MODEL_NAME
+from tumorlib.study import SLICE_FAILED, Series, SliceOutcome, StudyResult
+from tumorlib.study_verdict import DEFAULT_RULE, StudyRule, aggregate
+
+STUDY_RULE_KEY = "study_rule"  # in the export metadata: the rule chosen for that model
+
+
+def classify_series(
+    series: Series,
+    backend: Backend,
+    version: int | None,
+    *,
+    rule: StudyRule | None = None,
+    progress: Progress | None = None,
+) -> StudyResult:
+    """Predict every slice the reader accepted (one ``predict`` call), then aggregate.
+
+    Refused slices (``StudySlice.problem``) are not sent; they count as failed with their
+    reason. :class:`serving.backend.BackendError` (server down, model missing) propagates.
+    """
+    todo = [s for s in series.slices if s.problem is None and s.image]
+    answers = backend.predict([s.image for s in todo], version, progress=progress) if todo else []
+    by_index = {s.ref.index: a for s, a in zip(todo, answers)}
+    outcomes = []
+    for piece in series.slices:
+        answer = by_index.get(piece.ref.index)
+        if answer is None:
+            outcomes.append(
+                SliceOutcome(piece.ref, SLICE_FAILED, message=piece.problem or "no image")
+            )
+        else:
+            outcomes.append(slice_outcome(piece.ref, answer))
+    metadata = _metadata(backend, version)
+    chosen = rule or study_rule(metadata)
+    names = list(metadata.get("class_names") or CLASS_NAMES)
+    return StudyResult(
+        series=series,
+        slices=outcomes,
+        verdict=aggregate(outcomes, names, chosen),
+        model_name=str(metadata.get("model_name") or MODEL_NAME),
+        model_version=str(version if version is not None else metadata.get("model_version", "")),
+    )
+
+
+def slice_outcome(ref: Any, answer: Prediction | str) -> SliceOutcome:
+    """One backend answer as a slice outcome: the Prediction's verdict, or failed with words."""
+    if isinstance(answer, str):
+        return SliceOutcome(ref, SLICE_FAILED, message=answer)
+    return SliceOutcome(
+        ref,
+        answer.verdict,
+        probabilities=dict(answer.probabilities),
+        class_name=answer.class_name,
+        confidence=answer.confidence,
+        gate_score=answer.gate_score,
+    )
+
+
+def study_rule(metadata: Mapping[str, Any]) -> StudyRule:
+    """The rule an export ships (``study_rule`` in its metadata), else :data:`DEFAULT_RULE`."""
+    payload = metadata.get(STUDY_RULE_KEY)
+    if not payload:
+        return DEFAULT_RULE
+    try:
+        return StudyRule.from_json(payload)
+    except (TypeError, ValueError):
+        return DEFAULT_RULE
+
+
+def _metadata(backend: Backend, version: int | None) -> Mapping[str, Any]:
+    try:
+        return backend.metadata(version)
+    except Exception:  # noqa: BLE001 - predictions stand without it; the default rule applies
+        return {}

@@ -1,0 +1,515 @@
+"""Read a study: DICOM files (single- or multi-frame), zips of them, NIfTI volumes -> Series.
+
+Why: a radiologist reads a series, not a slice. This module turns what a PACS export or a
+research pipeline hands over into ordered :class:`tumorlib.study.Series` whose slices are the
+same 8-bit PNG bytes a single upload becomes (:func:`tumorlib.dicom_io.dicom_to_png`), so every
+slice enters the model through the one serving path.
+
+Hostile input costs little: every limit comes from :mod:`tumorlib.input_policy` and is checked
+before the expensive step — zip members from the central directory before decompression, DICOM
+sizes/frames from headers read with ``stop_before_pixels``, NIfTI shapes from the 348-byte header
+before the data. Zips and gzip are read in memory; nothing is written to disk. A refused slice
+keeps its place with ``problem`` set (the policy's words) so the rest of the series still runs; a
+refused study raises :class:`StudyError`. Patient tags stay in ``Series.headers``, never in a
+message, label or log.
+
+TensorFlow-free (pydicom, nibabel, numpy, PIL).
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import zipfile
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tumorlib import input_policy as policy
+from tumorlib.dicom_io import (
+    DicomError,
+    apply_window,
+    check_dataset_header,
+    dicom_to_png,
+    is_dicom,
+    percentile_window,
+    read_header,
+)
+from tumorlib.input_policy import InputRejected
+from tumorlib.study import Series, SliceRef, StudySlice
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+PLANES = ("sagittal", "coronal", "axial")  # the RAS+ axis each plane is sliced along: x, y, z
+# A spacing this much above the typical one marks missing slices (1.5: one slice gone at most).
+GAP_FACTOR = 1.5
+MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"  # DICOMDIR: an index, not an image
+
+Axis = str | int | None
+
+
+class StudyError(InputRejected):
+    """A study that cannot be read as a whole (too big, unsafe zip, nothing readable)."""
+
+
+@dataclass
+class _Instance:
+    """One DICOM file's header and where its slices will sit."""
+
+    name: str
+    data: bytes = field(repr=False)
+    header: Any = field(repr=False)
+    frames: int
+    size: tuple[int, int]
+    instance_number: int | None
+    position: np.ndarray | None
+    orientation: np.ndarray | None
+    problem: str | None = None
+
+
+# -- entry points --------------------------------------------------------------------------------
+
+
+def read_series(files: Sequence[tuple[str, bytes]], *, axis: Axis = None) -> list[Series]:
+    """Every series in ``files`` (``(name, bytes)``: DICOM, multi-frame DICOM, zip, NIfTI).
+
+    DICOM files are grouped by SeriesInstanceUID and ordered along the slice normal; each NIfTI
+    file is one series sliced along ``axis`` (``"axial"``, ``"sagittal"``, ``"coronal"``, an array
+    axis, or ``None``: the acquisition plane, see :func:`choose_axis`). Raises
+    :class:`StudyError` when the study as a whole is refused; per-slice refusals are
+    ``StudySlice.problem``.
+    """
+    expanded = _expand(files)
+    dicoms: list[tuple[str, bytes]] = []
+    volumes: list[tuple[str, bytes]] = []
+    skipped: list[str] = []
+    for name, data in expanded:
+        if _is_nifti(name, data):
+            volumes.append((name, data))
+        elif is_dicom(data) or name.lower().endswith((".dcm", ".dicom")):
+            dicoms.append((name, data))
+        elif not _ignorable(name):
+            skipped.append(name)
+    notes: list[str] = []
+    series = _dicom_series(dicoms, notes) if dicoms else []
+    series += [read_nifti(data, name=name, axis=axis) for name, data in volumes]
+    if skipped:
+        notes.append(f"{len(skipped)} file(s) that are neither DICOM nor NIfTI were skipped.")
+    if not series:
+        detail = f" ({'; '.join(notes)})" if notes else ""
+        raise StudyError("study_empty", policy.STUDY_EMPTY.format(detail=detail))
+    for s in series:
+        s.warnings.extend(notes)
+    return series
+
+
+def read_path(path: str | os.PathLike, *, axis: Axis = None) -> list[Series]:
+    """:func:`read_series` on a folder (recursively), a zip or a single file on disk.
+
+    Sizes come from ``stat`` and are checked against the study cap before any file is read.
+    """
+    return read_series(collect_files([path]), axis=axis)
+
+
+def collect_files(paths: Sequence[str | os.PathLike]) -> list[tuple[str, bytes]]:
+    """``(name, bytes)`` for files and folders (recursive), capped by ``stat`` before reading."""
+    found: list[tuple[str, Path]] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found += [
+                (str(p.relative_to(path)), p)
+                for p in sorted(path.rglob("*"))
+                if p.is_file() and not p.is_symlink()
+            ]
+        elif path.is_file():
+            found.append((path.name, path))
+        else:
+            raise FileNotFoundError(f"{path} does not exist")
+    policy.check_study_files(len(found))
+    policy.check_study_bytes(sum(p.stat().st_size for _, p in found))
+    return [(name, p.read_bytes()) for name, p in found]
+
+
+# -- zips ---------------------------------------------------------------------------------------
+
+
+def _expand(files: Sequence[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+    """Zips opened in memory (one level; nested zips refused); total bytes capped."""
+    out: list[tuple[str, bytes]] = []
+    total = 0
+    for name, data in files:
+        if data.startswith((policy.ZIP_SIGNATURE, policy.EMPTY_ZIP_SIGNATURE)):
+            members = read_zip(data, budget=policy.MAX_STUDY_BYTES - total)
+        else:
+            members = [(name, data)]
+        for member in members:
+            total += len(member[1])
+            policy.check_study_bytes(total)
+            out.append(member)
+    policy.check_study_files(len(out))
+    return out
+
+
+def read_zip(data: bytes, *, budget: int = policy.MAX_STUDY_BYTES) -> list[tuple[str, bytes]]:
+    """The members of an in-memory zip, every one checked from the central directory first:
+    names (no absolute paths or ``..``), nested zips, count, total size, compression ratio."""
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except (zipfile.BadZipFile, OSError, ValueError) as err:
+        raise StudyError("zip_unreadable", policy.ZIP_UNREADABLE.format(problem=err)) from None
+    with archive:
+        infos = [i for i in archive.infolist() if not i.is_dir()]
+        if not infos:
+            raise StudyError("zip_empty", policy.ZIP_EMPTY)
+        try:
+            policy.check_study_files(len(infos))
+            for info in infos:
+                policy.check_zip_member(info.filename, info.compress_size, info.file_size)
+                if info.flag_bits & 0x1:
+                    raise InputRejected("zip_encrypted", policy.ZIP_ENCRYPTED)
+            policy.check_study_bytes(sum(i.file_size for i in infos), max_bytes=budget)
+        except InputRejected as err:
+            raise StudyError(err.reason, err.message) from None
+        out = []
+        for info in infos:
+            if _ignorable(info.filename):
+                continue
+            with archive.open(info) as member:
+                # Read one byte past the declared size: a lying directory cannot inflate more.
+                content = member.read(info.file_size + 1)
+            if len(content) > info.file_size:
+                raise StudyError("zip_unreadable", policy.ZIP_UNREADABLE.format(problem="sizes"))
+            out.append((info.filename, content))
+        return out
+
+
+def _ignorable(name: str) -> bool:
+    """Files every export tool adds that are not part of any series (macOS metadata, hidden)."""
+    base = name.replace("\\", "/").rsplit("/", 1)[-1]
+    return base.startswith(".") or "__MACOSX/" in name or base.upper() == "DICOMDIR"
+
+
+# -- DICOM --------------------------------------------------------------------------------------
+
+
+def _dicom_series(files: list[tuple[str, bytes]], notes: list[str]) -> list[Series]:
+    """Group by SeriesInstanceUID, order, check, then decode the accepted slices."""
+    groups: dict[str, list[_Instance]] = {}
+    unreadable = non_image = 0
+    for name, data in files:
+        try:
+            header = read_header(data)
+        except (DicomError, InputRejected):
+            unreadable += 1
+            continue
+        if str(header.get("SOPClassUID", "")) == MEDIA_STORAGE_DIRECTORY or "Rows" not in header:
+            non_image += 1  # SR, KO, presentation states: part of a study, not an image
+            continue
+        uid = str(header.get("SeriesInstanceUID", "") or "")
+        groups.setdefault(uid, []).append(_instance(name, data, header))
+    if unreadable:
+        notes.append(f"{unreadable} DICOM file(s) could not be read and were skipped.")
+    if non_image:
+        notes.append(f"{non_image} DICOM file(s) are not images (e.g. reports) and were skipped.")
+    return [_build_series(uid, instances) for uid, instances in groups.items()]
+
+
+def _instance(name: str, data: bytes, header: Any) -> _Instance:
+    def floats(key: str, n: int) -> np.ndarray | None:
+        try:
+            values = np.asarray([float(v) for v in header.get(key) or []], dtype=float)
+        except (TypeError, ValueError):
+            return None
+        return values if values.shape == (n,) and np.all(np.isfinite(values)) else None
+
+    try:
+        number = int(header.get("InstanceNumber"))
+    except (TypeError, ValueError):
+        number = None
+    try:
+        frames = max(int(header.get("NumberOfFrames", 1) or 1), 1)
+        size = (int(header.get("Rows", 0) or 0), int(header.get("Columns", 0) or 0))
+    except (TypeError, ValueError):
+        frames, size = 1, (0, 0)
+    problem = None
+    try:
+        check_dataset_header(header)
+    except InputRejected as err:
+        problem = err.message
+        frames = 1  # a refused file is one refused slice, whatever its header claims
+    except DicomError as err:
+        problem = policy.DICOM_UNUSABLE.format(problem=err)
+        frames = 1
+    return _Instance(
+        name,
+        data,
+        header,
+        frames,
+        size,
+        number,
+        floats("ImagePositionPatient", 3),
+        floats("ImageOrientationPatient", 6),
+        problem,
+    )
+
+
+def order_instances(instances: list[_Instance]) -> tuple[list[_Instance], list[float] | None, str]:
+    """Order along the slice normal when every file has one position and one orientation;
+    else by InstanceNumber; else by name. Returns the order, positions (mm) and how."""
+    orientations = [i.orientation for i in instances if i.orientation is not None]
+    single = all(i.frames == 1 for i in instances)
+    if (
+        single
+        and len(orientations) == len(instances)
+        and all(i.position is not None for i in instances)
+        and all(np.allclose(o, orientations[0], atol=1e-3) for o in orientations)
+    ):
+        normal = np.cross(orientations[0][:3], orientations[0][3:])
+        keyed = sorted(
+            ((float(np.dot(i.position, normal)), i.instance_number or 0, i.name), i)  # type: ignore[arg-type]
+            for i in instances
+        )
+        return [i for _, i in keyed], [k[0] for k, _ in keyed], "position"
+    if all(i.instance_number is not None for i in instances):
+        return sorted(instances, key=lambda i: (i.instance_number, i.name)), None, "instance"
+    return sorted(instances, key=lambda i: i.name), None, "name"
+
+
+def _build_series(uid: str, instances: list[_Instance]) -> Series:
+    policy_slices = sum(i.frames for i in instances)
+    try:
+        policy.check_series_slices(policy_slices)
+    except InputRejected as err:
+        raise StudyError(err.reason, err.message) from None
+    ordered, positions, how = order_instances(instances)
+    warnings: list[str] = []
+    if how != "position":
+        warnings.append(
+            "Slice positions are missing or inconsistent; slices are ordered by "
+            + ("InstanceNumber." if how == "instance" else "file name.")
+        )
+    if positions is not None:
+        warnings += gap_warnings(positions)
+    _refuse_odd_sizes(ordered, warnings)
+    slices: list[StudySlice] = []
+    n_total = sum(i.frames for i in ordered)
+    for k, inst in enumerate(ordered):
+        slices += _decode(inst, start=len(slices), total=n_total, position=_at(positions, k))
+    first = ordered[0].header
+    return Series(
+        kind="dicom",
+        slices=slices,
+        study_instance_uid=_str_or_none(first.get("StudyInstanceUID")),
+        series_instance_uid=uid or None,
+        modality=str(first.get("Modality", "") or ""),
+        description=str(first.get("SeriesDescription", "") or ""),
+        headers=[i.header for i in ordered],
+        warnings=warnings,
+    )
+
+
+def _at(positions: list[float] | None, k: int) -> float | None:
+    return None if positions is None else positions[k]
+
+
+def _str_or_none(value: Any) -> str | None:
+    return str(value) if value else None
+
+
+def gap_warnings(positions: Sequence[float]) -> list[str]:
+    """Missing slices (a step well above the typical spacing) and duplicated positions."""
+    if len(positions) < 3:
+        return []
+    steps = np.diff(np.asarray(positions, dtype=float))
+    spacing = float(np.median(steps))
+    out = []
+    if spacing <= 1e-6:
+        return ["Most slices share one position: this does not look like one volume."]
+    duplicates = int(np.sum(steps <= 1e-3 * spacing))
+    if duplicates:
+        out.append(f"{duplicates} slice(s) repeat the position of the slice before them.")
+    for k in np.flatnonzero(steps > GAP_FACTOR * spacing):
+        missing = round(float(steps[k]) / spacing) - 1
+        out.append(
+            f"About {max(missing, 1)} slice(s) appear to be missing between slice {k + 1} and "
+            f"slice {k + 2} (a {steps[k]:.1f} mm step; the series spacing is {spacing:.1f} mm)."
+        )
+    return out
+
+
+def _refuse_odd_sizes(ordered: list[_Instance], warnings: list[str]) -> None:
+    """Slices whose size differs from the series' most common size are refused, with words."""
+    sizes = Counter(i.size for i in ordered if i.problem is None)
+    if len(sizes) < 2:
+        return
+    (rows, cols), _ = sizes.most_common(1)[0]
+    odd = 0
+    for inst in ordered:
+        if inst.problem is None and inst.size != (rows, cols):
+            inst.problem = policy.SLICE_SIZE_MISMATCH.format(
+                width=inst.size[1], height=inst.size[0], series_width=cols, series_height=rows
+            )
+            odd += 1
+    warnings.append(
+        f"{odd} slice(s) differ in size from the rest of the series ({cols} x {rows}) and were "
+        "left out."
+    )
+
+
+def _decode(inst: _Instance, *, start: int, total: int, position: float | None) -> list[StudySlice]:
+    """The instance's frames as PNG slices (the one DICOM decoding), or refused slices."""
+    sop = _str_or_none(inst.header.get("SOPInstanceUID"))
+    sop_class = _str_or_none(inst.header.get("SOPClassUID"))
+    multi = inst.frames > 1
+
+    def ref(j: int) -> SliceRef:
+        label = f"slice {start + j + 1} / {total}" + (f" (frame {j + 1})" if multi else "")
+        return SliceRef(start + j, sop, sop_class, j + 1 if multi else None, position, label)
+
+    problem = inst.problem
+    if problem is None:
+        try:
+            pngs = dicom_to_png(inst.data, frame=None)
+            return [StudySlice(ref(j), png) for j, png in enumerate(pngs)]
+        except InputRejected as err:
+            problem = err.message
+        except DicomError as err:
+            problem = policy.DICOM_UNUSABLE.format(problem=err)
+    return [StudySlice(ref(j), problem=problem) for j in range(inst.frames)]
+
+
+# -- NIfTI --------------------------------------------------------------------------------------
+
+
+def _is_nifti(name: str, data: bytes) -> bool:
+    lower = name.lower()
+    if lower.endswith(NIFTI_SUFFIXES):
+        return True
+    return len(data) >= 348 and data[344:348] in (b"n+1\x00", b"ni1\x00")
+
+
+def _gunzip(data: bytes, limit: int = policy.MAX_STUDY_BYTES) -> bytes:
+    """Decompress in memory, never more than ``limit`` bytes (a gzip bomb stops there)."""
+    try:
+        with gzip.GzipFile(fileobj=io.BytesIO(data)) as stream:
+            raw = stream.read(limit + 1)
+    except (OSError, EOFError) as err:
+        raise StudyError(
+            "volume_unusable", policy.VOLUME_UNUSABLE.format(problem=f"bad gzip data ({err})")
+        ) from None
+    policy.check_study_bytes(len(raw), max_bytes=limit)
+    return raw
+
+
+def read_nifti(data: bytes, *, name: str = "", axis: Axis = None) -> Series:
+    """One NIfTI-1 volume as a series of windowed, radiologically displayed slices."""
+    import nibabel as nib
+
+    raw = _gunzip(data) if data.startswith(policy.GZIP_SIGNATURE) else data
+
+    def unusable(problem: str) -> StudyError:
+        return StudyError("volume_unusable", policy.VOLUME_UNUSABLE.format(problem=problem))
+
+    try:
+        header = nib.Nifti1Header.from_fileobj(io.BytesIO(raw[:352]))
+        shape = tuple(int(n) for n in header.get_data_shape())
+    except Exception as err:  # noqa: BLE001 - any header failure is the same refusal
+        raise unusable(f"not a NIfTI-1 header ({type(err).__name__})") from None
+    if len(shape) == 4 and shape[3] == 1:
+        shape = shape[:3]
+    if len(shape) != 3:
+        raise unusable(f"{len(shape)}-D data; one 3-D volume is needed")
+    try:
+        policy.check_volume(shape)
+    except InputRejected as err:
+        raise StudyError(err.reason, err.message) from None
+    try:
+        image = nib.Nifti1Image.from_bytes(raw)
+        canonical = nib.as_closest_canonical(image)
+        volume = np.asarray(canonical.get_fdata(dtype=np.float32)).reshape(canonical.shape[:3])
+    except Exception as err:  # noqa: BLE001 - truncated data, bad dtype: one refusal
+        raise unusable(f"the data cannot be read ({type(err).__name__})") from None
+    zooms = tuple(float(z) for z in canonical.header.get_zooms()[:3])
+    plane = choose_axis(image, axis)
+    along = PLANES.index(plane)
+    n = volume.shape[along]
+    try:
+        policy.check_series_slices(n)
+    except InputRejected as err:
+        raise StudyError(err.reason, err.message) from None
+    finite = volume[np.isfinite(volume)]
+    centre, width = percentile_window(finite if finite.size else np.zeros(1))
+    origin = float(canonical.affine[along, 3])
+    slices = []
+    for k in range(n):
+        plane_2d = np.take(volume, k, axis=along)
+        pixels = apply_window(np.nan_to_num(radiological(plane_2d)), centre, width)
+        ref = SliceRef(
+            index=k,
+            position=origin + k * zooms[along],
+            label=f"slice {k + 1} / {n} ({plane})",
+        )
+        slices.append(StudySlice(ref, _png(pixels)))
+    return Series(
+        kind="nifti",
+        slices=slices,
+        modality="MR",
+        description=f"{name} ({plane})" if name else plane,
+    )
+
+
+def choose_axis(image: Any, axis: Axis = None) -> str:
+    """The plane to slice in: asked for by name or array axis, else the acquisition plane.
+
+    The acquisition plane of a 2-D acquisition is the one across its thick slices: the axis
+    with the largest voxel spacing (clearly larger: 1.2x the others), or else the axis with far
+    fewer voxels. An isotropic 3-D volume is sliced axially, as brain MRI is usually read.
+    """
+    import nibabel as nib
+
+    codes = nib.aff2axcodes(image.affine)  # per array axis: L/R, P/A or I/S
+    plane_of = {"L": "sagittal", "R": "sagittal", "P": "coronal", "A": "coronal"}
+    planes = [plane_of.get(str(c), "axial") for c in codes]
+    if isinstance(axis, int) and not isinstance(axis, bool):
+        if not 0 <= axis < 3:
+            raise ValueError(f"axis must be 0, 1 or 2 (an array axis), got {axis}")
+        return planes[axis]
+    if isinstance(axis, str):
+        if axis not in PLANES:
+            raise ValueError(f"axis must be one of {', '.join(PLANES)} or 0-2, got {axis!r}")
+        return axis
+    if axis is not None:
+        raise ValueError(f"axis must be a plane name or 0-2, got {axis!r}")
+    zooms = [float(z) for z in image.header.get_zooms()[:3]]
+    counts = [int(n) for n in image.shape[:3]]
+    thickest = int(np.argmax(zooms))
+    others = [z for i, z in enumerate(zooms) if i != thickest]
+    if zooms[thickest] > 1.2 * max(others):
+        return planes[thickest]
+    fewest = int(np.argmin(counts))
+    if counts[fewest] * 2 < min(c for i, c in enumerate(counts) if i != fewest):
+        return planes[fewest]
+    return "axial"
+
+
+def radiological(plane_2d: np.ndarray) -> np.ndarray:
+    """A canonical (RAS+) plane as a radiologist views it.
+
+    Rows: anterior / superior at the top; columns: the patient's right (or anterior, for a
+    sagittal slice) on the viewer's left.
+    """
+    return plane_2d.T[::-1, ::-1]
+
+
+def _png(pixels: np.ndarray) -> bytes:
+    from PIL import Image
+
+    rgb = np.repeat(pixels[..., None], 3, axis=2)  # as dicom_to_png encodes
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(rgb)).save(buffer, format="PNG")
+    return buffer.getvalue()
