@@ -2,10 +2,9 @@
 
 The heatmap comes from the served model's ``explain`` signature (:mod:`tumorlib.gradcam` inside
 the SavedModel), at the model's input resolution and aligned with the slice as the model saw it:
-resized with its aspect kept and black padding. So the overlay is drawn on that same image, made
-by :func:`tumorlib.preprocessing.resize` — the one definition of it — and blended by
-:func:`tumorlib.gradcam.overlay`. Both import TensorFlow, so they are imported only when a user
-asks for a heatmap.
+resized with its aspect kept and black padding. :func:`tumorlib.gradcam_overlay.overlay_image`
+draws it on that same image (the DICOM Secondary Captures use the same function); it imports
+TensorFlow only when a user asks for a heatmap.
 
 Heatmaps are kept in the session's memory (never on disk), keyed by a hash of the image, the
 backend and the model version, so moving the opacity slider does not recompute the gradient.
@@ -15,10 +14,10 @@ from __future__ import annotations
 
 import hashlib
 
-import numpy as np
 import streamlit as st
 
 from serving.prediction import Explanation
+from tumorlib.gradcam_overlay import overlay_image  # noqa: F401 - the page calls it from here
 
 CACHE_KEY = "gradcam_heatmaps"
 MAX_CACHED = 32  # heatmaps per session; 384 x 384 float32 (the shipped model) is 590 KB each
@@ -28,17 +27,6 @@ CAPTION = (
     "class most. Coarse (1/32 of the model input) and drawn on the slice as the model saw it "
     "(resized, black-padded); it shows where evidence came from, not a segmentation."
 )
-
-
-def overlay_image(image_bytes: bytes, heatmap: np.ndarray, opacity: float) -> np.ndarray:
-    """The upload resized as the model saw it, with ``heatmap`` blended over it (uint8 RGB)."""
-    import tensorflow as tf
-
-    from tumorlib.gradcam import overlay
-    from tumorlib.preprocessing import decode_image, resize
-
-    image = resize(decode_image(tf.constant(image_bytes)), int(heatmap.shape[0])).numpy()
-    return overlay(image, heatmap, opacity)
 
 
 def cached_explanation(key_parts: tuple, compute) -> Explanation | str:
