@@ -342,6 +342,10 @@ ZIP_RATIO = (
     "this is a decompression bomb, not a series."
 )
 VOLUME_UNUSABLE = "This NIfTI file cannot be used: {problem}."
+VOLUME_GZIP_TOO_LARGE = (
+    "The compressed NIfTI file expands to more than {limit}, the limit for a study; "
+    "it is either not one brain volume or a decompression bomb."
+)
 VOLUME_TOO_LARGE = (
     "The NIfTI volume is {shape} ({voxels} voxels); the limit is {limit} voxels. "
     "Upload a single brain volume."

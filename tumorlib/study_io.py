@@ -23,7 +23,7 @@ import io
 import os
 import zipfile
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +54,16 @@ Axis = str | int | None
 
 class StudyError(InputRejected):
     """A study that cannot be read as a whole (too big, unsafe zip, nothing readable)."""
+
+
+def _whole_study(check: Callable[..., None], *args: Any, **kwargs: Any) -> None:
+    """Run a policy check whose refusal refuses the whole study (as :class:`StudyError`)."""
+    try:
+        check(*args, **kwargs)
+    except StudyError:
+        raise
+    except InputRejected as err:
+        raise StudyError(err.reason, err.message) from None
 
 
 @dataclass
@@ -130,8 +140,8 @@ def collect_files(paths: Sequence[str | os.PathLike]) -> list[tuple[str, bytes]]
             found.append((path.name, path))
         else:
             raise FileNotFoundError(f"{path} does not exist")
-    policy.check_study_files(len(found))
-    policy.check_study_bytes(sum(p.stat().st_size for _, p in found))
+    _whole_study(policy.check_study_files, len(found))
+    _whole_study(policy.check_study_bytes, sum(p.stat().st_size for _, p in found))
     return [(name, p.read_bytes()) for name, p in found]
 
 
@@ -149,9 +159,9 @@ def _expand(files: Sequence[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
             members = [(name, data)]
         for member in members:
             total += len(member[1])
-            policy.check_study_bytes(total)
+            _whole_study(policy.check_study_bytes, total)
             out.append(member)
-    policy.check_study_files(len(out))
+    _whole_study(policy.check_study_files, len(out))
     return out
 
 
@@ -281,11 +291,7 @@ def order_instances(instances: list[_Instance]) -> tuple[list[_Instance], list[f
 
 
 def _build_series(uid: str, instances: list[_Instance]) -> Series:
-    policy_slices = sum(i.frames for i in instances)
-    try:
-        policy.check_series_slices(policy_slices)
-    except InputRejected as err:
-        raise StudyError(err.reason, err.message) from None
+    _whole_study(policy.check_series_slices, sum(i.frames for i in instances))
     ordered, positions, how = order_instances(instances)
     warnings: list[str] = []
     if how != "position":
@@ -402,7 +408,10 @@ def _gunzip(data: bytes, limit: int = policy.MAX_STUDY_BYTES) -> bytes:
         raise StudyError(
             "volume_unusable", policy.VOLUME_UNUSABLE.format(problem=f"bad gzip data ({err})")
         ) from None
-    policy.check_study_bytes(len(raw), max_bytes=limit)
+    if len(raw) > limit:
+        raise StudyError(
+            "study_too_large", policy.VOLUME_GZIP_TOO_LARGE.format(limit=policy.megabytes(limit))
+        )
     return raw
 
 
@@ -424,10 +433,7 @@ def read_nifti(data: bytes, *, name: str = "", axis: Axis = None) -> Series:
         shape = shape[:3]
     if len(shape) != 3:
         raise unusable(f"{len(shape)}-D data; one 3-D volume is needed")
-    try:
-        policy.check_volume(shape)
-    except InputRejected as err:
-        raise StudyError(err.reason, err.message) from None
+    _whole_study(policy.check_volume, shape)
     try:
         image = nib.Nifti1Image.from_bytes(raw)
         canonical = nib.as_closest_canonical(image)
@@ -438,10 +444,7 @@ def read_nifti(data: bytes, *, name: str = "", axis: Axis = None) -> Series:
     plane = choose_axis(image, axis)
     along = PLANES.index(plane)
     n = volume.shape[along]
-    try:
-        policy.check_series_slices(n)
-    except InputRejected as err:
-        raise StudyError(err.reason, err.message) from None
+    _whole_study(policy.check_series_slices, n)
     finite = volume[np.isfinite(volume)]
     centre, width = percentile_window(finite if finite.size else np.zeros(1))
     origin = float(canonical.affine[along, 3])
