@@ -26,6 +26,7 @@ from tumorlib.serving_contract import (
     METADATA_SIGNATURE,
     NOT_BRAIN_MRI_MESSAGE,
     SERVING_SIGNATURE,
+    UNFAMILIAR_MESSAGE,
 )
 
 ASSETS_DIR = "assets"  # a SavedModel's asset folder (TF's layout)
@@ -42,9 +43,36 @@ def gate_metadata(safety: Safety) -> dict[str, Any] | None:
         "false_rejection_target_on_validation": safety.gate.false_rejection_target,
         "test_false_rejection_rate": finite_or_none(report.get("test_false_rejection_rate")),
         "negative_rejection_rate": finite_or_none(report.get("negative_rejection_rate")),
+        "test_changed_false_rejection_rate": finite_or_none(
+            report.get("test_changed_false_rejection_rate")
+        ),
+        "second_source": _second_source_rates(report),
         "rule": "in_distribution = gate_score <= 1; gate_score = max over layers of "
-        "Mahalanobis distance / layer threshold",
+        "Mahalanobis distance / layer threshold (fitted on training slices and their "
+        "acquisition-changed copies: any brain MRI sequence is accepted)",
         "message": NOT_BRAIN_MRI_MESSAGE,
+        "familiarity": familiarity_metadata(safety),
+    }
+
+
+def _second_source_rates(report: dict[str, Any]) -> dict[str, Any] | None:
+    source = report.get("second_source")
+    if not source:
+        return None
+    return {k: v for k, v in source.items() if k != "rejected_names"}
+
+
+def familiarity_metadata(safety: Safety) -> dict[str, Any] | None:
+    """The familiarity check's thresholds and measured rates, when the run fitted one."""
+    if safety.familiarity is None:
+        return None
+    report = (safety.gate_report or {}).get("familiarity") or {}
+    return {
+        "layers": [{"layer": g.layer, "threshold": g.threshold} for g in safety.familiarity.layers],
+        "test_unfamiliar_rate": finite_or_none(report.get("test_unfamiliar_rate")),
+        "rule": "familiar = familiarity_score <= 1 (the same statistics fitted on the unchanged "
+        "training slices only); unfamiliar slices are still classified, with a flag",
+        "message": UNFAMILIAR_MESSAGE,
     }
 
 

@@ -55,7 +55,11 @@ class ServingModule(tf.Module):
 
             try:
                 self.classify, self.gate_features = make_gated_serve_fn(
-                    model, safety.gate, image_size=image_size, temperature=temperature
+                    model,
+                    safety.gate,
+                    image_size=image_size,
+                    temperature=temperature,
+                    familiarity=safety.familiarity,
                 )
             except GateError as err:
                 raise ExportError(f"the input gate does not fit this model: {err}") from None

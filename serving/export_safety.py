@@ -18,10 +18,18 @@ from typing import Any
 
 from serving.export_error import ExportError
 from tumorlib.gate import GateError, InputGate
-from tumorlib.runs import ABSTENTION_FILE, GATE_FILE, GATE_SUMMARY_FILE, MODEL_FILE, Run
+from tumorlib.runs import (
+    ABSTENTION_FILE,
+    FAMILIARITY_FILE,
+    GATE_FILE,
+    GATE_SUMMARY_FILE,
+    MODEL_FILE,
+    Run,
+)
 from tumorlib.serving_contract import (
     ABSTENTION_OUTPUT_KEYS,
     CONFIDENCE_KEY,
+    FAMILIARITY_OUTPUT_KEYS,
     GATE_OUTPUT_KEYS,
     OUTPUT_KEYS,
     UNCERTAIN_MESSAGE,
@@ -37,6 +45,7 @@ class Safety:
     abstention: dict[str, Any] | None  # metadata block; "threshold" is what the graph uses
     gate: InputGate | None
     gate_report: dict[str, Any] | None  # RUN/input_gate.json, if written
+    familiarity: InputGate | None = None  # RUN/familiarity.npz: the "unfamiliar" flag
 
     @property
     def threshold(self) -> float | None:
@@ -49,6 +58,8 @@ class Safety:
             keys += ABSTENTION_OUTPUT_KEYS
         if self.gate is not None:
             keys += GATE_OUTPUT_KEYS
+            if self.familiarity is not None:
+                keys += FAMILIARITY_OUTPUT_KEYS
         return keys
 
 
@@ -107,17 +118,23 @@ def load_abstention(run: Run) -> dict[str, Any] | None:
     }
 
 
+def _load_gate(path: Path) -> InputGate | None:
+    if not path.is_file():
+        return None
+    try:
+        return InputGate.load(path)
+    except (GateError, KeyError, ValueError, OSError) as err:
+        raise ExportError(f"{path} could not be read: {err}") from None
+
+
 def load_safety(run: Run) -> Safety:
-    """Whatever of ``abstention.json``, ``input_gate.npz`` / ``.json`` the run folder holds."""
-    gate = None
-    if (run.path / GATE_FILE).is_file():
-        try:
-            gate = InputGate.load(run.path / GATE_FILE)
-        except (GateError, KeyError, ValueError, OSError) as err:
-            raise ExportError(f"{run.path / GATE_FILE} could not be read: {err}") from None
+    """Whatever of ``abstention.json``, ``input_gate.npz`` / ``.json`` and ``familiarity.npz``
+    the run folder holds (the familiarity check only alongside a gate: it shares its features)."""
+    gate = _load_gate(run.path / GATE_FILE)
+    familiarity = _load_gate(run.path / FAMILIARITY_FILE) if gate is not None else None
     summary = run.path / GATE_SUMMARY_FILE
     gate_report = read_json(summary) if gate is not None and summary.is_file() else None
-    safety = Safety(load_abstention(run), gate, gate_report)
+    safety = Safety(load_abstention(run), gate, gate_report, familiarity)
     warn_if_stale(run, safety)
     return safety
 

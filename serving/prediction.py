@@ -22,6 +22,8 @@ from tumorlib.serving_contract import (
     CLASS_INDEX_KEY,
     CLASS_NAME_KEY,
     CONFIDENCE_KEY,
+    FAMILIAR_KEY,
+    FAMILIARITY_SCORE_KEY,
     GATE_SCORE_KEY,
     HEATMAP_KEY,
     IN_DISTRIBUTION_KEY,
@@ -49,6 +51,8 @@ class Prediction:
     abstain: bool | None = None  # None: the model has no abstention threshold
     in_distribution: bool | None = None  # None: the model has no input gate
     gate_score: float | None = None  # accepted when <= 1
+    familiar: bool | None = None  # False: a brain MRI unlike the training data (flag only)
+    familiarity_score: float | None = None  # familiar when <= 1
 
     def __post_init__(self) -> None:
         if self.confidence is None and self.probabilities:
@@ -65,6 +69,12 @@ class Prediction:
         if self.abstain:
             return UNCERTAIN
         return CLASSIFIED
+
+    @property
+    def unfamiliar(self) -> bool:
+        """True only when the familiarity check ran and flagged a classified-or-uncertain slice
+        (never for a refused one: "not a brain MRI" already says more)."""
+        return self.familiar is False and self.verdict != NOT_BRAIN_MRI
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any], class_names: Sequence[str]) -> Prediction:
@@ -84,6 +94,8 @@ class Prediction:
             abstain=_optional(row, ABSTAIN_KEY, bool),
             in_distribution=_optional(row, IN_DISTRIBUTION_KEY, bool),
             gate_score=_optional(row, GATE_SCORE_KEY, float),
+            familiar=_optional(row, FAMILIAR_KEY, bool),
+            familiarity_score=_optional(row, FAMILIARITY_SCORE_KEY, float),
         )
 
 

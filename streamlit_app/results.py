@@ -119,13 +119,18 @@ def results_table(results: Sequence[FileResult]) -> pd.DataFrame:
 
 
 def safety_columns(prediction: Prediction | None) -> dict[str, object]:
-    """``abstain``, ``in distribution`` and ``gate score``; empty when the model has none."""
+    """``abstain``, ``in distribution``, ``gate score``, ``familiar`` and ``familiarity score``;
+    empty when the model has none."""
     if prediction is None:
-        return {"abstain": None, "in distribution": None, "gate score": None}
+        return dict.fromkeys(
+            ("abstain", "in distribution", "gate score", "familiar", "familiarity score")
+        )
     return {
         "abstain": prediction.abstain,
         "in distribution": prediction.in_distribution,
         "gate score": prediction.gate_score,
+        "familiar": prediction.familiar,
+        "familiarity score": prediction.familiarity_score,
     }
 
 

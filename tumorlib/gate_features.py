@@ -22,7 +22,7 @@ DEFAULT_LAYERS = ("block_13_expand_relu", "out_relu")
 BATCH_SIZE = 32
 
 
-def feature_extractor(model, layers: Sequence[str] = DEFAULT_LAYERS):
+def feature_extractor(model, layers: Sequence[str] = DEFAULT_LAYERS, *, probabilities: bool = True):
     """Keras model: normalised images -> ``[pooled activations of each layer..., probabilities]``.
 
     Built from the classifier's own ``"backbone"`` and ``"head"`` layers (shared weights), so
@@ -30,7 +30,8 @@ def feature_extractor(model, layers: Sequence[str] = DEFAULT_LAYERS):
     (:mod:`tumorlib.ensemble_model`) the features come from its first member's backbone (at that
     member's resolution, resized by the ensemble's own :class:`~tumorlib.ensemble_model.Resize`)
     — one backbone is enough to tell a brain MRI from anything else — and the probabilities are
-    the whole ensemble's.
+    the whole ensemble's. ``probabilities=False`` leaves them out (fitting needs only features,
+    and an ensemble's other members would triple the cost).
     """
     import keras
 
@@ -53,16 +54,45 @@ def feature_extractor(model, layers: Sequence[str] = DEFAULT_LAYERS):
     pooled = [
         keras.layers.GlobalAveragePooling2D(name=f"gate_pool_{i}")(o) for i, o in enumerate(outs)
     ]
+    if not probabilities:
+        return keras.Model(inputs, pooled[:-1] + [pooled[-1][:, :0]], name="gate_features")
     if primary is model:
-        probabilities = head_of(model)(pooled[-1], training=False)
+        probs = head_of(model)(pooled[-1], training=False)
     else:
-        probabilities = model(inputs, training=False)
-    return keras.Model(inputs, pooled[:-1] + [probabilities], name="gate_features")
+        probs = model(inputs, training=False)
+    return keras.Model(inputs, pooled[:-1] + [probs], name="gate_features")
 
 
-def _features_of(extractor, images, layers: Sequence[str]) -> Features:
+def _features_of(extractor, images, layers: Sequence[str], acquisition_seed=None) -> Features:
+    """Features of a normalised batch; with ``acquisition_seed`` ``[N, 2]``, of each image after
+    one random acquisition change (:func:`tumorlib.acquisition.random_acquisition`)."""
+    if acquisition_seed is not None:
+        images = _changed_acquisition(images, acquisition_seed)
     outs = extractor(images, training=False)
     return {name: outs[i].numpy() for i, name in enumerate(layers)}
+
+
+def _changed_acquisition(images, seeds):
+    import tensorflow as tf
+
+    from tumorlib.acquisition import random_acquisition
+    from tumorlib.preprocessing import normalize
+
+    grey_levels = (tf.cast(images, tf.float32) + 1.0) * 127.5  # undo normalize: exact
+    changed = tf.map_fn(
+        lambda pair: random_acquisition(pair[0], pair[1]),
+        (grey_levels, tf.cast(seeds, tf.int64)),
+        fn_output_signature=tf.TensorSpec(images.shape[1:], tf.float32),
+    )
+    return normalize(tf.round(changed))
+
+
+def _seeds(seed: int | None, start: int, n: int):
+    """Per-image ``[n, 2]`` seeds, fixed by ``seed`` and the image's position."""
+    if seed is None:
+        return None
+    index = np.arange(start, start + n, dtype=np.int64)
+    return np.stack([np.full(n, seed, np.int64), index], axis=1)
 
 
 def _concat(chunks: list[Features]) -> Features:
@@ -70,9 +100,15 @@ def _concat(chunks: list[Features]) -> Features:
 
 
 def features_for_images(
-    extractor, layers: Sequence[str], images: list[bytes], image_size: int
+    extractor,
+    layers: Sequence[str],
+    images: list[bytes],
+    image_size: int,
+    *,
+    acquisition_seed: int | None = None,
 ) -> Features:
-    """Gate features for encoded images, through the project's preprocessing."""
+    """Gate features for encoded images, through the project's preprocessing (and, with
+    ``acquisition_seed``, one random acquisition change per image)."""
     import tensorflow as tf
 
     from tumorlib.preprocessing import preprocess_bytes_batch
@@ -83,6 +119,7 @@ def features_for_images(
                 extractor,
                 preprocess_bytes_batch(tf.constant(images[i : i + BATCH_SIZE]), image_size),
                 layers,
+                _seeds(acquisition_seed, i, len(images[i : i + BATCH_SIZE])),
             )
             for i in range(0, len(images), BATCH_SIZE)
         ]
@@ -90,9 +127,17 @@ def features_for_images(
 
 
 def split_features(
-    extractor, layers: Sequence[str], split: str, config: str, data_dir_, image_size: int
+    extractor,
+    layers: Sequence[str],
+    split: str,
+    config: str,
+    data_dir_,
+    image_size: int,
+    *,
+    acquisition_seed: int | None = None,
 ) -> Features:
-    """Gate features of a dataset split (evaluation pipeline, no augmentation)."""
+    """Gate features of a dataset split (evaluation pipeline, no augmentation; with
+    ``acquisition_seed``, one random acquisition change per image)."""
     from tqdm import tqdm
 
     from tumorlib import data
@@ -106,4 +151,8 @@ def split_features(
         batch_size=BATCH_SIZE,
         cache=False,
     )
-    return _concat([_features_of(extractor, x, layers) for x, _ in tqdm(ds, desc=f"embed {split}")])
+    chunks, start = [], 0
+    for x, _ in tqdm(ds, desc=f"embed {split}" + (" (changed)" if acquisition_seed else "")):
+        chunks.append(_features_of(extractor, x, layers, _seeds(acquisition_seed, start, len(x))))
+        start += len(x)
+    return _concat(chunks)

@@ -13,10 +13,15 @@ from collections.abc import Sequence
 
 import tensorflow as tf
 
-from tumorlib.gate import InputGate
+from tumorlib.gate import GateError, InputGate
 from tumorlib.gate_features import feature_extractor
 from tumorlib.serve_body import Forward, Outputs, ServeFn, make_serve_fn
-from tumorlib.serving_contract import GATE_SCORE_KEY, IN_DISTRIBUTION_KEY
+from tumorlib.serving_contract import (
+    FAMILIAR_KEY,
+    FAMILIARITY_SCORE_KEY,
+    GATE_SCORE_KEY,
+    IN_DISTRIBUTION_KEY,
+)
 
 
 def gate_score_tf(pooled: Sequence, gate: InputGate) -> tf.Tensor:
@@ -29,19 +34,31 @@ def gate_score_tf(pooled: Sequence, gate: InputGate) -> tf.Tensor:
     return tf.reduce_max(tf.stack(ratios, axis=0), axis=0)
 
 
-def gated_forward(extractor, gate: InputGate) -> Forward:
+def gated_forward(extractor, gate: InputGate, familiarity: InputGate | None = None) -> Forward:
     """Forward step for :func:`tumorlib.serve_body.serve_outputs`: the probabilities of
-    ``extractor`` (:func:`~tumorlib.gate_features.feature_extractor`) plus the gate's verdict."""
+    ``extractor`` (:func:`~tumorlib.gate_features.feature_extractor`) plus the gate's verdict,
+    and the familiarity check's when given (both read the same pooled features)."""
 
     def forward(images: tf.Tensor) -> tuple[tf.Tensor, Outputs]:
         *pooled, probabilities = extractor(images, training=False)
         score = gate_score_tf(pooled, gate)
-        return probabilities, {IN_DISTRIBUTION_KEY: score <= 1.0, GATE_SCORE_KEY: score}
+        outputs = {IN_DISTRIBUTION_KEY: score <= 1.0, GATE_SCORE_KEY: score}
+        if familiarity is not None:
+            familiar = gate_score_tf(pooled, familiarity)
+            outputs |= {FAMILIAR_KEY: familiar <= 1.0, FAMILIARITY_SCORE_KEY: familiar}
+        return probabilities, outputs
 
     return forward
 
 
-def make_gated_serve_fn(model, gate: InputGate, *, image_size: int, temperature: float = 1.0):
+def make_gated_serve_fn(
+    model,
+    gate: InputGate,
+    *,
+    image_size: int,
+    temperature: float = 1.0,
+    familiarity: InputGate | None = None,
+):
     """The serve body with the gate: ``image_bytes`` ``tf.string [None]`` -> ``probabilities``
     ``[None, 4]`` (temperature-scaled), ``class_index`` ``int64``, ``class_name`` ``string``,
     ``in_distribution`` ``bool``, ``gate_score`` ``float32``.
@@ -49,10 +66,16 @@ def make_gated_serve_fn(model, gate: InputGate, *, image_size: int, temperature:
     Returns ``(serve, extractor)``: attach both to the exporter's ``tf.Module``
     (``module.gate_features = extractor; module.serve = serve``) so their variables — the
     classifier's own — are tracked and saved. Raises :class:`~tumorlib.gate.GateError` when the
-    model's backbone lacks the gate's layers.
+    model's backbone lacks the gate's layers, or when ``familiarity`` gates other layers.
+    With ``familiarity``, also ``familiar`` ``bool`` and ``familiarity_score`` ``float32``.
     """
+    if familiarity is not None and familiarity.layer_names != gate.layer_names:
+        raise GateError(
+            f"the familiarity check gates {list(familiarity.layer_names)}, the input gate "
+            f"{list(gate.layer_names)}: fit both with one `python -m tumorlib.input_gate RUN`"
+        )
     extractor = feature_extractor(model, gate.layer_names)
     serve: ServeFn = make_serve_fn(
-        gated_forward(extractor, gate), image_size=image_size, temperature=temperature
+        gated_forward(extractor, gate, familiarity), image_size=image_size, temperature=temperature
     )
     return serve, extractor

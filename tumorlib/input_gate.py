@@ -17,6 +17,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -27,7 +28,7 @@ from tumorlib.gate_features import (
     features_for_images,
     split_features,
 )
-from tumorlib.gate_negatives import encode_png, generate_negatives
+from tumorlib.gate_negatives import encode_png, generate_negatives, unusable_views
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +56,17 @@ def plot_gate(path: Path, scores: dict[str, np.ndarray]) -> Path:
     return save_figure(fig, path)
 
 
-def _negative_features(extractor, layers: Sequence[str], size: int) -> tuple[list[str], Features]:
-    """Names and gate features of the generated negatives, encoded as PNG like an upload."""
-    negatives = generate_negatives(size)
+# Seeds of the acquisition changes applied to each split's second copy (fixed: reproducible).
+CHANGED_SEEDS = {"train": 11, "validation": 12, "test": 13}
+VIEW_SLICES = 24  # validation slices made into unusable views (quarter crops, rotations, mosaics)
+
+
+def _negative_features(
+    extractor, layers: Sequence[str], size: int, views_from: list[np.ndarray]
+) -> tuple[list[str], Features]:
+    """Names and gate features of the generated negatives and the unusable views of real slices,
+    encoded as PNG like an upload."""
+    negatives = generate_negatives(size) + unusable_views(views_from)
     names = [name for name, _ in negatives]
     encoded = [encode_png(image) for _, image in negatives]
     return names, features_for_images(extractor, layers, encoded, size)
@@ -69,6 +78,52 @@ def _by_kind(names: list[str], features: Features) -> dict[str, Features]:
     return {k: {layer: v[kinds == k] for layer, v in features.items()} for k in sorted(set(kinds))}
 
 
+def _joined(*parts: Features) -> Features:
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def _validation_slices(config: str, data_dir_: str | None, size: int) -> list[np.ndarray]:
+    """A few validation slices as uint8 images (for the unusable views)."""
+    from tumorlib import data
+
+    ds = data.load_pipeline(
+        "validation", config, training=False, data_dir_=data_dir_, image_size=size,
+        batch_size=VIEW_SLICES, cache=False,
+    )  # fmt: skip
+    images, _ = next(iter(ds))
+    return list(np.round((images.numpy() + 1.0) * 127.5).astype(np.uint8))
+
+
+def _rate(mask: np.ndarray) -> dict[str, Any]:
+    return {"rate": float(np.mean(mask)) if len(mask) else float("nan"), "n": int(len(mask))}
+
+
+def _second_source_report(
+    extractor, layers: Sequence[str], size: int, gate: InputGate, familiarity: InputGate
+) -> dict[str, Any] | None:
+    """Rejection and unfamiliar rates on the second-source slices (measured, never fitted)."""
+    from tumorlib.second_source import default_archive, load_second_source
+
+    if default_archive() is None:
+        return None
+    source = load_second_source()
+    feats = features_for_images(extractor, layers, source.images, size)
+    rejected, unfamiliar = ~gate.accept(feats), ~familiarity.accept(feats)
+    collections = np.array(source.collection)
+    return {
+        "rejected_as_not_brain_mri": _rate(rejected),
+        "unfamiliar": _rate(unfamiliar),
+        "by_collection": {
+            c: {
+                "rejected_as_not_brain_mri": _rate(rejected[collections == c]),
+                "unfamiliar": _rate(unfamiliar[collections == c]),
+            }
+            for c in sorted(set(source.collection))
+        },
+        "rejected_names": [n for n, r in zip(source.names, rejected) if r],
+    }
+
+
 def run_gate(
     run_path: str | Path,
     *,
@@ -77,47 +132,98 @@ def run_gate(
     false_rejection: float = DEFAULT_FALSE_REJECTION,
     layers: Sequence[str] = DEFAULT_LAYERS,
 ) -> dict:
-    """Fit on train, thresholds on validation, evaluate on test and negatives; write files."""
-    from tumorlib.runs import GATE_FILE, GATE_PLOT, GATE_SUMMARY_FILE, load_run, write_json
+    """Fit both checks, measure them, and write the run's gate files.
 
-    run = load_run(run_path)
+    - The **brain-MRI check** (``input_gate.npz``: "is this a brain MRI slice at all?") is
+      fitted on the training slices *and* a copy of each under random acquisition changes
+      (:mod:`tumorlib.acquisition`: other contrast, gamma, bias field, blur, noise, frames,
+      burnt-in text, field of view), thresholds on validation likewise: every sequence is a
+      brain MRI, so none may be refused for its contrast.
+    - The **familiarity check** (``familiarity.npz``: "is this like the data the model learnt
+      from?") is the same statistics fitted on the unchanged slices only; an image outside it
+      is still classified, with an "unfamiliar acquisition" flag.
+    """
+    from tumorlib import runs
+
+    run = runs.load_run(run_path)
     size = run.image_size
-    extractor = feature_extractor(run.load_model(), layers)
-    feats = {
-        s: split_features(extractor, layers, s, config, data_dir_, size)
-        for s in ("train", "validation", "test")
-    }
-    gate: InputGate = fit_gate(feats["train"], feats["validation"], false_rejection)
-    gate.save(run.path / GATE_FILE)
-    names, neg_feats = _negative_features(extractor, layers, size)
-    report = evaluate_gate(gate, feats["test"], _by_kind(names, neg_feats))
+    extractor = feature_extractor(run.load_model(), layers, probabilities=False)
+
+    def features(split: str, changed: bool) -> Features:
+        seed = CHANGED_SEEDS[split] if changed else None
+        return split_features(
+            extractor, layers, split, config, data_dir_, size, acquisition_seed=seed
+        )
+
+    plain = {s: features(s, False) for s in CHANGED_SEEDS}
+    changed = {s: features(s, True) for s in CHANGED_SEEDS}
+    gate = fit_gate(
+        _joined(plain["train"], changed["train"]),
+        _joined(plain["validation"], changed["validation"]),
+        false_rejection,
+    )
+    familiarity = fit_gate(plain["train"], plain["validation"], false_rejection)
+    gate.save(run.path / runs.GATE_FILE)
+    familiarity.save(run.path / runs.FAMILIARITY_FILE)
+
+    names, neg_feats = _negative_features(
+        extractor, layers, size, _validation_slices(config, data_dir_, size)
+    )
+    is_view = np.array([n.startswith("view:") for n in names])
+    generated = {k: v[~is_view] for k, v in neg_feats.items()}
+    report = evaluate_gate(
+        gate, plain["test"], _by_kind(list(np.array(names)[~is_view]), generated)
+    )
     report["config"] = config
-    # Negatives that got through, for inspection.
-    report["accepted_negatives"] = [n for n, ok in zip(names, gate.accept(neg_feats)) if ok]
+    report["accepted_negatives"] = [
+        n for n, ok, view in zip(names, gate.accept(neg_feats), is_view) if ok and not view
+    ]
+    report["test_changed_false_rejection_rate"] = float(np.mean(~gate.accept(changed["test"])))
+    views = np.array([n.split(":")[1] for n in names if n.startswith("view:")])
+    view_rejected = ~gate.accept({k: v[is_view] for k, v in neg_feats.items()})
+    report["unusable_views_rejection_by_kind"] = {
+        k: _rate(view_rejected[views == k]) for k in sorted(set(views))
+    }
+    report["familiarity"] = {
+        "layers": [{"layer": g.layer, "threshold": g.threshold} for g in familiarity.layers],
+        "test_unfamiliar_rate": float(np.mean(~familiarity.accept(plain["test"]))),
+        "test_changed_unfamiliar_rate": float(np.mean(~familiarity.accept(changed["test"]))),
+        "validation_familiarity_scores": [
+            round(float(v), 4) for v in familiarity.score(plain["validation"]) if np.isfinite(v)
+        ],
+    }
+    report["second_source"] = _second_source_report(extractor, layers, size, gate, familiarity)
     plot = plot_gate(
-        run.safety_dir / GATE_PLOT,
+        run.safety_dir / runs.GATE_PLOT,
         {
-            "validation": gate.score(feats["validation"]),
-            "test": gate.score(feats["test"]),
-            "negatives": gate.score(neg_feats),
+            "validation": gate.score(plain["validation"]),
+            "validation, acquisition changed": gate.score(changed["validation"]),
+            "test": gate.score(plain["test"]),
+            "generated negatives": gate.score(generated),
         },
     )
     report["plot"] = str(plot.relative_to(run.path))
     # The export copies these into its metadata: drift watch's reference (docs/audit.md).
     report["validation_gate_scores"] = [
-        round(float(v), 4) for v in gate.score(feats["validation"]) if np.isfinite(v)
+        round(float(v), 4) for v in gate.score(plain["validation"]) if np.isfinite(v)
     ]
-    write_json(run.path / GATE_SUMMARY_FILE, report)
-    log.info("input gate of %s written to %s", run.path, run.path / GATE_FILE)
+    runs.write_json(run.path / runs.GATE_SUMMARY_FILE, report)
+    log.info("input gate of %s written to %s", run.path, run.path / runs.GATE_FILE)
     return report
 
 
 def _print_report(report: dict) -> None:
-    print(
-        json.dumps({k: v for k, v in report.items() if k != "negative_rejection_by_kind"}, indent=2)
-    )
+    long = ("negative_rejection_by_kind", "validation_gate_scores", "familiarity", "second_source")
+    print(json.dumps({k: v for k, v in report.items() if k not in long}, indent=2))
+    familiarity = {k: v for k, v in report["familiarity"].items() if "scores" not in k}
+    print(json.dumps({"familiarity": familiarity}, indent=2))
+    if report.get("second_source"):
+        source = {k: v for k, v in report["second_source"].items() if k != "rejected_names"}
+        print(json.dumps({"second_source": source}, indent=2))
     for kind, v in report["negative_rejection_by_kind"].items():
-        print(f"  {kind:>10}: rejected {v['rate']:.1%} of {v['n']}")
+        print(f"  {kind:>14}: rejected {v['rate']:.1%} of {v['n']}")
+    for kind, v in report["unusable_views_rejection_by_kind"].items():
+        print(f"  view {kind:>9}: rejected {v['rate']:.1%} of {v['n']}")
 
 
 def main(argv: list[str] | None = None) -> int:

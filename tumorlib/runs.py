@@ -13,6 +13,7 @@ Layout of ``runs/<name>/``::
     abstention.json    the validation-chosen threshold        ``python -m tumorlib.abstention``
     input_gate.npz     the input gate's statistics           ``python -m tumorlib.input_gate``
     input_gate.json    the gate's measured rates
+    familiarity.npz    the familiarity check's statistics     ``python -m tumorlib.input_gate``
     safety/            validation/test predictions and the safety plots
     model_card.md / .html                                    ``python -m tumorlib.model_card``
 
@@ -40,6 +41,7 @@ ENSEMBLE_FILE = "ensemble.json"
 ABSTENTION_FILE = "abstention.json"
 GATE_FILE = "input_gate.npz"
 GATE_SUMMARY_FILE = "input_gate.json"
+FAMILIARITY_FILE = "familiarity.npz"  # the "unfamiliar acquisition" statistics
 SAFETY_DIR = "safety"
 TEST_PREDICTIONS_FILE = "test_predictions.npz"  # inside safety/
 VALIDATION_PREDICTIONS_FILE = "validation_predictions.npz"  # inside safety/

@@ -24,11 +24,14 @@ CONFIDENCE_KEY = "confidence"
 ABSTAIN_KEY = "abstain"
 IN_DISTRIBUTION_KEY = "in_distribution"
 GATE_SCORE_KEY = "gate_score"
+FAMILIAR_KEY = "familiar"  # False: a brain MRI unlike the training data (flagged, still classified)
+FAMILIARITY_SCORE_KEY = "familiarity_score"  # familiar when <= 1
 HEATMAP_KEY = "heatmap"
 
 OUTPUT_KEYS = (PROBABILITIES_KEY, CLASS_INDEX_KEY, CLASS_NAME_KEY)  # always present
 ABSTENTION_OUTPUT_KEYS = (ABSTAIN_KEY,)  # when the run measured an abstention threshold
 GATE_OUTPUT_KEYS = (IN_DISTRIBUTION_KEY, GATE_SCORE_KEY)  # when the run fitted an input gate
+FAMILIARITY_OUTPUT_KEYS = (FAMILIAR_KEY, FAMILIARITY_SCORE_KEY)  # when it fitted familiarity
 EXPLAIN_OUTPUT_KEYS = (PROBABILITIES_KEY, CLASS_INDEX_KEY, HEATMAP_KEY)
 
 METADATA_INPUT_KEY = "request"
@@ -38,4 +41,8 @@ METADATA_ASSET = "metadata.json"  # under the version's assets/
 # What the user reads when a safety check withholds an answer; every surface uses these words.
 UNCERTAIN_MESSAGE = "Uncertain — refer to a radiologist"
 NOT_BRAIN_MRI_MESSAGE = "This does not look like a brain MRI slice — not classified"
+UNFAMILIAR_MESSAGE = (
+    "Unfamiliar acquisition — a brain MRI unlike the training data (sequence, contrast, scanner "
+    "or annotations); read the result with extra care"
+)
 DISCLAIMER = "Decision support only — not a diagnosis."

@@ -13,17 +13,12 @@ import sys
 from pathlib import Path
 
 from tumorlib.cli import run_command
-
-ENV_SHARED = "TUMORLIB_SHARED"
+from tumorlib.shared_data import ENV_SHARED, shared_data_dir
 
 
 def default_manual_dir() -> Path | None:
     """Where to look for the archive when none is given; ``None`` lets the builder download it."""
-    candidates = [Path("..") / "shared" / "data"]
-    shared = os.environ.get(ENV_SHARED)
-    if shared:
-        candidates.insert(0, Path(shared) / "data")
-    return next((path.resolve() for path in candidates if path.is_dir()), None)
+    return shared_data_dir()
 
 
 def build_dataset(manual_dir: str | os.PathLike | None, data_dir_: str | os.PathLike) -> None:

@@ -53,6 +53,7 @@ FIELDS = (
     ["path", "frame"]
     + [f"p_{n}" for n in CLASS_NAMES]
     + ["class_name", "display_name", "confidence", "abstain", "in_distribution", "gate_score"]
+    + ["familiar", "familiarity_score"]
     + ["error"]
 )
 
@@ -163,6 +164,10 @@ def csv_rows(
         row["in_distribution"] = "" if in_dist is None else str(bool(in_dist)).lower()
         score = getattr(pred, "gate_score", None)
         row["gate_score"] = "" if score is None else f"{float(score):.3f}"
+        familiar = getattr(pred, "familiar", None)
+        row["familiar"] = "" if familiar is None else str(bool(familiar)).lower()
+        familiarity = getattr(pred, "familiarity_score", None)
+        row["familiarity_score"] = "" if familiarity is None else f"{float(familiarity):.3f}"
         row["error"] = ""
         rows.append(row)
     return rows
