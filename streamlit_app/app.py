@@ -23,7 +23,7 @@ import streamlit as st
 from serving.backend import Backend, BackendError, Health, SafetyInfo
 from serving.prediction import NOT_BRAIN_MRI, UNCERTAIN, Explanation, Prediction
 from streamlit_app import backend as backends
-from streamlit_app import feedback, gradcam_view, performance_view
+from streamlit_app import feedback, gradcam_view, performance_view, study_view
 from streamlit_app.results import (
     FileResult,
     display_name,
@@ -32,8 +32,13 @@ from streamlit_app.results import (
     show_results_table,
 )
 from streamlit_app.validation import ValidatedImage, prepare_upload
-from tumorlib.input_policy import MAX_PIXELS, InputRejected
-from tumorlib.serving_contract import DISCLAIMER, NOT_BRAIN_MRI_MESSAGE, UNCERTAIN_MESSAGE
+from tumorlib.input_policy import MAX_IMAGE_BYTES, MAX_PIXELS, InputRejected
+from tumorlib.serving_contract import (
+    DISCLAIMER,
+    NOT_BRAIN_MRI_MESSAGE,
+    UNCERTAIN_MESSAGE,
+    UNFAMILIAR_MESSAGE,
+)
 
 # The contract's one-line disclaimer (the batch CLI prints the same words), then why.
 DISCLAIMER_TEXT = (
@@ -141,8 +146,9 @@ def show_safety(safety: SafetyInfo) -> None:
 
 
 def validate_all(files: list) -> list[ValidatedImage | InputRejected]:
-    """Check (and for DICOM, convert) every upload; limits come from ``.streamlit/config.toml``."""
-    max_bytes = int(st.get_option("server.maxUploadSize")) * 1024 * 1024
+    """Check (and for DICOM, convert) every upload against the policy's per-image limits (the
+    upload cap in ``.streamlit/config.toml`` is larger, for series archives and volumes)."""
+    max_bytes = min(int(st.get_option("server.maxUploadSize")) * 1024 * 1024, MAX_IMAGE_BYTES)
     checked: list[ValidatedImage | InputRejected] = []
     for file in files:
         try:
@@ -235,6 +241,11 @@ def show_answer(result: FileResult, safety: SafetyInfo) -> None:
             "scores at most 1.00). Upload a single axial, coronal or sagittal brain MRI slice."
         )
         return
+    if prediction.unfamiliar:
+        st.warning(
+            f"{UNFAMILIAR_MESSAGE}. Familiarity score {prediction.familiarity_score:.2f} "
+            "(slices like the training images score at most 1.00)."
+        )
     if prediction.verdict == UNCERTAIN:
         st.markdown(f"#### {UNCERTAIN_MESSAGE}")
         below = (
@@ -308,8 +319,8 @@ def main() -> None:
             show_safety(safety)
     performance_view.show(_safe_secrets())  # sidebar toggle; the view reads the audit database
     files = st.file_uploader(
-        "Upload MRI slices (JPEG, PNG or DICOM; one slice per file)",
-        type=["jpg", "jpeg", "png", "dcm", "dicom"],
+        "Upload MRI slices (JPEG, PNG or DICOM) or a series (DICOM files, .zip, NIfTI)",
+        type=study_view.UPLOAD_TYPES,
         accept_multiple_files=True,
         key=UPLOAD_KEY,
         help="Files stay in this session's memory; they are never saved or logged.",
@@ -322,10 +333,13 @@ def main() -> None:
         return
     if backend_error:
         st.error(f"No predictions: {backend_error}")
+    context = PageContext(backend, health.version if health else None, safety)
+    if study_view.is_study([(file.name, file.getvalue()) for file in files]):
+        study_view.show(files, context.backend, context.version, context.safety)
+        return
     checked = validate_all(files)
     with st.spinner(f"Classifying {len(files)} file(s)..."):
         results = predict_all(files, checked, backend, health, backend_error)
-    context = PageContext(backend, health.version if health else None, safety)
     for index, (file, check, result) in enumerate(zip(files, checked, results)):
         show_file(index, file, check, result, context)
     if len(files) > 1:
