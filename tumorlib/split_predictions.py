@@ -47,3 +47,14 @@ def predict_split(
     )
     probabilities = model.predict(pipeline.map(lambda x, y: x), verbose=verbose)
     return np.asarray(probabilities), split_labels(split, config, data_dir)
+
+
+def split_groups(split: str, config: str, data_dir: str | os.PathLike | None) -> np.ndarray:
+    """Near-duplicate group ids of a split in source order (no image decoding), aligned with
+    :func:`split_labels`: the pseudo-studies (:mod:`tumorlib.pseudo_studies`) take a tumour's
+    slices from one group, as neighbouring slices of one scan would be."""
+    from tumorlib.data import load_split
+
+    examples = load_split(split, config, data_dir)
+    batches = examples.map(lambda e: e["duplicate_group"]).batch(4096).as_numpy_iterator()
+    return np.concatenate(list(batches)).astype(np.int64)

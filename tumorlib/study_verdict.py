@@ -99,26 +99,18 @@ def aggregate(
             "No slice was accepted and answered by the model, so the series cannot be judged.",
         )
     names = list(class_names)
-    if NO_TUMOR not in names:
-        raise ValueError(f"class_names must include {NO_TUMOR!r}: {names}")
-    tumour_names = [n for n in names if n != NO_TUMOR]
     probs = np.asarray([[o.probabilities.get(n, 0.0) for n in names] for o in answered])  # type: ignore[union-attr]
-    evidence = 1.0 - probs[:, names.index(NO_TUMOR)]
-    order = np.argsort(-evidence, kind="stable")
-    top = order[: min(rule.top_k, len(answered))]
-    mean_evidence = float(evidence[top].mean())
-    tumour_probs = probs[top][:, [names.index(n) for n in tumour_names]]
-    share = tumour_probs.mean(axis=0)
-    share = share / share.sum() if share.sum() > 0 else np.full(len(tumour_names), 1 / 3)
-    best = int(np.argmax(share))
-    votes = np.argmax(tumour_probs, axis=1)
-    agreement = float(np.mean(votes == best))
-    scores = {n: float(mean_evidence * share[i]) for i, n in enumerate(tumour_names)}
+    ev = top_evidence(probs, names, rule.top_k)
+    tumour_names = [n for n in names if n != NO_TUMOR]
+    mean_evidence, agreement, best = ev.mean_evidence, ev.agreement, ev.best
+    scores = {n: float(mean_evidence * ev.share[i]) for i, n in enumerate(tumour_names)}
     scores[NO_TUMOR] = 1.0 - mean_evidence
+    top = ev.top
     key = tuple(answered[i].ref.index for i in top)
     n_top = len(top)
     few = f" (only {len(answered)} slice(s) answered)" if len(answered) < rule.top_k else ""
-    if mean_evidence >= rule.tumour_threshold and agreement >= rule.min_agreement:
+    decision = int(decide(np.asarray(mean_evidence), np.asarray(agreement), rule))
+    if decision == 0:
         name = tumour_names[best]
         reason = (
             f"The {n_top} most tumour-like slices{few} show tumour evidence {mean_evidence:.2f} "
@@ -126,7 +118,7 @@ def aggregate(
             f"{n_top} name {name}."
         )
         return _verdict(name, scores, key, counts, rule, reason)
-    if mean_evidence <= rule.no_tumour_max:
+    if decision == 1:
         reason = (
             f"Even the {n_top} most tumour-like slices{few} show tumour evidence only "
             f"{mean_evidence:.2f} (at most {rule.no_tumour_max:.2f} reads as no tumour)."
@@ -145,6 +137,53 @@ def aggregate(
             "(tumour); refer to a radiologist."
         )
     return _verdict(STUDY_UNCERTAIN, scores, key, counts, rule, reason)
+
+
+@dataclass(frozen=True)
+class TopEvidence:
+    """What the rule reads from one series: its ``top`` slices (row indices, strongest first),
+    their mean tumour evidence, the tumour class they favour (index among the tumour classes),
+    the fraction of them whose own top tumour class is that one, and the class shares."""
+
+    top: tuple[int, ...]
+    mean_evidence: float
+    best: int
+    agreement: float
+    share: tuple[float, ...]
+
+
+def top_evidence(probabilities: np.ndarray, class_names: Sequence[str], top_k: int) -> TopEvidence:
+    """The rule's inputs from per-slice probabilities ``[n, C]`` (shared with the pseudo-study
+    grid search, so the rule chosen there is the rule applied here)."""
+    names = list(class_names)
+    if NO_TUMOR not in names:
+        raise ValueError(f"class_names must include {NO_TUMOR!r}: {names}")
+    probs = np.asarray(probabilities, dtype=float)
+    evidence = 1.0 - probs[:, names.index(NO_TUMOR)]
+    top = np.argsort(-evidence, kind="stable")[: min(top_k, len(probs))]
+    tumour = probs[top][:, [i for i, n in enumerate(names) if n != NO_TUMOR]]
+    share = tumour.mean(axis=0)
+    share = (
+        share / share.sum() if share.sum() > 0 else np.full(tumour.shape[1], 1 / tumour.shape[1])
+    )
+    best = int(np.argmax(share))
+    agreement = float(np.mean(np.argmax(tumour, axis=1) == best))
+    return TopEvidence(
+        tuple(int(i) for i in top),
+        float(evidence[top].mean()),
+        best,
+        agreement,
+        tuple(float(x) for x in share),
+    )
+
+
+def decide(mean_evidence: np.ndarray, agreement: np.ndarray, rule: StudyRule) -> np.ndarray:
+    """Vectorised decision: 0 a tumour class, 1 no tumour, 2 uncertain (as :func:`aggregate`)."""
+    tumour = (np.asarray(mean_evidence) >= rule.tumour_threshold) & (
+        np.asarray(agreement) >= rule.min_agreement
+    )
+    normal = np.asarray(mean_evidence) <= rule.no_tumour_max
+    return np.where(tumour, 0, np.where(normal, 1, 2))
 
 
 def _counts(outcomes: Sequence[SliceOutcome]) -> dict[str, int]:
