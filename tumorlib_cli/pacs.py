@@ -1,0 +1,150 @@
+"""``tumorlib pacs``: classify a study straight from a PACS and store the results back into it.
+
+Why: a radiologist reads studies in the PACS viewer, not files on a laptop. ``tumorlib pacs
+classify`` fetches a study's MR series over DICOMweb, classifies each as a volume, and stores a
+Structured Report (the verdict, coded) and Grad-CAM Secondary Captures of the key slices in the
+same study, where the viewer (OHIF, the PACS's own) shows them next to the images
+(``docs/pacs.md``). ``tumorlib pacs studies`` lists studies without patient attributes.
+
+The password is read from ``$TUMORLIB_PACS_PASSWORD`` only, never from the command line (where
+``ps`` and shell history would keep it). Nothing printed carries a patient attribute.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from serving.backend import DEFAULT_TIMEOUT_S, BackendError, Settings, make_backend
+from serving.pacs import (
+    DEFAULT_TIMEOUT_S as PACS_TIMEOUT_S,
+)
+from serving.pacs import (
+    PASSWORD_ENV,
+    USER_ENV,
+    Pacs,
+    PacsError,
+    SeriesReport,
+    classify_study,
+)
+from tumorlib.classes import DISPLAY_NAMES
+from tumorlib.cli import CommandError, run_command
+from tumorlib.serving_contract import DISCLAIMER, MODEL_BASE_PATH, MODEL_NAME, UNCERTAIN_MESSAGE
+from tumorlib.study import STUDY_UNCERTAIN
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tumorlib pacs",
+        description=(
+            "Classify studies from a PACS over DICOMweb and store the results (SR and Grad-CAM "
+            f"captures) back into the study. {DISCLAIMER}"
+        ),
+        epilog=f"Credentials: ${USER_ENV} (or --user) and ${PASSWORD_ENV}.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    studies = commands.add_parser("studies", help="list studies (no patient attributes)")
+    _pacs_arguments(studies)
+    studies.add_argument("--patient-id", help="only this patient's studies (not printed)")
+    studies.add_argument("--accession", help="only the study with this accession number")
+    studies.add_argument("--modality", default="MR", help="modality in study (default MR)")
+    studies.add_argument("--limit", type=int, default=50)
+
+    classify = commands.add_parser("classify", help="classify a study, store results in it")
+    _pacs_arguments(classify)
+    classify.add_argument("--study", required=True, help="StudyInstanceUID")
+    classify.add_argument("--series", help="SeriesInstanceUID (default: every MR series)")
+    classify.add_argument(
+        "--no-store", action="store_true", help="classify only; store nothing in the PACS"
+    )
+    model = classify.add_mutually_exclusive_group()
+    model.add_argument("--model-base-path", default=str(MODEL_BASE_PATH))
+    model.add_argument("--serving-url", help="TF Serving REST URL, e.g. http://127.0.0.1:8501")
+    classify.add_argument("--model-name", default=MODEL_NAME)
+    return parser
+
+
+def _pacs_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--url", required=True, help="DICOMweb root, e.g. http://127.0.0.1:8042/dicom-web"
+    )
+    parser.add_argument("--user", help=f"HTTP basic user (default ${USER_ENV})")
+    parser.add_argument("--timeout", type=float, default=PACS_TIMEOUT_S, help="seconds per call")
+
+
+def _pacs(args: argparse.Namespace) -> Pacs:
+    return Pacs(args.url, user=args.user, timeout_s=args.timeout)
+
+
+def list_studies(args: argparse.Namespace) -> None:
+    studies = _pacs(args).find_studies(
+        patient_id=args.patient_id,
+        accession_number=args.accession,
+        modality=args.modality,
+        limit=args.limit,
+    )
+    for study in studies:
+        modalities = "/".join(study.modalities) or "?"
+        series = "?" if study.n_series is None else study.n_series
+        print(f"{study.study_uid}\t{modalities}\t{series} series\t{study.description}")
+    print(f"{len(studies)} studies", file=sys.stderr)
+
+
+def classify(args: argparse.Namespace) -> None:
+    pacs = _pacs(args)
+    settings = Settings(
+        args.serving_url, args.model_name, Path(args.model_base_path), DEFAULT_TIMEOUT_S
+    )
+    pacs.list_series(args.study)  # the PACS answers (and lets us in) before a model is loaded
+    try:
+        backend = make_backend(settings)
+        reports = classify_study(
+            pacs, args.study, backend, None, series_uid=args.series, store=not args.no_store
+        )
+    except BackendError as err:
+        raise CommandError(err.message) from None
+    for report in reports:
+        print(describe(report))
+    print(DISCLAIMER)
+
+
+def describe(report: SeriesReport) -> str:
+    """One series' outcome in words (UIDs, counts, verdict; never patient attributes)."""
+    verdict = report.result.verdict
+    name = (
+        UNCERTAIN_MESSAGE
+        if verdict.verdict == STUDY_UNCERTAIN
+        else DISPLAY_NAMES.get(verdict.verdict, verdict.verdict)
+    )
+    lines = [
+        f"series {report.series_uid} ({report.description or 'no description'}): {name}",
+        f"  {verdict.reason}",
+        f"  {verdict.n_slices} slices: {verdict.n_classified} classified, {verdict.n_uncertain} "
+        f"uncertain, {verdict.n_not_brain_mri} not brain MRI, {verdict.n_failed} failed",
+    ]
+    if report.stored:
+        lines.append(
+            f"  stored in the study: 1 SR and {len(report.stored) - 1} Grad-CAM capture(s)"
+        )
+    lines += [f"  note: {note}" for note in report.notes]
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> None:
+    try:
+        if args.command == "studies":
+            list_studies(args)
+        else:
+            classify(args)
+    except PacsError as err:
+        raise CommandError(str(err)) from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_command(lambda: run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
