@@ -1,0 +1,186 @@
+"""Studies on the command line: ``tumorlib study classify PATH...`` and ``tumorlib study evaluate``.
+
+Why: a radiologist reads a series, so the tool should answer for one. ``classify`` reads DICOM
+folders, zips, multi-frame files and NIfTI volumes (:mod:`tumorlib.study_io`, the input policy's
+study limits), sends every accepted slice through the same backend as the page and ``tumorlib
+predict`` (:func:`serving.study.classify_series`), and prints one verdict per series with its
+counts, key slices and warnings; ``--json`` keeps every slice's outcome, ``--dicom-out`` writes a
+DICOM SR and Secondary Captures next to the study (``serving.dicom_results``). ``evaluate``
+chooses the aggregation rule on a run's validation pseudo-studies and reports it on test
+(:mod:`tumorlib.pseudo_studies`). Patient tags never reach the terminal or the JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from serving.backend import DEFAULT_TIMEOUT_S, Backend, BackendError, Settings, make_backend
+from serving.study import classify_series
+from tumorlib.classes import DISPLAY_NAMES
+from tumorlib.cli import CommandError, run_command
+from tumorlib.serving_contract import DISCLAIMER, MODEL_BASE_PATH, MODEL_NAME, UNCERTAIN_MESSAGE
+from tumorlib.study import STUDY_UNCERTAIN, StudyResult
+from tumorlib.study_io import PLANES, collect_files, read_series
+
+MAX_KEY_SLICES_SHOWN = 5
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tumorlib study",
+        description=f"Classify a series (DICOM or NIfTI) as one study. {DISCLAIMER}",
+    )
+    sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    classify = sub.add_parser(
+        "classify", help="one verdict per series in DICOM files/folders/zips or NIfTI volumes"
+    )
+    classify.add_argument("paths", nargs="+", help="files, folders (recursive) or zips")
+    classify.add_argument("--serving-url", help="TF Serving REST URL, e.g. http://127.0.0.1:8501")
+    classify.add_argument("--model-name", default=MODEL_NAME)
+    classify.add_argument("--model-base-path", default=str(MODEL_BASE_PATH))
+    classify.add_argument(
+        "--axis",
+        default=None,
+        help=f"NIfTI slicing plane: {', '.join(PLANES)} or an array axis 0-2 "
+        "(default: the acquisition plane)",
+    )
+    classify.add_argument("--json", dest="json_out", help="write every slice's outcome as JSON")
+    classify.add_argument("--dicom-out", help="write a DICOM SR and Secondary Captures here")
+    classify.add_argument("--no-progress", action="store_true")
+    evaluate = sub.add_parser(
+        "evaluate", help="choose the rule on validation pseudo-studies; report it on test"
+    )
+    evaluate.add_argument("--run", required=True, help="run folder with safety/*_predictions.npz")
+    evaluate.add_argument("--out", default="reports/studies", help="report folder")
+    return parser
+
+
+def parse_axis(value: str | None) -> str | int | None:
+    if value is None:
+        return None
+    return int(value) if value.isdigit() else value
+
+
+def classify(args: argparse.Namespace, backend: Backend | None = None) -> int | None:
+    """Read, classify and print every series; JSON and DICOM results when asked."""
+    series = read_series(collect_files(args.paths), axis=parse_axis(args.axis))
+    try:
+        if backend is None:
+            settings = Settings(
+                args.serving_url, args.model_name, Path(args.model_base_path), DEFAULT_TIMEOUT_S
+            )
+            backend = make_backend(settings)
+        version = backend.health().version
+        results = [_classify_one(s, backend, version, not args.no_progress) for s in series]
+    except BackendError as err:
+        raise CommandError(err.message) from None
+    for i, result in enumerate(results, start=1):
+        print("\n".join(describe(result, i, len(results))))
+    print(DISCLAIMER)
+    if args.json_out:
+        path = Path(args.json_out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps([result_json(r) for r in results], indent=2) + "\n")
+        print(f"written: {path}", file=sys.stderr)
+    if args.dicom_out:
+        write_dicom(results, backend, version, Path(args.dicom_out))
+    return None
+
+
+def _classify_one(series, backend: Backend, version: int | None, progress: bool) -> StudyResult:
+    from tqdm import tqdm
+
+    todo = sum(1 for s in series.slices if s.problem is None)
+    with tqdm(total=todo, desc="slices", unit="img", disable=not progress) as bar:
+        return classify_series(series, backend, version, progress=bar.update)
+
+
+def write_dicom(
+    results: list[StudyResult], backend: Backend, version: int | None, out_dir: Path
+) -> None:
+    """One folder of DICOM results per series (the folder itself when there is one series)."""
+    try:
+        from serving.dicom_results import write_study_results
+    except ImportError:
+        raise CommandError("DICOM results are not available in this installation") from None
+    for i, result in enumerate(results, start=1):
+        if result.series.kind != "dicom":
+            print(f"series {i}: not DICOM, no DICOM results written", file=sys.stderr)
+            continue
+        folder = out_dir if len(results) == 1 else out_dir / f"series-{i}"
+        paths = write_study_results(result, backend, version, folder)
+        print(f"series {i}: {len(paths)} DICOM file(s) written to {folder}", file=sys.stderr)
+
+
+def verdict_words(verdict: str) -> str:
+    return UNCERTAIN_MESSAGE if verdict == STUDY_UNCERTAIN else DISPLAY_NAMES.get(verdict, verdict)
+
+
+def describe(result: StudyResult, number: int, total: int) -> list[str]:
+    """A few lines a person reads: the series, the verdict and why, the key slices, warnings."""
+    series, v = result.series, result.verdict
+    title = series.description or series.kind
+    lines = [
+        f"Series {number}/{total}: {series.modality or '?'} {title!r}, {v.n_slices} slices "
+        f"({v.n_classified} classified, {v.n_uncertain} uncertain, {v.n_not_brain_mri} not a "
+        f"brain MRI, {v.n_failed} refused or failed)",
+        f"  Verdict: {verdict_words(v.verdict)}. {v.reason}",
+    ]
+    by_index = {o.ref.index: o for o in result.slices}
+    shown = []
+    for index in v.key_slices[:MAX_KEY_SLICES_SHOWN]:
+        o = by_index[index]
+        name = o.class_name or "?"
+        shown.append(f"{o.ref.label or index} ({name} {o.confidence or 0:.2f})")
+    if shown:
+        lines.append("  Key slices: " + "; ".join(shown))
+    problems = sorted({o.message for o in result.slices if o.message})
+    for message in problems[:3]:
+        lines.append(f"  Refused: {message}")
+    for warning in series.warnings:
+        lines.append(f"  Warning: {warning}")
+    return lines
+
+
+def result_json(result: StudyResult) -> dict[str, Any]:
+    """Everything but patient data: series facts, the verdict, every slice's outcome."""
+    series = result.series
+    return {
+        "series": {
+            "kind": series.kind,
+            "study_instance_uid": series.study_instance_uid,
+            "series_instance_uid": series.series_instance_uid,
+            "modality": series.modality,
+            "description": series.description,
+            "n_slices": series.n_slices,
+            "warnings": series.warnings,
+        },
+        "model": {"name": result.model_name, "version": result.model_version},
+        "verdict": asdict(result.verdict),
+        "slices": [asdict(o) for o in result.slices],
+        "disclaimer": DISCLAIMER,
+    }
+
+
+def evaluate(args: argparse.Namespace) -> None:
+    from tumorlib.pseudo_studies import evaluate_run, summary_lines
+
+    report = evaluate_run(args.run, Path(args.out))
+    print("\n".join(summary_lines(report)))
+    print(f"written: {Path(args.out)} (pseudo_studies.json, pseudo_studies.png)")
+
+
+def main(argv: list[str] | None = None, backend: Backend | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.action == "evaluate":
+        return run_command(lambda: evaluate(args))
+    return run_command(lambda: classify(args, backend))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
