@@ -176,3 +176,22 @@ def test_evaluate_writes_the_pseudo_study_report(tmp_path, capsys, monkeypatch):
     assert "rule (chosen on validation pseudo-studies)" in printed and "test:" in printed
     assert (out / "pseudo_studies.json").exists() and (out / "pseudo_studies.png").exists()
     assert main(["evaluate", "--run", str(tmp_path / "missing")]) == 1
+
+
+def test_dicom_out_writes_results_into_the_source_study(fixture_export, tmp_path, capsys):
+    import pydicom
+
+    study_uid = "1.2.826.0.1.3680043.8.498.1"
+    folder = tmp_path / "study"
+    folder.mkdir()
+    for name, data in make_dicom_series(phantom(5), study_uid=study_uid):
+        (folder / name).write_bytes(data)
+    out = tmp_path / "results"
+    argv = ["classify", str(folder), "--model-base-path", str(fixture_export), "--no-progress"]
+    assert main([*argv, "--dicom-out", str(out)]) == 0, capsys.readouterr().err
+    written = sorted(out.glob("*.dcm"))
+    assert written
+    for path in written:
+        ds = pydicom.dcmread(path)
+        assert ds.StudyInstanceUID == study_uid  # the results join the source study
+    assert PATIENT_NAME not in capsys.readouterr().out
