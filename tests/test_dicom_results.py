@@ -14,7 +14,7 @@ from pydicom.uid import ComprehensiveSRStorage, SecondaryCaptureImageStorage
 
 import tumorlib
 from serving.backend import Backend
-from serving.dicom_capture import BANNER_HEIGHT, MIN_WIDTH, caption
+from serving.dicom_capture import BANNER_HEIGHT, MIN_WIDTH, caption, patient_orientation
 from serving.dicom_results import (
     DicomResultsError,
     make_secondary_captures,
@@ -288,3 +288,38 @@ def test_a_model_without_gradcam_still_gets_its_sr(caplog):
     datasets = study_result_datasets(result, HeatmapBackend(None), None)
     assert [d.Modality for d in datasets] == ["SR"]
     assert "no gradients here" in caplog.text
+
+
+def test_a_latin1_source_keeps_its_patient_name_in_the_utf8_results():
+    result = make_result(n=3, key=(1,))
+    rewritten = []
+    for header in result.series.headers:
+        header.SpecificCharacterSet = "ISO_IR 100"
+        header.PatientName = "Müller^Jörg"
+        buffer = io.BytesIO()
+        header.save_as(buffer, enforce_file_format=True)
+        rewritten.append(pydicom.dcmread(io.BytesIO(buffer.getvalue()), stop_before_pixels=True))
+    result.series.headers = rewritten
+    assert rewritten[0].PatientName.original_string == "Müller^Jörg".encode("latin-1")
+    sr = make_structured_report(result)
+    capture = make_secondary_captures(result, {1: np.zeros((8, 8, 3), np.uint8)})[0]
+    for ds in (sr, capture):
+        back = pydicom.dcmread(io.BytesIO(to_bytes(ds)))
+        assert back.SpecificCharacterSet == "ISO_IR 192"
+        assert str(back.PatientName) == "Müller^Jörg"
+
+
+@pytest.mark.parametrize(
+    ("orientation", "letters"),
+    [
+        ((1, 0, 0, 0, 1, 0), ("L", "P")),  # axial
+        ((0, 1, 0, 0, 0, -1), ("P", "F")),  # sagittal
+        ((1, 0, 0, 0, 0, -1), ("L", "F")),  # coronal
+        ((-0.9, 0.1, 0, 0, 0.2, -0.98), ("R", "F")),  # oblique: the dominant axis
+    ],
+)
+def test_capture_orientation_follows_the_source(orientation, letters):
+    header = pydicom.Dataset()
+    header.ImageOrientationPatient = list(orientation)
+    assert patient_orientation(header) == letters
+    assert patient_orientation(pydicom.Dataset()) is None
