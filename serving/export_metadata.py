@@ -16,7 +16,7 @@ from typing import Any
 from serving.export_distribution import validation_distribution
 from serving.export_safety import NO_SAFETY, Safety, finite_or_none, read_json
 from tumorlib.classes import CLASS_NAMES, DISPLAY_NAMES
-from tumorlib.runs import EVAL_DIR, METRICS_FILE, Run
+from tumorlib.runs import EVAL_DIR, METRICS_FILE, STUDY_RULE_FILE, Run
 from tumorlib.serving_contract import (
     EXPLAIN_OUTPUT_KEYS,
     EXPLAIN_SIGNATURE,
@@ -30,6 +30,12 @@ from tumorlib.serving_contract import (
 )
 
 ASSETS_DIR = "assets"  # a SavedModel's asset folder (TF's layout)
+
+
+def study_rule(run_path: Path) -> dict[str, Any] | None:
+    """The run's ``study_rule.json`` (``tumorlib study evaluate``), or None when not chosen."""
+    path = run_path / STUDY_RULE_FILE
+    return read_json(path) if path.exists() else None
 
 
 def gate_metadata(safety: Safety) -> dict[str, Any] | None:
@@ -130,6 +136,8 @@ def build_metadata(
         "metrics": collect_metrics(run.path),
         # Drift watch's reference (serving.audit.drift); None when the run has neither file.
         "validation_distribution": validation_distribution(run.path),
+        # The study aggregation rule chosen for this run (serving.study); None: the default.
+        "study_rule": study_rule(run.path),
         "tensorflow_version": tf.__version__,
     }
 

@@ -175,6 +175,12 @@ def test_evaluate_writes_the_pseudo_study_report(tmp_path, capsys, monkeypatch):
     printed = capsys.readouterr().out
     assert "rule (chosen on validation pseudo-studies)" in printed and "test:" in printed
     assert (out / "pseudo_studies.json").exists() and (out / "pseudo_studies.png").exists()
+    # The chosen rule goes into the run, and the export's metadata carries it to serving.study.
+    from serving.export_metadata import study_rule as exported_rule
+
+    shipped = exported_rule(tmp_path / "run")
+    assert study_rule({"study_rule": shipped}).chosen_on.startswith("validation pseudo-studies")
+    assert exported_rule(tmp_path) is None
     assert main(["evaluate", "--run", str(tmp_path / "missing")]) == 1
 
 

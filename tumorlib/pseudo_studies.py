@@ -39,6 +39,7 @@ import numpy as np
 
 from tumorlib.runs import (
     SAFETY_DIR,
+    STUDY_RULE_FILE,
     TEST_PREDICTIONS_FILE,
     VALIDATION_PREDICTIONS_FILE,
     RunNotFoundError,
@@ -267,8 +268,12 @@ def evaluate_run(
     per_class: int = STUDIES_PER_CLASS,
     seed: int = SEED,
     max_refer_rate: float = MAX_REFER_RATE,
+    save_rule: bool = True,
 ) -> dict:
     """Choose the rule on validation pseudo-studies, measure it on test; write JSON and a PNG.
+
+    With ``save_rule`` the chosen rule is also written into the run (``study_rule.json``), so
+    the next export ships it and ``serving.study`` applies it.
 
     ``groups`` (per split) default to the dataset's near-duplicate groups when it is built here,
     else none (lesion slices are then random slices of the class; the report says which).
@@ -329,6 +334,8 @@ def evaluate_run(
     out_dir = Path(out_dir)
     report["plot"] = str(plot_report(report, out_dir / REPORT_PLOT))
     write_json(out_dir / REPORT_JSON, report)
+    if save_rule:
+        write_json(Path(run_path) / STUDY_RULE_FILE, asdict(rule))
     return report
 
 

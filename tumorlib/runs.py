@@ -15,6 +15,8 @@ Layout of ``runs/<name>/``::
     input_gate.json    the gate's measured rates
     familiarity.npz    the familiarity check's statistics     ``python -m tumorlib.input_gate``
     safety/            validation/test predictions and the safety plots
+    study_rule.json    the study aggregation rule chosen on validation pseudo-studies
+                                                             ``tumorlib study evaluate``
     model_card.md / .html                                    ``python -m tumorlib.model_card``
 
 Every file name is defined here and nowhere else, so no consumer guesses one.
@@ -43,6 +45,7 @@ GATE_FILE = "input_gate.npz"
 GATE_SUMMARY_FILE = "input_gate.json"
 FAMILIARITY_FILE = "familiarity.npz"  # the "unfamiliar acquisition" statistics
 SAFETY_DIR = "safety"
+STUDY_RULE_FILE = "study_rule.json"  # tumorlib.pseudo_studies; the export ships it
 TEST_PREDICTIONS_FILE = "test_predictions.npz"  # inside safety/
 VALIDATION_PREDICTIONS_FILE = "validation_predictions.npz"  # inside safety/
 RISK_COVERAGE_PLOT = "risk_coverage.png"  # inside safety/

@@ -23,6 +23,7 @@ from serving.backend import DEFAULT_TIMEOUT_S, Backend, BackendError, Settings, 
 from serving.study import classify_series
 from tumorlib.classes import DISPLAY_NAMES
 from tumorlib.cli import CommandError, run_command
+from tumorlib.runs import STUDY_RULE_FILE
 from tumorlib.serving_contract import DISCLAIMER, MODEL_BASE_PATH, MODEL_NAME, UNCERTAIN_MESSAGE
 from tumorlib.study import STUDY_UNCERTAIN, StudyResult
 from tumorlib.study_io import PLANES, collect_files, read_series
@@ -57,6 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--run", required=True, help="run folder with safety/*_predictions.npz")
     evaluate.add_argument("--out", default="reports/studies", help="report folder")
+    evaluate.add_argument(
+        "--no-save-rule",
+        action="store_true",
+        help="do not write the chosen rule into the run (study_rule.json, shipped by the export)",
+    )
     return parser
 
 
@@ -170,9 +176,14 @@ def result_json(result: StudyResult) -> dict[str, Any]:
 def evaluate(args: argparse.Namespace) -> None:
     from tumorlib.pseudo_studies import evaluate_run, summary_lines
 
-    report = evaluate_run(args.run, Path(args.out))
+    report = evaluate_run(args.run, Path(args.out), save_rule=not args.no_save_rule)
     print("\n".join(summary_lines(report)))
     print(f"written: {Path(args.out)} (pseudo_studies.json, pseudo_studies.png)")
+    if not args.no_save_rule:
+        print(
+            f"rule saved: {Path(args.run) / STUDY_RULE_FILE} "
+            f"(export the run again to ship it: tumorlib export {args.run})"
+        )
 
 
 def main(argv: list[str] | None = None, backend: Backend | None = None) -> int:
