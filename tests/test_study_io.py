@@ -278,3 +278,13 @@ def test_zip_members_are_read_in_memory_only(tmp_path, monkeypatch):
     data = make_zip(files, compression=zipfile.ZIP_STORED)
     read_series([("s.zip", data)])
     assert list(tmp_path.iterdir()) == []
+
+
+def test_unreadable_or_oversized_dicom_files_are_skipped_with_the_policys_words():
+    files = make_dicom_series(phantom(4))
+    oversized = b"\x00" * 128 + b"DICM" + bytes(policy.MAX_DICOM_BYTES + 2**20)
+    (series,) = read_series([*files, ("junk.dcm", b"not dicom at all"), ("big.dcm", oversized)])
+    assert series.n_slices == 4
+    text = " ".join(series.warnings)
+    assert "1 file(s) skipped: This DICOM file cannot be used: not a DICOM file" in text
+    assert "1 file(s) skipped: The file is 51.0 MB; the limit is 50.0 MB" in text

@@ -210,20 +210,24 @@ def _ignorable(name: str) -> bool:
 def _dicom_series(files: list[tuple[str, bytes]], notes: list[str]) -> list[Series]:
     """Group by SeriesInstanceUID, order, check, then decode the accepted slices."""
     groups: dict[str, list[_Instance]] = {}
-    unreadable = non_image = 0
+    unreadable: Counter[str] = Counter()  # reason in words -> files
+    non_image = 0
     for name, data in files:
         try:
             header = read_header(data)
-        except (DicomError, InputRejected):
-            unreadable += 1
+        except InputRejected as err:
+            unreadable[err.message] += 1
+            continue
+        except DicomError as err:
+            unreadable[policy.DICOM_UNUSABLE.format(problem=err)] += 1
             continue
         if str(header.get("SOPClassUID", "")) == MEDIA_STORAGE_DIRECTORY or "Rows" not in header:
             non_image += 1  # SR, KO, presentation states: part of a study, not an image
             continue
         uid = str(header.get("SeriesInstanceUID", "") or "")
         groups.setdefault(uid, []).append(_instance(name, data, header))
-    if unreadable:
-        notes.append(f"{unreadable} DICOM file(s) could not be read and were skipped.")
+    for reason, count in sorted(unreadable.items()):
+        notes.append(f"{count} file(s) skipped: {reason}")
     if non_image:
         notes.append(f"{non_image} DICOM file(s) are not images (e.g. reports) and were skipped.")
     return [_build_series(uid, instances) for uid, instances in groups.items()]
