@@ -12,9 +12,9 @@ import requests
 from dicomweb_client.api import DICOMwebClient
 
 from serving.dicom_sr import DISCLAIMER_CODE, SCHEME, VERDICT_CODES
-from serving.pacs import PASSWORD_ENV, USER_ENV, Pacs, PacsError
+from serving.pacs import PASSWORD_ENV, USER_ENV, Pacs, PacsError, classify_study
 from tests.orthanc_fixtures import OrthancServer, start_orthanc
-from tests.study_fixtures import PATIENT_ID, PATIENT_NAME, make_dicom_series, phantom
+from tests.study_fixtures import PATIENT_ID, PATIENT_NAME, make_dicom_series, make_sr, phantom
 from tumorlib.serving_contract import DISCLAIMER
 from tumorlib_cli.__main__ import main as tumorlib
 
@@ -173,3 +173,47 @@ def test_retrieval_stops_at_the_policy_limit_before_downloading(
         pacs.retrieve_series(study["study_uid"], study["series_uid"], max_instances=3)
     with pytest.raises(PacsError, match="the limit is 0.0 MB"):
         pacs.retrieve_series(study["study_uid"], study["series_uid"], max_bytes=1000)
+
+
+def test_every_mr_series_or_the_one_asked_is_classified(orthanc: OrthancServer, fixture_export):
+    from pydicom.uid import generate_uid
+
+    from serving.backend import Settings, make_backend
+
+    study_uid = generate_uid()
+    first = make_dicom_series(phantom(4, size=40), study_uid=study_uid, prefix="A")
+    second = make_dicom_series(phantom(5, size=40, seed=1), study_uid=study_uid, prefix="B")
+    orthanc.upload(first + second)
+    first_uid = str(pydicom.dcmread(io.BytesIO(first[0][1])).SeriesInstanceUID)
+    pacs = Pacs(orthanc.dicomweb_url, user=orthanc.user, password=orthanc.password)
+    backend = make_backend(Settings(model_base_path=fixture_export))
+
+    (only,) = classify_study(pacs, study_uid, backend, None, series_uid=first_uid)
+    assert only.series_uid == first_uid and only.result.verdict.n_slices == 4
+    assert len(_series(orthanc, study_uid)["SR"]) == 1
+
+    reports = classify_study(pacs, study_uid, backend, None)  # the SR and OT series are skipped
+    assert sorted(r.result.verdict.n_slices for r in reports) == [4, 5]
+    stored = _series(orthanc, study_uid)
+    assert len(stored["SR"]) == 3
+    evidence = {
+        str(
+            sr.CurrentRequestedProcedureEvidenceSequence[0]
+            .ReferencedSeriesSequence[0]
+            .SeriesInstanceUID
+        )
+        for sr in stored["SR"]
+    }
+    assert len(evidence) == 2 and first_uid in evidence
+
+
+def test_a_study_without_mr_series_is_a_clear_error(orthanc: OrthancServer):
+    from pydicom.uid import generate_uid
+
+    study_uid = generate_uid()
+    orthanc.upload([("sr.dcm", make_sr(study_uid=study_uid))])
+    pacs = Pacs(orthanc.dicomweb_url, user=orthanc.user, password=orthanc.password)
+    with pytest.raises(PacsError, match="has no MR series to classify \\(modalities: SR\\)"):
+        classify_study(pacs, study_uid, backend=None, version=None)  # type: ignore[arg-type]
+    with pytest.raises(PacsError, match="has no series 1.2.3"):
+        pacs.retrieve_series(study_uid, "1.2.3")
