@@ -105,6 +105,14 @@ def test_classify_stores_an_sr_and_captures_in_the_study(
         for c in i.ConceptCodeSequence
     }
     assert {(c.value, SCHEME) for c in VERDICT_CODES.values()} & verdicts
+    # The study verdict (the Finding with the reason under it) is what the command printed.
+    (verdict,) = [
+        i.ConceptCodeSequence[0]
+        for i in sr.ContentSequence
+        if i.ValueType == "CODE" and i.ConceptNameCodeSequence[0].CodeValue == "121071"
+    ]
+    assert verdict.CodingSchemeDesignator == SCHEME
+    assert f"): {verdict.CodeMeaning}\n" in out
     texts = {
         i.ConceptNameCodeSequence[0].CodeValue: i.TextValue for i in items if i.ValueType == "TEXT"
     }
