@@ -23,7 +23,7 @@ import streamlit as st
 from serving.backend import Backend, BackendError, Health, SafetyInfo
 from serving.prediction import NOT_BRAIN_MRI, UNCERTAIN, Explanation, Prediction
 from streamlit_app import backend as backends
-from streamlit_app import feedback, gradcam_view, performance_view, study_view
+from streamlit_app import feedback, gradcam_view, performance_view, study_pacs, study_view
 from streamlit_app.results import (
     FileResult,
     display_name,
@@ -318,6 +318,7 @@ def main() -> None:
         with st.sidebar:
             show_safety(safety)
     performance_view.show(_safe_secrets())  # sidebar toggle; the view reads the audit database
+    from_pacs = study_pacs.sidebar(_safe_secrets())  # a series opened from a configured PACS
     files = st.file_uploader(
         "Upload MRI slices (JPEG, PNG or DICOM) or a series (DICOM files, .zip, NIfTI)",
         type=study_view.UPLOAD_TYPES,
@@ -325,7 +326,8 @@ def main() -> None:
         key=UPLOAD_KEY,
         help="Files stay in this session's memory; they are never saved or logged.",
     )
-    if not files:
+    uploads = [(file.name, file.getvalue()) for file in files] or from_pacs
+    if not uploads:
         st.info(
             "Upload one or more axial/coronal/sagittal slices to see the predicted class: "
             "glioma, meningioma, pituitary tumour or no tumour."
@@ -334,8 +336,8 @@ def main() -> None:
     if backend_error:
         st.error(f"No predictions: {backend_error}")
     context = PageContext(backend, health.version if health else None, safety)
-    if study_view.is_study([(file.name, file.getvalue()) for file in files]):
-        study_view.show(files, context.backend, context.version, context.safety)
+    if not files or study_view.is_study(uploads):  # a series: one verdict for the study
+        study_view.show(uploads, context.backend, context.version)
         return
     checked = validate_all(files)
     with st.spinner(f"Classifying {len(files)} file(s)..."):

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 
 import streamlit as st
 
-from serving.backend import Backend, BackendError, SafetyInfo
+from serving.backend import Backend, BackendError
 from serving.prediction import Explanation
 from serving.study import classify_series
 from streamlit_app import gradcam_view, study_results
@@ -137,12 +137,15 @@ def _upload_key(uploads: Sequence[tuple[str, bytes]], label: str, version: int |
     return digest.hexdigest()
 
 
-def show(files: Sequence, backend: Backend | None, version: int | None, safety: SafetyInfo) -> None:
-    """The study view for ``files`` (Streamlit uploads); the page has already said if there is
-    no backend."""
+def show(
+    uploads: Sequence[tuple[str, bytes]],
+    backend: Backend | None,
+    version: int | None,
+) -> None:
+    """The study view for ``uploads`` (``(name, bytes)``: the uploader's files or a series
+    retrieved from the PACS); the page has already said why when there is no backend."""
     if backend is None:
         return
-    uploads = [(file.name, file.getvalue()) for file in files]
     results = analyse(uploads, backend, version)
     if isinstance(results, str):
         st.error(results)
@@ -158,7 +161,7 @@ def show(files: Sequence, backend: Backend | None, version: int | None, safety: 
             format_func=lambda i: series_label(results[i], i),
             key="study_series",
         )
-    show_result(results[index], index, backend, version, safety)
+    show_result(results[index], index, backend, version)
 
 
 def series_label(result: StudyResult, index: int) -> str:
@@ -178,9 +181,7 @@ def verdict_words(result: StudyResult) -> str:
     return display_name(verdict.verdict)
 
 
-def show_result(
-    result: StudyResult, index: int, backend: Backend, version: int | None, safety: SafetyInfo
-) -> None:
+def show_result(result: StudyResult, index: int, backend: Backend, version: int | None) -> None:
     """Verdict first, then counts, warnings, patient tags, thumbnails, the volume, downloads."""
     verdict = result.verdict
     words = verdict_words(result)
@@ -201,7 +202,7 @@ def show_result(
     if result.series.kind == "dicom":
         study_results.show_patient_tags(result.series, index)
     show_thumbnails(result)
-    show_volume(result, index, backend, version, safety)
+    show_volume(result, index, backend, version)
     if result.series.kind == "dicom":
         study_results.download_button(result, backend, version, index)
 
@@ -284,9 +285,7 @@ def show_thumbnails(result: StudyResult) -> None:
                 column.caption(caption)
 
 
-def show_volume(
-    result: StudyResult, index: int, backend: Backend, version: int | None, safety: SafetyInfo
-) -> None:
+def show_volume(result: StudyResult, index: int, backend: Backend, version: int | None) -> None:
     """A slider through the volume; the chosen slice with its answer and Grad-CAM overlay."""
     n = len(result.slices)
     first = evidence_order(result)[0] if n else 0

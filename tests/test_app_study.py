@@ -20,8 +20,9 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
+from serving.pacs import PASSWORD_ENV, USER_ENV
 from streamlit_app import backend as backends
-from streamlit_app import study_view
+from streamlit_app import study_pacs, study_view
 from tests.study_fixtures import (
     PATIENT_BIRTH_DATE,
     PATIENT_ID,
@@ -41,7 +42,10 @@ COUNT_LABELS = ["Classified slices", "Uncertain slices", "Not a brain MRI slices
 
 @pytest.fixture
 def page_env(monkeypatch, fixture_export) -> Iterator[pytest.MonkeyPatch]:
-    for key in (backends.ENV_URL, backends.ENV_URLS, backends.ENV_MODEL_NAME, backends.ENV_TIMEOUT):
+    for key in (
+        *(backends.ENV_URL, backends.ENV_URLS, backends.ENV_MODEL_NAME, backends.ENV_TIMEOUT),
+        *(study_pacs.ENV_PACS_URL, PASSWORD_ENV, USER_ENV),
+    ):
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv(backends.ENV_MODEL_BASE_PATH, str(fixture_export))
     yield monkeypatch
@@ -236,6 +240,7 @@ def test_a_single_png_keeps_the_single_slice_view(page_env):
     assert any(t.startswith("#### Predicted: ") for t in _texts(at.markdown))
     assert not at.metric and not any(s.key == "study_slice_0" for s in at.slider)
     assert [c.key for c in at.checkbox] == ["gradcam_show_0"]
+    assert "Open from PACS" not in _texts(at.sidebar.header)  # no PACS configured: no box
 
 
 def test_the_dicom_results_zip_holds_an_sr_and_captures(backend):
@@ -257,3 +262,31 @@ def test_single_images_keep_the_policy_size_limit_under_the_larger_upload_cap(pa
     too_large = b"\x89PNG\r\n\x1a\n" + b"\0" * (11 * 1024 * 1024)  # 11 MB: over the policy's 10
     at = _ok(_upload(_page().run(), [("big.png", too_large)]))
     assert any("the limit is 10.0 MB" in e for e in _texts(at.main.error))
+
+
+@pytest.mark.slow
+def test_a_series_opened_from_the_configured_pacs_gets_the_study_view(page_env, backend, caplog):
+    from tests.orthanc_fixtures import start_orthanc
+
+    files = _series(6, seed=9)
+    want = expected(files, backend)[0]
+    for orthanc in start_orthanc():
+        orthanc.upload(files)
+        page_env.setenv(study_pacs.ENV_PACS_URL, orthanc.dicomweb_url)
+        page_env.setenv(USER_ENV, orthanc.user)
+        page_env.setenv(PASSWORD_ENV, orthanc.password)
+        at = _ok(_page().run())
+        assert "Open from PACS" in _texts(at.sidebar.header)
+        study = at.sidebar.selectbox(key="pacs_study")
+        assert study.value.study_uid == want.series.study_instance_uid
+        assert "T1 AX synthetic" in at.sidebar.selectbox(key="pacs_series").format_func(
+            at.sidebar.selectbox(key="pacs_series").value
+        )
+        with caplog.at_level(logging.DEBUG):
+            at.sidebar.button(key="pacs_open").click().run()
+        _ok(at)
+        assert _study_heading(at) == _heading_for(want)
+        assert sum(_counts(at).values()) == 6
+        sidebar = " ".join(str(e.value) for e in at.sidebar.get("selectbox"))
+        for secret in (PATIENT_NAME, PATIENT_ID, PATIENT_BIRTH_DATE):
+            assert secret not in _all_text(at) + sidebar and secret not in caplog.text
