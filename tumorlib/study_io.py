@@ -452,10 +452,11 @@ def read_nifti(data: bytes, *, name: str = "", axis: Axis = None) -> Series:
     finite = volume[np.isfinite(volume)]
     centre, width = percentile_window(finite if finite.size else np.zeros(1))
     origin = float(canonical.affine[along, 3])
+    # Window once, then walk views along the axis (np.take would copy the volume per slice).
+    windowed = np.moveaxis(apply_window(np.nan_to_num(volume), centre, width), along, 0)
     slices = []
     for k in range(n):
-        plane_2d = np.take(volume, k, axis=along)
-        pixels = apply_window(np.nan_to_num(radiological(plane_2d)), centre, width)
+        pixels = radiological(windowed[k])
         ref = SliceRef(
             index=k,
             position=origin + k * zooms[along],
