@@ -65,6 +65,16 @@ def results_zip(result: StudyResult, backend: Backend, version: int | None) -> b
     return buffer.getvalue()
 
 
+def _results_zip_in_words(result: StudyResult, backend: Backend, version: int | None) -> bytes:
+    """:func:`results_zip` for the deferred download: Streamlit passes a failure's text to the
+    browser, so it gets the error's type only (a message might quote a header value)."""
+    try:
+        return results_zip(result, backend, version)
+    except Exception as err:  # noqa: BLE001 - reworded, never re-raised with its own text
+        log.warning("DICOM results could not be built (%s)", type(err).__name__)
+        raise RuntimeError(f"the DICOM results could not be built ({type(err).__name__})") from None
+
+
 def dicom_results_available() -> bool:
     try:
         import serving.dicom_results  # noqa: F401
@@ -80,7 +90,7 @@ def download_button(result: StudyResult, backend: Backend, version: int | None, 
         return
     st.download_button(
         DOWNLOAD_LABEL,
-        data=lambda: results_zip(result, backend, version),
+        data=lambda: _results_zip_in_words(result, backend, version),
         file_name=ZIP_NAME,
         mime="application/zip",
         key=f"study_download_{index}",

@@ -23,6 +23,7 @@ from streamlit.testing.v1 import AppTest
 from serving.pacs import PASSWORD_ENV, USER_ENV
 from streamlit_app import backend as backends
 from streamlit_app import study_pacs, study_view
+from streamlit_app.study_results import DOWNLOAD_LABEL
 from tests.study_fixtures import (
     PATIENT_BIRTH_DATE,
     PATIENT_ID,
@@ -166,6 +167,7 @@ def test_dicom_series_gets_a_study_view_and_patient_tags_only_on_request(
     assert captions[0].startswith(f"★ slice {first_key + 1} / 8: ")
     assert not at.checkbox or at.checkbox(key="study_gradcam_0").value  # overlay on by default
     assert not at.get("vega_lite_chart")  # not the per-file view
+    assert [b.proto.label for b in at.get("download_button")] == [DOWNLOAD_LABEL]
     page = _all_text(at)
     for secret in (PATIENT_NAME, PATIENT_ID, PATIENT_BIRTH_DATE):
         assert secret not in page and secret not in caplog.text
