@@ -288,3 +288,18 @@ def test_unreadable_or_oversized_dicom_files_are_skipped_with_the_policys_words(
     text = " ".join(series.warnings)
     assert "1 file(s) skipped: This DICOM file cannot be used: not a DICOM file" in text
     assert "1 file(s) skipped: The file is 51.0 MB; the limit is 50.0 MB" in text
+
+
+@pytest.mark.parametrize("members", [5000, 70_000])  # 70,000: past 65,535, a zip64 directory
+def test_a_zip_declaring_too_many_members_is_refused_before_it_is_opened(members, monkeypatch):
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
+        for i in range(members):
+            archive.writestr(f"{i}.dcm", b"")
+    data = buffer.getvalue()
+    assert policy.zip_declared_entries(data) == members
+    opened = []
+    monkeypatch.setattr(zipfile, "ZipFile", lambda *a, **k: opened.append(1))
+    with pytest.raises(StudyError, match=f"holds {members} files; the limit is 4096"):
+        read_series([("many.zip", data)])
+    assert opened == []

@@ -411,3 +411,26 @@ def check_volume(shape: tuple[int, ...], *, max_voxels: int = MAX_VOLUME_VOXELS)
                 shape=" x ".join(str(n) for n in shape), voxels=voxels, limit=max_voxels
             ),
         )
+
+
+def zip_declared_entries(data: bytes) -> int | None:
+    """The member count a zip's end-of-central-directory record declares (zip64 too), read by
+    hand: ``zipfile`` builds an object per member before anyone can count them, so a zip of a
+    million empty members would cost memory before the count limit applied. None: no record."""
+    eocd = data.rfind(EMPTY_ZIP_SIGNATURE, max(0, len(data) - 65557))
+    if eocd < 0 or eocd + 22 > len(data):
+        return None
+    count = int(struct.unpack("<H", data[eocd + 10 : eocd + 12])[0])
+    locator = eocd - 20
+    if count == 0xFFFF and locator >= 0 and data[locator : locator + 4] == b"PK\x06\x07":
+        offset = int(struct.unpack("<Q", data[locator + 8 : locator + 16])[0])
+        if data[offset : offset + 4] == b"PK\x06\x06" and offset + 40 <= len(data):
+            count = int(struct.unpack("<Q", data[offset + 32 : offset + 40])[0])
+    return count
+
+
+def check_zip_entries(data: bytes, *, max_files: int = MAX_STUDY_FILES) -> None:
+    """Refuse a zip declaring more members than a study may hold, before it is opened."""
+    count = zip_declared_entries(data)
+    if count is not None:
+        check_study_files(count, max_files=max_files)

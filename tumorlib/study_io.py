@@ -168,6 +168,7 @@ def _expand(files: Sequence[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
 def read_zip(data: bytes, *, budget: int = policy.MAX_STUDY_BYTES) -> list[tuple[str, bytes]]:
     """The members of an in-memory zip, every one checked from the central directory first:
     names (no absolute paths or ``..``), nested zips, count, total size, compression ratio."""
+    _whole_study(policy.check_zip_entries, data)
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
     except (zipfile.BadZipFile, OSError, ValueError) as err:
