@@ -75,7 +75,8 @@ class Health:
 class SafetyInfo:
     """What the served version checks, from its exported metadata (``None``: not known)."""
 
-    threshold: float | None = None  # abstention threshold on the top probability
+    threshold: float | None = None  # abstention threshold on the top probability (the lowest)
+    class_thresholds: Mapping[str, float] | None = None  # per predicted class, when exported
     target_precision: float | None = None
     gate: bool = False
     explain: bool = False
@@ -87,6 +88,7 @@ class SafetyInfo:
         signatures = metadata.get("signatures") or {}
         return cls(
             threshold=_float_or_none(abstention.get("threshold")),
+            class_thresholds=abstention.get("class_thresholds") or None,
             target_precision=_float_or_none(abstention.get("target_precision")),
             gate=bool(metadata.get("input_gate")),
             explain=EXPLAIN_SIGNATURE in signatures,

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from serving.export_error import ExportError
+from tumorlib.classes import CLASS_NAMES
 from tumorlib.gate import GateError, InputGate
 from tumorlib.runs import (
     ABSTENTION_FILE,
@@ -48,8 +49,14 @@ class Safety:
     familiarity: InputGate | None = None  # RUN/familiarity.npz: the "unfamiliar" flag
 
     @property
-    def threshold(self) -> float | None:
-        return None if self.abstention is None else float(self.abstention["threshold"])
+    def threshold(self) -> float | tuple[float, ...] | None:
+        """What ``abstain`` compares the confidence with: one threshold, or one per class."""
+        if self.abstention is None:
+            return None
+        by_class = self.abstention.get("class_thresholds")
+        if by_class:
+            return tuple(float(by_class[name]) for name in CLASS_NAMES)
+        return float(self.abstention["threshold"])
 
     def serving_outputs(self) -> list[str]:
         """``serving_default``'s output names for this run, in a stable order."""
@@ -105,6 +112,8 @@ def load_abstention(run: Run) -> dict[str, Any] | None:
             f"{run.temperature}; re-run `python -m tumorlib.abstention {run.path}`"
         )
     test = report.get("test") or {}
+    if report.get("rule") == "per_class":
+        return _per_class_block(path, report)
     return {
         "threshold": threshold,
         "target_precision": finite_or_none(chosen.get("target_precision")),
@@ -125,6 +134,31 @@ def _load_gate(path: Path) -> InputGate | None:
         return InputGate.load(path)
     except (GateError, KeyError, ValueError, OSError) as err:
         raise ExportError(f"{path} could not be read: {err}") from None
+
+
+def _per_class_block(path: Path, report: dict[str, Any]) -> dict[str, Any]:
+    """The metadata block of per-class thresholds (``"threshold"``: the lowest, for display)."""
+    try:
+        per_class = report["per_class"]
+        by_class = {name: float(per_class["thresholds_by_class"][name]) for name in CLASS_NAMES}
+        chosen = per_class["chosen_on_validation"]
+    except (KeyError, TypeError, ValueError):
+        raise ExportError(f"{path} has no per_class.thresholds_by_class for every class") from None
+    test = per_class.get("test") or {}
+    return {
+        "threshold": min(by_class.values()),
+        "class_thresholds": by_class,
+        "target_precision": finite_or_none(chosen.get("target_precision")),
+        "reachable": chosen.get("reachable"),
+        "validation_coverage": finite_or_none(chosen.get("coverage")),
+        "validation_precision": finite_or_none(chosen.get("precision")),
+        "test_coverage": finite_or_none(test.get("coverage")),
+        "test_accepted_accuracy": finite_or_none(test.get("accepted_accuracy")),
+        "second_source": report.get("second_source"),
+        "rule": "abstain = confidence < class_thresholds[predicted class] (confidence: top "
+        "temperature-scaled probability; thresholds chosen together on validation)",
+        "message": report.get("message", UNCERTAIN_MESSAGE),
+    }
 
 
 def load_safety(run: Run) -> Safety:

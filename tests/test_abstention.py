@@ -8,6 +8,7 @@ import pytest
 
 from tumorlib.abstention import (
     abstain,
+    choose_class_thresholds,
     choose_threshold,
     evaluate_threshold,
     plot_risk_coverage,
@@ -87,3 +88,58 @@ def test_bad_inputs_and_plot(tmp_path):
         evaluate_threshold(probs, labels, chosen.threshold),
     )
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_per_class_thresholds_answer_an_easy_class_the_single_threshold_refers():
+    """Class 2 ("no tumour") is always right at 0.6-0.8 confidence; classes 0/1 are confused up
+    to 0.9. One threshold must sit above 0.9 and refers every class-2 slice; per-class
+    thresholds answer them, and the accepted answers still meet the target together."""
+    rng = np.random.default_rng(1)
+    easy = rng.uniform(0.6, 0.8, 200)
+    hard_right = rng.uniform(0.5, 1.0, 400)
+    hard_wrong = rng.uniform(0.5, 0.9, 40)
+    conf = np.concatenate([easy, hard_right, hard_wrong])
+    predicted = np.concatenate([np.full(200, 2), np.zeros(400, int), np.ones(40, int)])
+    labels = np.concatenate([np.full(200, 2), np.zeros(400, int), np.zeros(40, int)])
+    probs = probs_with(conf, predicted)
+    single = choose_threshold(probs, labels, target_precision=0.99)
+    per_class = choose_class_thresholds(probs, labels, target_precision=0.99)
+    assert per_class.reachable and per_class.precision >= 0.99
+    assert per_class.accepted >= single.accepted + 190  # the easy class is answered now
+    assert per_class.thresholds[2] <= easy.min() + 1e-12
+    result = evaluate_threshold(probs, labels, per_class.thresholds)
+    assert result.accepted == per_class.accepted and result.accepted_accuracy >= 0.99
+    refused = abstain(probs, per_class.thresholds)
+    assert refused.tolist() == (conf < np.asarray(per_class.thresholds)[predicted]).tolist()
+
+
+def test_per_class_thresholds_never_answer_fewer_than_one_threshold():
+    rng = np.random.default_rng(2)
+    for _ in range(5):
+        labels = rng.integers(0, 4, 300)
+        logits = rng.normal(size=(300, 4))
+        logits[np.arange(300), labels] += rng.uniform(0.5, 4.0)
+        probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+        single = choose_threshold(probs, labels, 0.95)
+        per_class = choose_class_thresholds(probs, labels, 0.95)
+        assert per_class.accepted >= (single.accepted if single.reachable else 0)
+        if per_class.reachable:
+            assert per_class.precision >= 0.95
+
+
+def test_per_class_thresholds_in_the_served_graph():
+    """``with_confidence`` compares each row with its predicted class's threshold."""
+    import tensorflow as tf
+
+    from tumorlib.serve_body import with_confidence
+
+    probs = probs_with([0.7, 0.7, 0.95, 0.5], [0, 2, 1, 2]).astype(np.float32)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+    def base(image_bytes):
+        return {"probabilities": tf.constant(probs)}
+
+    serve = with_confidence(base, threshold=(0.9, 0.9, 0.6, 0.9))
+    out = serve(tf.constant(["a", "b", "c", "d"]))
+    assert out["abstain"].numpy().tolist() == [True, False, False, True]
+    assert out["abstain"].numpy().tolist() == abstain(probs, (0.9, 0.9, 0.6, 0.9)).tolist()

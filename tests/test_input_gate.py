@@ -10,7 +10,7 @@ import tensorflow as tf
 from tumorlib.gate import GateError, InputGate, evaluate_gate, fit_gate
 from tumorlib.gate_features import feature_extractor
 from tumorlib.gate_graph import gate_score_tf, make_gated_serve_fn
-from tumorlib.gate_negatives import generate_negatives
+from tumorlib.gate_negatives import generate_negatives, unusable_views
 
 
 @pytest.fixture(scope="module")
@@ -100,11 +100,15 @@ def test_gated_signature_round_trips_through_a_saved_model(tmp_path):
     outs = feature_extractor(model, layers)(images)
     feats = {name: outs[i].numpy() for i, name in enumerate(layers)}
     gate = fit_gate({k: v[:8] for k, v in feats.items()}, {k: v[8:] for k, v in feats.items()})
+    # A second, stricter fit stands in for the familiarity check (same layers, own statistics).
+    familiarity = fit_gate(
+        {k: v[:6] for k, v in feats.items()}, {k: v[6:8] for k, v in feats.items()}
+    )
 
     module = tf.Module()
     module.model = model
     module.serve, module.gate_features = make_gated_serve_fn(
-        model, gate, image_size=size, temperature=1.5
+        model, gate, image_size=size, temperature=1.5, familiarity=familiarity
     )
     tf.saved_model.save(module, str(tmp_path), signatures={"serving_default": module.serve})
     out = tf.saved_model.load(str(tmp_path)).signatures["serving_default"](
@@ -117,6 +121,12 @@ def test_gated_signature_round_trips_through_a_saved_model(tmp_path):
     score = gate.score({k: v[:4] for k, v in feats.items()})
     np.testing.assert_allclose(out["gate_score"].numpy(), score, rtol=1e-3)
     assert out["in_distribution"].numpy().tolist() == (score <= 1.0).tolist()
+    familiar = familiarity.score({k: v[:4] for k, v in feats.items()})
+    np.testing.assert_allclose(out["familiarity_score"].numpy(), familiar, rtol=1e-3)
+    assert out["familiar"].numpy().tolist() == (familiar <= 1.0).tolist()
+    with pytest.raises(GateError, match="fit both"):
+        other = fit_gate({"out_relu": feats["out_relu"][:8]}, {"out_relu": feats["out_relu"][8:]})
+        make_gated_serve_fn(model, gate, image_size=size, familiarity=other)
     assert [c.decode() for c in out["class_name"].numpy()][0] in (
         "glioma",
         "meningioma",
@@ -129,7 +139,26 @@ def test_generated_negatives_cover_every_kind_and_are_images():
     negatives = generate_negatives(size=64, per_kind=2)
     kinds = {name.split(":")[0] for name, _ in negatives}
     assert {"noise", "blank", "gradient", "text", "photo"} <= kinds
+    assert {"document", "screenshot", "colour_drawing", "chart"} <= kinds
+    colour = [image for name, image in negatives if name == "colour_drawing"]
+    assert all(np.ptp(image.astype(int), axis=2).mean() > 10 for image in colour)  # not grey
     for name, image in negatives:
         assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3, name
     text = [image for name, image in negatives if name == "text"]
     assert all(image.std() > 5 for image in text)  # text was actually drawn
+
+
+def test_unusable_views_are_crops_rotations_and_mosaics_of_the_given_slices():
+    rng = np.random.default_rng(0)
+    slices = [rng.integers(0, 255, (64, 48, 3), dtype=np.uint8) for _ in range(3)]
+    views = unusable_views(slices, per_kind=3)
+    kinds = [name for name, _ in views]
+    assert sorted(set(kinds)) == [
+        "view:mosaic", "view:quarter_crop", "view:rotated_180", "view:rotated_90",
+    ]  # fmt: skip
+    rotated = next(image for name, image in views if name == "view:rotated_90")
+    assert rotated.shape == (48, 64, 3)
+    np.testing.assert_array_equal(rotated, np.rot90(slices[0]))
+    mosaic = next(image for name, image in views if name == "view:mosaic")
+    assert mosaic.shape[:2] == (63, 48)  # 3 x 21 rows, 3 x 16 columns
+    assert unusable_views([]) == []

@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from tumorlib.classes import CLASS_NAMES
 from tumorlib.cli import run_command
 from tumorlib.runs import (
     ABSTENTION_FILE,
@@ -33,6 +36,8 @@ from tumorlib.runs import (
 from tumorlib.serving_contract import UNCERTAIN_MESSAGE
 
 DEFAULT_TARGET_PRECISION = 0.99
+RULES = ("per_class", "single")
+DEFAULT_RULE = "per_class"
 PREDICTION_BATCH_SIZE = 32
 
 
@@ -40,7 +45,7 @@ PREDICTION_BATCH_SIZE = 32
 class AbstentionThreshold:
     """The chosen threshold and what it achieved on the split it was chosen on."""
 
-    threshold: float
+    threshold: float | tuple[float, ...]  # one, or one per predicted class
     target_precision: float
     coverage: float
     precision: float
@@ -53,7 +58,7 @@ class AbstentionThreshold:
 class AbstentionResult:
     """Coverage and accuracy of accepted predictions at a fixed threshold on one split."""
 
-    threshold: float
+    threshold: float | tuple[float, ...]  # one, or one per predicted class
     coverage: float
     accepted_accuracy: float  # NaN when nothing is accepted
     overall_accuracy: float
@@ -128,20 +133,121 @@ def choose_threshold(
     )
 
 
-def abstain(probabilities: np.ndarray, threshold: float) -> np.ndarray:
-    """Boolean ``[N]``: True where the answer must be "uncertain — refer to a radiologist"."""
-    return confidence(probabilities) < threshold
+@dataclass(frozen=True)
+class ClassThresholds:
+    """One confidence threshold per *predicted* class, chosen together on validation.
+
+    Why: one threshold for every class is set by the hardest pair (glioma vs meningioma) and
+    refers many slices whose class is easy — on another hospital's data, mostly confident
+    no-tumour slices. Letting each predicted class have its own threshold, under the same
+    constraint (accepted answers ≥ the target precision on validation, over all classes
+    together), answers those without lowering the bar where the model is unsure.
+    """
+
+    thresholds: tuple[float, ...]  # by class index; > 1: that class is never answered
+    target_precision: float
+    coverage: float
+    precision: float
+    accepted: int
+    total: int
+    reachable: bool
+
+
+def _class_prefixes(conf: np.ndarray, correct: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Accept-the-top-k operating points of one predicted class: ``(k, errors)`` for every k that
+    is a real threshold (ties accepted together), k = 0 included."""
+    if len(conf) == 0:
+        return np.zeros(1, int), np.zeros(1, int)
+    order = np.argsort(-conf, kind="stable")
+    conf_sorted, wrong = conf[order], ~correct[order]
+    valid = np.append(conf_sorted[1:] < conf_sorted[:-1], True)
+    ks = np.concatenate([[0], np.flatnonzero(valid) + 1])
+    errors = np.concatenate([[0], np.cumsum(wrong)])[ks]
+    return ks, errors
+
+
+def choose_class_thresholds(
+    probabilities: np.ndarray,
+    labels: np.ndarray,
+    target_precision: float = DEFAULT_TARGET_PRECISION,
+    num_classes: int | None = None,
+) -> ClassThresholds:
+    """Per-predicted-class thresholds that answer the most validation slices while the accepted
+    ones, all classes together, reach ``target_precision``.
+
+    Maximise ``sum k_c`` subject to ``sum errors_c(k_c) <= (1 - target) * sum k_c`` over each
+    class's accept-the-top-``k_c`` operating points, by Lagrangian relaxation: for each multiplier
+    ``mu`` every class independently picks the ``k_c`` maximising ``k_c - mu * (errors_c(k_c) -
+    (1 - target) * k_c)``; of the feasible solutions over a fine grid of ``mu`` the one with the
+    highest coverage wins. The single-threshold rule is one of the candidates, so this never
+    answers fewer validation slices than it.
+    """
+    if not 0.0 < target_precision <= 1.0:
+        raise ValueError(f"target_precision must be in (0, 1], got {target_precision}")
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    labels = np.asarray(labels, dtype=int)
+    n_classes = num_classes or probabilities.shape[1]
+    conf, pred = confidence(probabilities), probabilities.argmax(axis=1)
+    correct = pred == labels
+    alpha = 1.0 - target_precision
+    points = [_class_prefixes(conf[pred == c], correct[pred == c]) for c in range(n_classes)]
+    best: tuple[int, int, list[int]] | None = None  # (accepted, errors, index per class)
+    for mu in np.concatenate([[0.0], np.logspace(-2, 6, 801)]):
+        picks = [int(np.argmax(ks - mu * (errs - alpha * ks))) for ks, errs in points]
+        k = sum(int(points[c][0][i]) for c, i in enumerate(picks))
+        e = sum(int(points[c][1][i]) for c, i in enumerate(picks))
+        if k and e <= alpha * k + 1e-9 and (best is None or k > best[0]):
+            best = (k, e, picks)
+    single = choose_threshold(probabilities, labels, target_precision)
+    if single.reachable and (best is None or single.accepted > best[0]):
+        accepted = conf >= single.threshold
+        return _class_result([single.threshold] * n_classes, accepted, correct, target_precision)
+    if best is None:
+        return ClassThresholds(
+            (1.0 + 1e-6,) * n_classes, target_precision, 0.0, float("nan"), 0, len(labels), False
+        )
+    thresholds = []
+    for c, i in enumerate(best[2]):
+        k = int(points[c][0][i])
+        thresholds.append(float(np.sort(conf[pred == c])[::-1][k - 1]) if k else 1.0 + 1e-6)
+    accepted = conf >= np.asarray(thresholds)[pred]
+    return _class_result(thresholds, accepted, correct, target_precision)
+
+
+def _class_result(
+    thresholds: list[float], accepted: np.ndarray, correct: np.ndarray, target: float
+) -> ClassThresholds:
+    n = int(accepted.sum())
+    return ClassThresholds(
+        thresholds=tuple(float(t) for t in thresholds),
+        target_precision=target,
+        coverage=float(accepted.mean()),
+        precision=float(correct[accepted].mean()) if n else float("nan"),
+        accepted=n,
+        total=len(accepted),
+        reachable=n > 0,
+    )
+
+
+def abstain(probabilities: np.ndarray, threshold: float | Sequence[float]) -> np.ndarray:
+    """Boolean ``[N]``: True where the answer must be "uncertain — refer to a radiologist".
+
+    ``threshold`` is one number, or one per class (applied to the predicted class).
+    """
+    probabilities = np.asarray(probabilities)
+    limits = np.asarray(threshold, dtype=np.float64)
+    if limits.ndim:
+        limits = limits[probabilities.argmax(axis=1)]
+    return confidence(probabilities) < limits
 
 
 def evaluate_threshold(
     probabilities: np.ndarray,
     labels: np.ndarray,
-    threshold: float,
+    threshold: float | Sequence[float],
     class_names: tuple[str, ...] | None = None,
 ) -> AbstentionResult:
     """What ``threshold`` achieves on a (held-out) split."""
-    from tumorlib.classes import CLASS_NAMES
-
     class_names = class_names or CLASS_NAMES
     labels = np.asarray(labels, dtype=int)
     probabilities = np.asarray(probabilities)
@@ -149,7 +255,7 @@ def evaluate_threshold(
     correct = probabilities.argmax(axis=1) == labels
     n_acc = int(accepted.sum())
     return AbstentionResult(
-        threshold=float(threshold),
+        threshold=float(threshold) if np.ndim(threshold) == 0 else tuple(map(float, threshold)),
         coverage=float(accepted.mean()),
         accepted_accuracy=float(correct[accepted].mean()) if n_acc else float("nan"),
         overall_accuracy=float(correct.mean()),
@@ -217,8 +323,16 @@ def run_abstention(
     config: str = "clean",
     data_dir_: str | None = None,
     target_precision: float = DEFAULT_TARGET_PRECISION,
+    rule: str = DEFAULT_RULE,
 ) -> dict:
-    """Choose the threshold on validation, evaluate on test, write JSON, PNG and predictions."""
+    """Choose the threshold on validation, evaluate on test, write JSON, PNG and predictions.
+
+    Both rules are chosen and reported — one threshold, and one per predicted class
+    (:func:`choose_class_thresholds`); ``rule`` names the one the export serves. When the
+    second-source archive is present, its slices measure both (never choose them).
+    """
+    if rule not in RULES:
+        raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
     from tumorlib.calibration import apply_temperature_np
     from tumorlib.split_predictions import predict_split
 
@@ -233,6 +347,8 @@ def run_abstention(
         out[split] = (apply_temperature_np(raw, run.temperature), labels)
     chosen = choose_threshold(*out["validation"], target_precision=target_precision)
     test = evaluate_threshold(*out["test"], chosen.threshold)
+    per_class = choose_class_thresholds(*out["validation"], target_precision=target_precision)
+    per_class_test = evaluate_threshold(*out["test"], per_class.thresholds)
     safety = run.safety_dir
     safety.mkdir(parents=True, exist_ok=True)
     np.savez(safety / TEST_PREDICTIONS_FILE, probabilities=out["test"][0], labels=out["test"][1])
@@ -242,15 +358,54 @@ def run_abstention(
         labels=out["validation"][1],
     )
     plot = plot_risk_coverage(safety / RISK_COVERAGE_PLOT, out, chosen, test)
+    second = _second_source(
+        model, run, {"single": chosen.threshold, "per_class": per_class.thresholds}
+    )
     report = {
         "config": config,
         "temperature": run.temperature,
+        "rule": rule,
         "chosen_on_validation": asdict(chosen),
         "test": asdict(test),
+        "per_class": {
+            "chosen_on_validation": asdict(per_class),
+            "test": asdict(per_class_test),
+            "thresholds_by_class": dict(zip(CLASS_NAMES, per_class.thresholds)),
+        },
+        "second_source": second,
         "message": UNCERTAIN_MESSAGE,
         "plot": str(plot.relative_to(run.path)),
     }
     write_json(run.path / ABSTENTION_FILE, report)
+    return report
+
+
+def _second_source(model, run, thresholds: dict[str, Any]) -> dict[str, Any] | None:
+    """Coverage and tumour / no-tumour accuracy of answered second-source slices, per rule
+    (abstention only: the input gate's refusals are measured by ``tumorlib.input_gate``)."""
+    from tumorlib.calibration import apply_temperature_np
+    from tumorlib.second_source import (
+        default_archive,
+        load_second_source,
+        predict_images,
+        tumour_answers,
+    )
+
+    if default_archive() is None:
+        return None
+    source = load_second_source()
+    raw = predict_images(model, source.images, run.image_size)
+    probabilities = apply_temperature_np(raw, run.temperature)
+    right = tumour_answers(probabilities, CLASS_NAMES.index("no_tumor")) == source.tumour
+    report: dict[str, Any] = {"n": len(source), "tumour_vs_no_tumour_accuracy": float(right.mean())}
+    for name, threshold in thresholds.items():
+        answered = ~abstain(probabilities, threshold)
+        report[name] = {
+            "coverage": float(answered.mean()),
+            "answered_tumour_vs_no_tumour_accuracy": float(right[answered].mean())
+            if answered.any()
+            else float("nan"),
+        }
     return report
 
 
@@ -267,6 +422,12 @@ def main(argv: list[str] | None = None) -> int:
         help="TFDS data dir ($TFDS_DATA_DIR, else data/tensorflow_datasets)",
     )
     parser.add_argument("--target-precision", type=float, default=DEFAULT_TARGET_PRECISION)
+    parser.add_argument(
+        "--rule",
+        choices=RULES,
+        default=DEFAULT_RULE,
+        help="which threshold rule the export serves (both are reported)",
+    )
     args = parser.parse_args(argv)
 
     def body() -> None:
@@ -275,8 +436,18 @@ def main(argv: list[str] | None = None) -> int:
             config=args.config,
             data_dir_=args.data_dir,
             target_precision=args.target_precision,
+            rule=args.rule,
         )
         chosen, test = report["chosen_on_validation"], report["test"]
+        per_class = report["per_class"]
+        print(
+            f"per-class thresholds {per_class['thresholds_by_class']}: validation coverage "
+            f"{per_class['chosen_on_validation']['coverage']:.3f}; test coverage "
+            f"{per_class['test']['coverage']:.3f}, accepted accuracy "
+            f"{per_class['test']['accepted_accuracy']:.4f}"
+        )
+        if report["second_source"]:
+            print(f"second source: {report['second_source']}")
         print(
             f"threshold {chosen['threshold']:.4f} (validation: coverage {chosen['coverage']:.3f}, "
             f"precision {chosen['precision']:.4f}; reachable={chosen['reachable']})\n"

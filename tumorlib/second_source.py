@@ -71,3 +71,22 @@ def load_second_source(path: str | Path | None = None) -> SecondSource:
     if not names:
         raise ValueError(f"{path} holds no images under {sorted(COLLECTIONS)}")
     return SecondSource(names, images, np.array(tumour, bool), collection)
+
+
+def predict_images(model, images: list[bytes], image_size: int, batch_size: int = 32) -> np.ndarray:
+    """Raw probabilities ``[N, C]`` of encoded images through the one preprocessing."""
+    import tensorflow as tf
+
+    from tumorlib.preprocessing import preprocess_bytes
+
+    ds = (
+        tf.data.Dataset.from_tensor_slices(tf.constant(images))
+        .map(lambda b: preprocess_bytes(b, image_size), num_parallel_calls=tf.data.AUTOTUNE)
+        .batch(batch_size)
+    )
+    return np.asarray(model.predict(ds, verbose=0))
+
+
+def tumour_answers(probabilities: np.ndarray, no_tumour_index: int) -> np.ndarray:
+    """Bool ``[N]``: the model says *some* tumour (its argmax is not "no tumour")."""
+    return np.asarray(probabilities).argmax(axis=1) != no_tumour_index

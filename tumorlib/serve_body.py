@@ -110,9 +110,10 @@ def make_serve_fn(
     return serve
 
 
-def with_confidence(base: ServeFn, *, threshold: float | None) -> ServeFn:
+def with_confidence(base: ServeFn, *, threshold: float | Sequence[float] | None) -> ServeFn:
     """``serving_default``: ``base``'s outputs plus ``confidence`` (the top probability) and,
-    when ``threshold`` is given, ``abstain = confidence < threshold``."""
+    when ``threshold`` is given, ``abstain = confidence < threshold`` — one number, or one per
+    class applied to the predicted class (:func:`tumorlib.abstention.choose_class_thresholds`)."""
 
     @tf.function(input_signature=[BYTES_SPEC])
     def serve(image_bytes):
@@ -120,7 +121,10 @@ def with_confidence(base: ServeFn, *, threshold: float | None) -> ServeFn:
         confidence = tf.reduce_max(outputs[PROBABILITIES_KEY], axis=-1)
         outputs[CONFIDENCE_KEY] = confidence
         if threshold is not None:
-            outputs[ABSTAIN_KEY] = confidence < tf.constant(threshold, tf.float32)
+            limit = tf.constant(threshold, tf.float32)
+            if limit.shape.rank:
+                limit = tf.gather(limit, tf.argmax(outputs[PROBABILITIES_KEY], axis=-1))
+            outputs[ABSTAIN_KEY] = confidence < limit
         return outputs
 
     return serve
