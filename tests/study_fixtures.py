@@ -152,13 +152,23 @@ def make_dicom_series(
 
 
 def make_multiframe(
-    volume: np.ndarray, *, study_uid: str | None = None, series_uid: str | None = None
+    volume: np.ndarray,
+    *,
+    study_uid: str | None = None,
+    series_uid: str | None = None,
+    frame_positions: Sequence[Sequence[float]] | None = None,
+    orientation: Sequence[float] = AXIAL_ORIENTATION,
 ) -> bytes:
-    """One multi-frame MR file holding ``volume`` (``[n, H, W]``) as its frames, in order."""
+    """One multi-frame MR file holding ``volume`` (``[n, H, W]``) as its frames, in order.
+
+    With ``frame_positions`` (one ImagePositionPatient per frame) it is an Enhanced MR image
+    whose functional groups carry each frame's position and the shared orientation.
+    """
     sop_uid = generate_uid()
+    sop_class = MRImageStorage if frame_positions is None else ENHANCED_MR_STORAGE
     ds = Dataset()
-    ds.file_meta = _meta(MRImageStorage, sop_uid)
-    ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, sop_uid
+    ds.file_meta = _meta(sop_class, sop_uid)
+    ds.SOPClassUID, ds.SOPInstanceUID = sop_class, sop_uid
     _patient_and_study(ds, study_uid or generate_uid(), series_uid or generate_uid())
     ds.SeriesDescription = "multi-frame synthetic"
     ds.InstanceNumber = 1
@@ -166,6 +176,20 @@ def make_multiframe(
     ds.Rows, ds.Columns = volume.shape[1:]
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    if frame_positions is not None:
+        plane = Dataset()
+        plane.ImageOrientationPatient = [float(v) for v in orientation]
+        shared = Dataset()
+        shared.PlaneOrientationSequence = [plane]
+        ds.SharedFunctionalGroupsSequence = [shared]
+        frames = []
+        for position in frame_positions:
+            where = Dataset()
+            where.ImagePositionPatient = [float(v) for v in position]
+            item = Dataset()
+            item.PlanePositionSequence = [where]
+            frames.append(item)
+        ds.PerFrameFunctionalGroupsSequence = frames
     ds.PixelData = volume.astype(np.uint16).tobytes()
     return _to_bytes(ds)
 

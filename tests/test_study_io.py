@@ -72,6 +72,22 @@ def test_multi_frame_file_gives_one_slice_per_frame():
     assert all(s.problem is None for s in series.slices)
 
 
+def test_enhanced_multi_frame_is_ordered_by_each_frames_position():
+    volume = phantom(6)
+    stored = [3, 0, 5, 1, 4, 2]  # frame j holds slice stored[j]
+    positions = [(0.0, 0.0, 4.0 * k) for k in stored]
+    data = make_multiframe(volume[stored], frame_positions=positions)
+    (series,) = read_series([("enh.dcm", data)])
+    assert [s.ref.position for s in series.slices] == pytest.approx([0, 4, 8, 12, 16, 20])
+    assert [s.ref.frame for s in series.slices] == [stored.index(k) + 1 for k in range(6)]
+    reference = read_series([("mf.dcm", make_multiframe(volume))])[0]
+    for ordered, plain in zip(series.slices, reference.slices):
+        assert np.array_equal(grey(ordered.image), grey(plain.image))
+    assert series.warnings == []
+    # Without positions the frames stay in stored order, and the reader says so.
+    assert "stored order" in reference.warnings[0]
+
+
 def test_a_zip_of_a_series_reads_like_the_folder(tmp_path):
     files = make_dicom_series(phantom(6), shuffle_instance_numbers=True)
     (from_zip,) = read_series([("study.zip", make_zip([(f"s/{n}", d) for n, d in files]))])

@@ -79,6 +79,8 @@ class _Instance:
     position: np.ndarray | None
     orientation: np.ndarray | None
     problem: str | None = None
+    # Enhanced (multi-frame) DICOM: each frame's ImagePositionPatient, ``[frames, 3]``.
+    frame_positions: np.ndarray | None = None
 
 
 # -- entry points --------------------------------------------------------------------------------
@@ -260,6 +262,11 @@ def _instance(name: str, data: bytes, header: Any) -> _Instance:
     except DicomError as err:
         problem = policy.DICOM_UNUSABLE.format(problem=err)
         frames = 1
+    orientation = floats("ImageOrientationPatient", 6)
+    frame_positions = None
+    if frames > 1 and problem is None:
+        frame_positions, frame_orientation = frame_geometry(header, frames)
+        orientation = orientation if orientation is not None else frame_orientation
     return _Instance(
         name,
         data,
@@ -268,9 +275,38 @@ def _instance(name: str, data: bytes, header: Any) -> _Instance:
         size,
         number,
         floats("ImagePositionPatient", 3),
-        floats("ImageOrientationPatient", 6),
+        orientation,
         problem,
+        frame_positions,
     )
+
+
+def frame_geometry(header: Any, frames: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Per-frame positions and the orientation of an enhanced multi-frame header (functional
+    groups: PlanePositionSequence per frame, PlaneOrientationSequence shared or per frame)."""
+
+    def vector(item: Any, sequence: str, key: str, n: int) -> np.ndarray | None:
+        try:
+            values = np.asarray([float(v) for v in item[sequence][0][key].value], dtype=float)
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError):
+            return None
+        return values if values.shape == (n,) and np.all(np.isfinite(values)) else None
+
+    per_frame = header.get("PerFrameFunctionalGroupsSequence") or []
+    shared = header.get("SharedFunctionalGroupsSequence") or []
+    orientation = None
+    for item in [*shared[:1], *per_frame[:1]]:
+        orientation = vector(item, "PlaneOrientationSequence", "ImageOrientationPatient", 6)
+        if orientation is not None:
+            break
+    if len(per_frame) != frames:
+        return None, orientation
+    positions = [
+        vector(item, "PlanePositionSequence", "ImagePositionPatient", 3) for item in per_frame
+    ]
+    if any(p is None for p in positions):
+        return None, orientation
+    return np.stack(positions), orientation  # type: ignore[arg-type]
 
 
 def order_instances(instances: list[_Instance]) -> tuple[list[_Instance], list[float] | None, str]:
@@ -297,6 +333,8 @@ def order_instances(instances: list[_Instance]) -> tuple[list[_Instance], list[f
 
 def _build_series(uid: str, instances: list[_Instance]) -> Series:
     _whole_study(policy.check_series_slices, sum(i.frames for i in instances))
+    if len(instances) == 1 and instances[0].frames > 1:
+        return _multiframe_series(uid, instances[0])
     ordered, positions, how = order_instances(instances)
     warnings: list[str] = []
     if how != "position":
@@ -311,6 +349,32 @@ def _build_series(uid: str, instances: list[_Instance]) -> Series:
     n_total = sum(i.frames for i in ordered)
     for k, inst in enumerate(ordered):
         slices += _decode(inst, start=len(slices), total=n_total, position=_at(positions, k))
+    return _series(uid, ordered, slices, warnings)
+
+
+def _multiframe_series(uid: str, inst: _Instance) -> Series:
+    """One multi-frame instance: frames ordered along the normal when each frame has a position
+    (enhanced DICOM), else kept in stored order."""
+    warnings: list[str] = []
+    order: list[int] | None = None
+    positions: list[float] | None = None
+    if inst.frame_positions is not None and inst.orientation is not None:
+        normal = np.cross(inst.orientation[:3], inst.orientation[3:])
+        along = inst.frame_positions @ normal
+        order = [int(i) for i in np.argsort(along, kind="stable")]
+        positions = [float(along[i]) for i in order]
+        warnings += gap_warnings(positions)
+    elif inst.problem is None:
+        warnings.append("Frame positions are not recorded; frames are kept in stored order.")
+    slices = _decode(
+        inst, start=0, total=inst.frames, position=None, order=order, positions=positions
+    )
+    return _series(uid, [inst], slices, warnings)
+
+
+def _series(
+    uid: str, ordered: list[_Instance], slices: list[StudySlice], warnings: list[str]
+) -> Series:
     first = ordered[0].header
     return Series(
         kind="dicom",
@@ -372,21 +436,35 @@ def _refuse_odd_sizes(ordered: list[_Instance], warnings: list[str]) -> None:
     )
 
 
-def _decode(inst: _Instance, *, start: int, total: int, position: float | None) -> list[StudySlice]:
-    """The instance's frames as PNG slices (the one DICOM decoding), or refused slices."""
+def _decode(
+    inst: _Instance,
+    *,
+    start: int,
+    total: int,
+    position: float | None,
+    order: Sequence[int] | None = None,
+    positions: Sequence[float] | None = None,
+) -> list[StudySlice]:
+    """The instance's frames as PNG slices (the one DICOM decoding), or refused slices.
+
+    ``order``: the frame shown at each place (multi-frame sorted by position), with
+    ``positions`` its position along the normal."""
     sop = _str_or_none(inst.header.get("SOPInstanceUID"))
     sop_class = _str_or_none(inst.header.get("SOPClassUID"))
     multi = inst.frames > 1
+    frames = list(order) if order is not None else list(range(inst.frames))
 
     def ref(j: int) -> SliceRef:
-        label = f"slice {start + j + 1} / {total}" + (f" (frame {j + 1})" if multi else "")
-        return SliceRef(start + j, sop, sop_class, j + 1 if multi else None, position, label)
+        frame = frames[j]
+        label = f"slice {start + j + 1} / {total}" + (f" (frame {frame + 1})" if multi else "")
+        where = positions[j] if positions is not None else position
+        return SliceRef(start + j, sop, sop_class, frame + 1 if multi else None, where, label)
 
     problem = inst.problem
     if problem is None:
         try:
             pngs = dicom_to_png(inst.data, frame=None)
-            return [StudySlice(ref(j), png) for j, png in enumerate(pngs)]
+            return [StudySlice(ref(j), pngs[frames[j]]) for j in range(len(pngs))]
         except InputRejected as err:
             problem = err.message
         except DicomError as err:
