@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tests.serving_fixtures import make_fixture_run
-from tumorlib.abstention import choose_threshold, evaluate_threshold
+from tumorlib.abstention import choose_class_thresholds, choose_threshold, evaluate_threshold
 from tumorlib.bootstrap import bootstrap_metrics
 from tumorlib.classes import CLASS_NAMES
 from tumorlib.gate import evaluate_gate, fit_gate
@@ -56,9 +56,26 @@ def test_card_from_a_complete_run(tmp_path, capsys):
     np.savez(run / "safety" / "test_predictions.npz", probabilities=probs, labels=labels)
     chosen = choose_threshold(probs[:150], labels[:150], target_precision=0.95)
     test = evaluate_threshold(probs[150:], labels[150:], chosen.threshold)
+    per_class = choose_class_thresholds(probs[:150], labels[:150], target_precision=0.95)
+    per_class_test = evaluate_threshold(probs[150:], labels[150:], per_class.thresholds)
     write_json(
         run / "abstention.json",
-        {"chosen_on_validation": asdict(chosen), "test": asdict(test), "plot": "safety/rc.png"},
+        {
+            "rule": "per_class",
+            "chosen_on_validation": asdict(chosen),
+            "test": asdict(test),
+            "plot": "safety/rc.png",
+            "per_class": {
+                "chosen_on_validation": asdict(per_class),
+                "test": asdict(per_class_test),
+                "thresholds_by_class": dict(zip(CLASS_NAMES, per_class.thresholds)),
+            },
+            "second_source": {
+                "n": 658,
+                "single": {"coverage": 0.5, "answered_tumour_vs_no_tumour_accuracy": 0.99},
+                "per_class": {"coverage": 0.875, "answered_tumour_vs_no_tumour_accuracy": 0.985},
+            },
+        },
     )
     (run / "safety" / "rc.png").write_bytes(b"\x89PNG\r\n\x1a\n")
     rng = np.random.default_rng(1)
@@ -70,6 +87,11 @@ def test_card_from_a_complete_run(tmp_path, capsys):
         {"out_relu": rng.normal(size=(100, 4))},
         {"noise": {"out_relu": rng.normal(9, 1, (20, 4))}},
     )
+    gate_report["familiarity"] = {"test_unfamiliar_rate": 0.02, "test_changed_unfamiliar_rate": 0.4}
+    gate_report["second_source"] = {
+        "rejected_as_not_brain_mri": {"rate": 0.006, "n": 658},
+        "unfamiliar": {"rate": 0.31, "n": 658},
+    }
     write_json(run / "input_gate.json", gate_report)
     data_dir = tmp_path / "tfds"
     meta_dir = data_dir / "brain_mri" / "clean" / "1.0.0"
@@ -107,6 +129,12 @@ def test_card_from_a_complete_run(tmp_path, capsys):
     assert f"**{chosen.threshold:.4f}**" in md and f"{100 * test.coverage:.1f} %" in md
     assert f"**{100 * gate_report['test_false_rejection_rate']:.1f} %**" in md
     assert "![risk-coverage](safety/rc.png)" in md
+    assert "**Served:** one threshold per predicted class" in md
+    assert f"test coverage **{100 * per_class_test.coverage:.1f} %**" in md
+    assert "per-class rule: answered 87.5 %, 98.5 % right on tumour vs no tumour" in md
+    assert "**0.6 %** refused as not a brain MRI (n=658)" in md
+    assert "Flagged: 2.0 % of the test split, 40.0 % of its acquisition-changed copy" in md
+    assert "31.0 % of the second source" in md
     assert f"`out_relu` (threshold {gate.layers[0].threshold:.1f}" in md and "noise 100.0 %" in md
     for limitation in ("2-D slices only", "Single public source", "No patient IDs"):
         assert limitation in md

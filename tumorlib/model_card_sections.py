@@ -21,7 +21,7 @@ from tumorlib.runs import (
     SAFETY_DIR,
     TEST_PREDICTIONS_FILE,
 )
-from tumorlib.serving_contract import DISCLAIMER, UNCERTAIN_MESSAGE
+from tumorlib.serving_contract import DISCLAIMER, UNCERTAIN_MESSAGE, UNFAMILIAR_MESSAGE
 
 
 @dataclass
@@ -264,13 +264,40 @@ def abstention_section(card: CardInputs) -> list[str]:
         "without abstention.",
         "",
     ]
+    per_class = abstention.get("per_class")
+    if per_class:
+        pc, pt = per_class["chosen_on_validation"], per_class["test"]
+        limits = ", ".join(f"{k} {v:.4f}" for k, v in per_class["thresholds_by_class"].items())
+        served = abstention.get("rule") == "per_class"
+        md += [
+            ("**Served:** one" if served else "Also measured: one")
+            + f" threshold per predicted class, chosen together on validation for the same "
+            f"target ({limits}): validation coverage {_pct(pc['coverage'])}, precision "
+            f"{_pct(pc['precision'])}; test coverage **{_pct(pt['coverage'])}**, accepted "
+            f"accuracy **{_pct(pt['accepted_accuracy'])}** ({pt['errors_accepted']} errors "
+            f"among {pt['accepted']}).",
+            "",
+        ]
+    second = abstention.get("second_source")
+    if second:
+        rows = [
+            f"{name.replace('_', '-')} rule: answered {_pct(v['coverage'])}, "
+            f"{_pct(v['answered_tumour_vs_no_tumour_accuracy'])} right on tumour vs no tumour"
+            for name, v in second.items()
+            if isinstance(v, dict)
+        ]
+        md += [
+            f"On {second['n']} brain MRI slices from two other collections (second source, "
+            "measured only): " + "; ".join(rows) + ".",
+            "",
+        ]
     plot = abstention.get("plot", f"{SAFETY_DIR}/{RISK_COVERAGE_PLOT}")
     return md + _figure(card.run, plot, "risk-coverage")
 
 
 def gate_section(card: CardInputs) -> list[str]:
-    """The input gate's thresholds and its measured false and true rejection rates."""
-    md = ["## Input gate (non-MRI inputs)", ""]
+    """The brain-MRI check and the familiarity flag: thresholds and measured rates."""
+    md = ["## Input gate: is it a brain MRI? is it like the training data?", ""]
     gate = card.gate
     if not gate:
         return md + ["Not yet measured (`python -m tumorlib.input_gate RUN`).", ""]
@@ -281,12 +308,20 @@ def gate_section(card: CardInputs) -> list[str]:
     )
     md += [
         "An image is classified only if, for every gated backbone layer, the Mahalanobis "
-        "distance of its pooled activations to the training distribution is within a "
-        f"threshold set on validation: {layer_text}. Combined false-rejection target on "
-        f"validation {_pct(gate['false_rejection_target_on_validation'])}.",
+        "distance of its pooled activations to the training slices *and their copies under "
+        "acquisition changes* (other contrast, gamma, bias field, blur, noise, frames, burnt-in "
+        "text, field of view) is within a threshold set the same way on validation: "
+        f"{layer_text}. Combined false-rejection target on validation "
+        f"{_pct(gate['false_rejection_target_on_validation'])}.",
         "",
         f"- False rejection on the test split: **{_pct(gate['test_false_rejection_rate'])}**"
-        f" ({gate['test_rejected']} of {gate['test_total']}).",
+        f" ({gate['test_rejected']} of {gate['test_total']})"
+        + (
+            f"; on its acquisition-changed copy {_pct(gate['test_changed_false_rejection_rate'])}"
+            if "test_changed_false_rejection_rate" in gate
+            else ""
+        )
+        + ".",
         f"- Rejection of generated/packaged non-MRI images: "
         f"**{_pct(gate['negative_rejection_rate'])}** of {gate['negatives_total']}: "
         + ", ".join(
@@ -296,10 +331,38 @@ def gate_section(card: CardInputs) -> list[str]:
         + ".",
         "",
     ]
+    views = gate.get("unusable_views_rejection_by_kind")
+    if views:
+        md += [
+            "- Brain MRI in views the model is not for (reported apart; refusing them is "
+            "desirable, not required): "
+            + ", ".join(f"{k} {_pct(v['rate'])} refused (n={v['n']})" for k, v in views.items())
+            + ".",
+        ]
+    second = gate.get("second_source")
+    if second:
+        md += [
+            f"- Real brain MRI from two other collections (second source, measured only): "
+            f"**{_pct(second['rejected_as_not_brain_mri']['rate'])}** refused as not a brain "
+            f"MRI (n={second['rejected_as_not_brain_mri']['n']}).",
+        ]
+    familiarity = gate.get("familiarity")
+    if familiarity:
+        md += [
+            "",
+            f'**Familiarity ("{UNFAMILIAR_MESSAGE}").** The same statistics fitted on the '
+            "unchanged training slices only. A slice outside them is still classified (and "
+            "abstention applies), with a visible flag. Flagged: "
+            f"{_pct(familiarity['test_unfamiliar_rate'])} of the test split, "
+            f"{_pct(familiarity['test_changed_unfamiliar_rate'])} of its acquisition-changed copy"
+            + (f", {_pct(second['unfamiliar']['rate'])} of the second source" if second else "")
+            + ".",
+        ]
+    md += [""]
     md += _figure(card.run, gate.get("plot", f"{SAFETY_DIR}/{GATE_PLOT}"), "input gate distances")
     return md + [
-        "No chest X-rays, CT or other-body-part MRI were available offline to test "
-        "against; rejection of those is unmeasured.",
+        "No chest X-rays, CT or other-body-part MRI were available offline as real files, and "
+        "generated look-alikes would not be honest tests; rejection of those is unmeasured.",
         "",
     ]
 

@@ -1,0 +1,148 @@
+"""``tumorlib source-check``: how the served model's safety layer holds on another hospital's data.
+
+Why a command: the figures that decide whether the tool travels — how many real brain MRI slices
+of another source are refused as "not a brain MRI", how many are answered rather than referred,
+and how often the answered tumour / no-tumour call is right — must come from exactly what is
+deployed: the exported ``serving_default`` (in-process or over REST), not a re-implementation.
+It reads the second-source archive (``../shared/data/second_source_mri.zip``, :mod:`tumorlib.
+second_source`) in memory and writes ``REPORT/source_check.json`` and ``.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from serving.backend import DEFAULT_TIMEOUT_S, BackendError, Settings, make_backend
+from serving.prediction import NOT_BRAIN_MRI, UNCERTAIN, Prediction
+from tumorlib.cli import CommandError, run_command
+from tumorlib.second_source import SecondSource, load_second_source
+from tumorlib.serving_contract import DISCLAIMER, MODEL_BASE_PATH, MODEL_NAME
+
+REPORT_JSON = "source_check.json"
+REPORT_PLOT = "source_check.png"
+
+
+def _rate(mask: np.ndarray) -> float:
+    return float(np.mean(mask)) if len(mask) else float("nan")
+
+
+def summarise(source: SecondSource, predictions: list[Prediction | str]) -> dict[str, Any]:
+    """Rates over all slices and per collection; an error string counts as not answered."""
+    ok = np.array([isinstance(p, Prediction) for p in predictions])
+    verdict = np.array([p.verdict if isinstance(p, Prediction) else "failed" for p in predictions])
+    says_tumour = np.array(
+        [isinstance(p, Prediction) and p.class_name != "no_tumor" for p in predictions]
+    )
+    unfamiliar = np.array([isinstance(p, Prediction) and p.unfamiliar for p in predictions])
+    right = ok & (says_tumour == source.tumour)
+    answered = verdict == "classified"
+
+    def block(mask: np.ndarray) -> dict[str, Any]:
+        return {
+            "n": int(mask.sum()),
+            "not_brain_mri": _rate(verdict[mask] == NOT_BRAIN_MRI),
+            "uncertain": _rate(verdict[mask] == UNCERTAIN),
+            "failed": _rate(~ok[mask]),
+            "unfamiliar_flag": _rate(unfamiliar[mask]),
+            "tumour_vs_no_tumour_accuracy": _rate(right[mask & ok]),
+            "answered": _rate(answered[mask]),
+            "answered_right": _rate(right[mask & answered]),
+        }
+
+    collections = np.array(source.collection)
+    return {
+        "all": block(np.ones(len(source), bool)),
+        "by_collection": {c: block(collections == c) for c in sorted(set(source.collection))},
+        "definitions": {
+            "not_brain_mri": "refused by the brain-MRI check (in_distribution false)",
+            "answered": "neither refused nor referred (verdict classified)",
+            "tumour_vs_no_tumour_accuracy": "argmax is not no_tumor exactly when the slice has "
+            "a tumour, over every slice the model returned probabilities for",
+            "answered_right": "the same, over answered slices only",
+        },
+    }
+
+
+def plot(path: Path, report: dict[str, Any]) -> Path:
+    """Bars per collection: refused, referred, answered right, answered wrong."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from tumorlib.plots import save_figure
+
+    groups = {"all": report["all"], **report["by_collection"]}
+    fig, ax = plt.subplots(figsize=(6.5, 3.2))
+    for row, b in enumerate(groups.values()):
+        parts = [
+            ("not a brain MRI", b["not_brain_mri"], "tab:red"),
+            ("uncertain — refer", b["uncertain"], "tab:orange"),
+            ("answered, right", b["answered"] * b["answered_right"], "tab:green"),
+            ("answered, wrong", b["answered"] * (1 - b["answered_right"]), "black"),
+        ]
+        left = 0.0
+        for label, width, colour in parts:
+            width = 0.0 if not np.isfinite(width) else width
+            ax.barh(row, width, left=left, color=colour, label=label if row == 0 else None)
+            left += width
+    ax.set_yticks(range(len(groups)), [f"{k} (n={v['n']})" for k, v in groups.items()])
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("fraction of slices")
+    ax.legend(fontsize=7, loc="lower right")
+    ax.set_title("Second source through the served model")
+    return save_figure(fig, path)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tumorlib source-check",
+        description="Measure the served model on brain MRI from other collections (refused, "
+        f"referred, answered, tumour / no-tumour accuracy). {DISCLAIMER}",
+    )
+    parser.add_argument("--archive", help="second-source zip (default: ../shared/data/...)")
+    parser.add_argument("--serving-url", help="TF Serving REST URL, e.g. http://127.0.0.1:8501")
+    parser.add_argument("--model-name", default=MODEL_NAME)
+    parser.add_argument("--model-base-path", default=str(MODEL_BASE_PATH))
+    parser.add_argument("--out", default="reports/second_source", help="report folder")
+    return parser
+
+
+def run(args: argparse.Namespace) -> None:
+    source = load_second_source(args.archive)
+    settings = Settings(
+        args.serving_url, args.model_name, Path(args.model_base_path), DEFAULT_TIMEOUT_S
+    )
+    try:
+        backend = make_backend(settings)
+        predictions = backend.predict(source.images, None)
+    except BackendError as err:
+        raise CommandError(err.message) from None
+    report = summarise(source, predictions)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    report["plot"] = str(plot(out / REPORT_PLOT, report))
+    (out / REPORT_JSON).write_text(json.dumps(report, indent=2))
+    a = report["all"]
+    print(
+        f"{a['n']} second-source slices: not a brain MRI {a['not_brain_mri']:.1%}, uncertain "
+        f"{a['uncertain']:.1%}, answered {a['answered']:.1%} ({a['answered_right']:.1%} right "
+        f"on tumour / no tumour); tumour / no-tumour accuracy "
+        f"{a['tumour_vs_no_tumour_accuracy']:.3f}; unfamiliar flag {a['unfamiliar_flag']:.1%}. "
+        f"Written to {out / REPORT_JSON}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_command(lambda: run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
