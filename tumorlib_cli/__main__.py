@@ -33,6 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "app": ("tumorlib_cli.page", "start the upload page (http://127.0.0.1:8502)"),
     "audit": ("tumorlib_cli.audit", "audit records: migrate, performance, drift, export, purge"),
     "study": ("tumorlib_cli.study", "classify a DICOM series or NIfTI volume; pseudo-studies"),
+    "source-check": ("tumorlib_cli.source_check", "measure the served model on other sources"),
     "pacs": ("tumorlib_cli.pacs", "classify a study from a PACS (DICOMweb), store results back"),
 }
 
