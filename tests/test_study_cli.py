@@ -98,6 +98,13 @@ def test_a_hostile_study_is_refused_in_words_before_any_model(tmp_path, capsys):
     assert "Traceback" not in err
 
 
+def test_a_bad_axis_is_a_usage_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as raised:
+        main(["classify", str(tmp_path), "--axis", "diagonal"])
+    assert raised.value.code == 2
+    assert "expected sagittal, coronal, axial or 0-2" in capsys.readouterr().err
+
+
 def test_no_model_is_a_clear_error(series_folder, tmp_path, capsys):
     assert main(["classify", str(series_folder), "--model-base-path", str(tmp_path / "no")]) == 1
     assert "No exported model yet" in capsys.readouterr().err

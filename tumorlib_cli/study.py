@@ -46,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("--model-base-path", default=str(MODEL_BASE_PATH))
     classify.add_argument(
         "--axis",
+        type=parse_axis,
         default=None,
         help=f"NIfTI slicing plane: {', '.join(PLANES)} or an array axis 0-2 "
         "(default: the acquisition plane)",
@@ -66,15 +67,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_axis(value: str | None) -> str | int | None:
-    if value is None:
-        return None
-    return int(value) if value.isdigit() else value
+def parse_axis(value: str) -> str | int:
+    """``--axis``: a plane name or an array axis 0-2 (a usage error otherwise)."""
+    if value in PLANES:
+        return value
+    if value in ("0", "1", "2"):
+        return int(value)
+    raise argparse.ArgumentTypeError(f"expected {', '.join(PLANES)} or 0-2, got {value!r}")
 
 
 def classify(args: argparse.Namespace, backend: Backend | None = None) -> int | None:
     """Read, classify and print every series; JSON and DICOM results when asked."""
-    series = read_series(collect_files(args.paths), axis=parse_axis(args.axis))
+    series = read_series(collect_files(args.paths), axis=args.axis)
     try:
         if backend is None:
             settings = Settings(
