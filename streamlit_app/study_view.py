@@ -192,10 +192,9 @@ def show_result(result: StudyResult, index: int, backend: Backend, version: int 
     st.markdown(verdict.reason)
     if verdict.probabilities:
         st.caption(scores_text(verdict.probabilities))
-    st.caption(
-        f"{DISCLAIMER} Model version {result.model_version or version} · {backend.label}. "
-        f"Rule: {verdict.rule}"
-    )
+    st.caption(f"{DISCLAIMER} Model version {result.model_version or version} · {backend.label}")
+    with st.expander("How the study verdict is reached"):
+        st.caption(f"Rule: {verdict.rule}")
     show_counts(result)
     for warning in reader_warnings(result):
         st.warning(warning)
@@ -216,13 +215,13 @@ def scores_text(scores: dict[str, float]) -> str:
 def show_counts(result: StudyResult) -> None:
     verdict = result.verdict
     counts = [
-        ("Classified", verdict.n_classified),
-        ("Uncertain", verdict.n_uncertain),
-        ("Not a brain MRI", verdict.n_not_brain_mri),
-        ("Failed", verdict.n_failed),
+        ("Slices classified", verdict.n_classified),
+        ("Slices uncertain", verdict.n_uncertain),
+        ("Slices not a brain MRI", verdict.n_not_brain_mri),
+        ("Slices failed", verdict.n_failed),
     ]
     for column, (label, value) in zip(st.columns(len(counts)), counts):
-        column.metric(f"{label} slices", value)
+        column.metric(label, value)
 
 
 def reader_warnings(result: StudyResult) -> list[str]:
@@ -261,8 +260,9 @@ def slice_words(outcome: SliceOutcome) -> str:
 
 
 def _slice_name(result: StudyResult, i: int) -> str:
+    """The reader's label ("slice 12 / 40", with the frame for multi-frame files)."""
     ref = result.slices[i].ref
-    return f"slice {ref.index + 1} / {result.series.n_slices}"
+    return ref.label or f"slice {ref.index + 1} / {result.series.n_slices}"
 
 
 def show_thumbnails(result: StudyResult) -> None:
@@ -300,7 +300,9 @@ def show_volume(result: StudyResult, index: int, backend: Backend, version: int 
     left, right = st.columns([1, 1])
     with left:
         if image:
-            st.image(image, caption=f"{_slice_name(result, chosen)} {outcome.ref.label}".strip())
+            where = outcome.ref.position
+            place = f" · {where:.1f} mm along the slice normal" if where is not None else ""
+            st.image(image, caption=f"{_slice_name(result, chosen)}{place}", width=320)
     with right:
         st.markdown(f"**{_slice_name(result, chosen)}: {slice_words(outcome)}**")
         if outcome.outcome == SLICE_NOT_BRAIN_MRI:

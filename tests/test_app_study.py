@@ -38,7 +38,7 @@ from tumorlib.study_io import read_series
 
 APP = Path(__file__).resolve().parents[1] / "streamlit_app" / "app.py"
 APP_TIMEOUT_S = 120  # first in-process load of a SavedModel on two busy cores
-COUNT_LABELS = ["Classified slices", "Uncertain slices", "Not a brain MRI slices", "Failed slices"]
+COUNT_LABELS = ["Slices classified", "Slices uncertain", "Slices not a brain MRI", "Slices failed"]
 
 
 @pytest.fixture
@@ -158,7 +158,7 @@ def test_dicom_series_gets_a_study_view_and_patient_tags_only_on_request(
             ],
         )
     )
-    assert sum(counts.values()) == 8 and counts["Classified slices"] == 8
+    assert sum(counts.values()) == 8 and counts["Slices classified"] == 8
     slider = at.slider(key="study_slice_0")
     assert (slider.min, slider.max) == (1, 8)
     # The strip starts with the key slices, each captioned with its class and confidence.
@@ -210,7 +210,7 @@ def test_zip_with_a_bad_member_says_so_and_the_page_keeps_working(page_env, back
     # text file is skipped, and the page says both.
     want = expected([("series.zip", bad)], backend)[0]
     assert _study_heading(at) == _heading_for(want)
-    assert _counts(at)["Classified slices"] == 6 and _counts(at)["Failed slices"] == 1
+    assert _counts(at)["Slices classified"] == 6 and _counts(at)["Slices failed"] == 1
     warnings = " ".join(_texts(at.warning))
     assert "neither DICOM nor NIfTI were skipped" in warnings
     assert "This DICOM file cannot be used: DICOM pixel data is malformed or truncated" in warnings
