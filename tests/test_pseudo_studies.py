@@ -101,7 +101,9 @@ def write_run(path, seed: int, test_strength: float = 3.0) -> None:
 
 def test_evaluate_run_writes_the_report_and_never_chooses_on_test(tmp_path):
     write_run(tmp_path / "run", seed=4)
-    report = evaluate_run(tmp_path / "run", tmp_path / "out", groups={}, per_class=40)
+    report = evaluate_run(
+        tmp_path / "run", tmp_path / "out", groups={}, per_class=40, bootstrap_rounds=30
+    )
     saved = json.loads((tmp_path / "out" / REPORT_JSON).read_text())
     assert (tmp_path / "out" / REPORT_PLOT).stat().st_size > 10_000
     assert saved["rule"] == report["rule"] and saved["test"]["n_studies"] == 160
@@ -111,9 +113,13 @@ def test_evaluate_run_writes_the_report_and_never_chooses_on_test(tmp_path):
     assert saved["validation"]["refer_rate"] <= 0.10
     assert "validation pseudo-studies" in saved["rule"]["chosen_on"]
     assert any(line.startswith("test:") for line in summary_lines(report))
+    low, high = saved["test_intervals_95"]["accuracy"]
+    assert 0.0 <= low <= high <= 1.0 and high - low > 0.0  # the pool's variability shows
     # A much worse model on test changes the test figures, not the rule.
     write_run(tmp_path / "worse", seed=4, test_strength=0.3)
-    worse = evaluate_run(tmp_path / "worse", tmp_path / "out2", groups={}, per_class=40)
+    worse = evaluate_run(
+        tmp_path / "worse", tmp_path / "out2", groups={}, per_class=40, bootstrap_rounds=0
+    )
     assert worse["rule"] == report["rule"]
     assert worse["test"]["accuracy"] < report["test"]["accuracy"]
 

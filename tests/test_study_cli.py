@@ -178,7 +178,8 @@ def test_evaluate_writes_the_pseudo_study_report(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(pseudo, "_dataset_groups", lambda split: None)  # no dataset built here
     write_run(tmp_path / "run", seed=5)
     out = tmp_path / "reports"
-    assert main(["evaluate", "--run", str(tmp_path / "run"), "--out", str(out)]) == 0
+    argv = ["evaluate", "--run", str(tmp_path / "run"), "--out", str(out)]
+    assert main([*argv, "--bootstrap-rounds", "5"]) == 0
     printed = capsys.readouterr().out
     assert "rule (chosen on validation pseudo-studies)" in printed and "test:" in printed
     assert (out / "pseudo_studies.json").exists() and (out / "pseudo_studies.png").exists()

@@ -45,7 +45,7 @@ from tumorlib.runs import (
     RunNotFoundError,
     write_json,
 )
-from tumorlib.study_verdict import NO_TUMOR, StudyRule, decide, top_evidence
+from tumorlib.study_verdict import NO_TUMOR, StudyRule, batch_evidence, decide
 
 SEED = 20261129
 STUDIES_PER_CLASS = 250
@@ -58,6 +58,7 @@ GRID = {
     "no_tumour_max": (0.1, 0.2, 0.3, 0.4, 0.5),
     "min_agreement": (0.5, 0.6, 0.8, 1.0),
 }
+BOOTSTRAP_ROUNDS = 200
 REPORT_JSON = "pseudo_studies.json"
 REPORT_PLOT = "pseudo_studies.png"
 UNCERTAIN_COLUMN = "uncertain"
@@ -95,39 +96,52 @@ def make_pseudo_studies(
         pool = np.flatnonzero(labels == label)
         if pool.size == 0:
             raise ValueError(f"the split has no {names[label]} slices")
+        mates = _group_mates(pool, groups)
         for _ in range(per_class):
             total = int(rng.integers(n_slices[0], n_slices[1] + 1))
             if label == normal_label:
-                studies.append(PseudoStudy(label, tuple(rng.choice(normal_pool, total).tolist())))
+                drawn = normal_pool[rng.integers(0, normal_pool.size, total)]
+                studies.append(PseudoStudy(label, tuple(drawn.tolist())))
                 continue
             k = int(rng.integers(n_lesion[0], n_lesion[1] + 1))
-            lesion = _lesion_slices(rng, pool, groups, k)
-            normal = rng.choice(normal_pool, total - len(lesion))
+            lesion = _lesion_slices(rng, pool, mates, k)
+            normal = normal_pool[rng.integers(0, normal_pool.size, total - len(lesion))]
             start = int(rng.integers(0, len(normal) + 1))
             order = [*normal[:start].tolist(), *lesion, *normal[start:].tolist()]
             where = tuple(range(start, start + len(lesion)))
-            studies.append(PseudoStudy(label, tuple(int(i) for i in order), where))
+            studies.append(PseudoStudy(label, tuple(order), where))
     return studies
 
 
 def _lesion_slices(
-    rng: np.random.Generator, pool: np.ndarray, groups: np.ndarray | None, k: int
+    rng: np.random.Generator, pool: np.ndarray, mates: dict[int, list[int]] | None, k: int
 ) -> list[int]:
-    """``k`` slices of one class: an anchor's near-duplicate group first, then others of the class
-    (without replacement while the class has enough)."""
-    anchor = int(rng.choice(pool))
+    """``k`` slices of one class: an anchor's near-duplicate group first (``mates``: slice ->
+    the class's slices in its group), then other slices of the class, without replacement while
+    the class has enough."""
+    anchor = int(pool[rng.integers(pool.size)])
     chosen = [anchor]
-    if groups is not None:
-        mates = [int(i) for i in pool if groups[i] == groups[anchor] and i != anchor]
-        rng.shuffle(mates)
-        chosen += mates[: k - 1]
-    rest = np.setdiff1d(pool, chosen)
-    if rest.size == 0:
-        rest = pool
+    if mates is not None:
+        group = [i for i in mates[anchor] if i != anchor]
+        rng.shuffle(group)
+        chosen += group[: k - 1]
     need = k - len(chosen)
     if need > 0:
-        chosen += rng.choice(rest, need, replace=need > rest.size).tolist()
-    return [int(i) for i in chosen]
+        taken = set(chosen)
+        if pool.size - len(taken) >= need:
+            chosen += [int(i) for i in rng.permutation(pool) if int(i) not in taken][:need]
+        else:
+            chosen += pool[rng.integers(0, pool.size, need)].tolist()
+    return chosen
+
+
+def _group_mates(pool: np.ndarray, groups: np.ndarray | None) -> dict[int, list[int]] | None:
+    if groups is None:
+        return None
+    by_group: dict[int, list[int]] = {}
+    for i in pool:
+        by_group.setdefault(int(groups[i]), []).append(int(i))
+    return {int(i): by_group[int(groups[i])] for i in pool}
 
 
 # -- scoring --------------------------------------------------------------------------------------
@@ -139,16 +153,16 @@ def study_evidence(
     class_names: Sequence[str],
     top_k: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per study: mean tumour evidence, agreement, and the class label a tumour verdict names."""
+    """Per study: mean tumour evidence, agreement, and the class label a tumour verdict names
+    (:func:`tumorlib.study_verdict.batch_evidence`, the code :func:`aggregate` runs)."""
     names = list(class_names)
-    tumour_labels = [i for i, n in enumerate(names) if n != NO_TUMOR]
-    mean, agree, label = [], [], []
-    for study in studies:
-        ev = top_evidence(probabilities[list(study.slices)], names, top_k)
-        mean.append(ev.mean_evidence)
-        agree.append(ev.agreement)
-        label.append(tumour_labels[ev.best])
-    return np.asarray(mean), np.asarray(agree), np.asarray(label)
+    tumour_labels = np.asarray([i for i, n in enumerate(names) if n != NO_TUMOR])
+    lengths = np.asarray([len(s.slices) for s in studies])
+    rows = np.zeros((len(studies), int(lengths.max(initial=1))), dtype=int)
+    for i, study in enumerate(studies):
+        rows[i, : len(study.slices)] = study.slices
+    ev = batch_evidence(np.asarray(probabilities)[rows], lengths, names, top_k)
+    return ev.mean_evidence, ev.agreement, tumour_labels[ev.best]
 
 
 def predict_studies(
@@ -243,6 +257,52 @@ def choose_rule(
     return chosen
 
 
+def bootstrap_intervals(
+    labels: np.ndarray,
+    probabilities: np.ndarray,
+    class_names: Sequence[str],
+    rule: StudyRule,
+    *,
+    groups: np.ndarray | None = None,
+    per_class: int = STUDIES_PER_CLASS,
+    rounds: int = BOOTSTRAP_ROUNDS,
+    seed: int = SEED,
+) -> dict[str, list[float]]:
+    """95 % intervals of the test figures when the *slices* are resampled (per class, with
+    replacement) and the studies rebuilt: the pseudo-studies share a small pool of slices, so
+    resampling studies alone would hide how much the figures depend on that pool."""
+    rng = np.random.default_rng(seed)
+    labels = np.asarray(labels)
+    keys = ("accuracy", "stated_accuracy", "refer_rate", "missed_tumour_rate")
+    values: dict[str, list[float]] = {k: [] for k in keys}
+    for b in range(rounds):
+        pool = np.concatenate(
+            [
+                rng.choice(np.flatnonzero(labels == c), int(np.sum(labels == c)))
+                for c in range(len(class_names))
+            ]
+        )
+        studies = make_pseudo_studies(
+            labels[pool],
+            class_names,
+            groups=None if groups is None else groups[pool],
+            per_class=per_class,
+            seed=seed + 1000 + b,
+        )
+        truth = np.asarray([s.label for s in studies])
+        metrics = study_metrics(
+            truth, predict_studies(studies, probabilities[pool], class_names, rule), class_names
+        )
+        for k in keys:
+            if metrics[k] is not None:
+                values[k].append(metrics[k])
+    return {
+        k: [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))]
+        for k, v in values.items()
+        if v
+    }
+
+
 # -- a run's figures ------------------------------------------------------------------------------
 
 
@@ -269,6 +329,7 @@ def evaluate_run(
     seed: int = SEED,
     max_refer_rate: float = MAX_REFER_RATE,
     save_rule: bool = True,
+    bootstrap_rounds: int = BOOTSTRAP_ROUNDS,
 ) -> dict:
     """Choose the rule on validation pseudo-studies, measure it on test; write JSON and a PNG.
 
@@ -286,6 +347,7 @@ def evaluate_run(
     )
     out: dict[str, Any] = {}
     made = {}
+    pools = {}
     for offset, split in enumerate(("validation", "test")):
         probs, labels = load_predictions(run_path, split)
         split_groups = groups.get(split)
@@ -295,6 +357,7 @@ def evaluate_run(
             labels, names, groups=split_groups, per_class=per_class, seed=seed + offset
         )
         made[split] = (studies, probs)
+        pools[split] = (labels, split_groups)
         out[split] = {
             "n_slices": int(labels.size),
             "slices_per_class": {n: int((labels == i).sum()) for i, n in enumerate(names)},
@@ -330,6 +393,24 @@ def evaluate_run(
         "validation": validation,
         "test": test,
         "test_with_default_rule": default,
+        "test_intervals_95": (
+            bootstrap_intervals(
+                pools["test"][0],
+                test_probs,
+                names,
+                rule,
+                groups=pools["test"][1],
+                per_class=per_class,
+                rounds=bootstrap_rounds,
+                seed=seed,
+            )
+            if bootstrap_rounds
+            else {}
+        ),
+        "test_intervals_method": (
+            f"{bootstrap_rounds} rounds: test slices resampled per class with replacement, "
+            "pseudo-studies rebuilt, the chosen rule applied; 2.5th-97.5th percentiles"
+        ),
     }
     out_dir = Path(out_dir)
     report["plot"] = str(plot_report(report, out_dir / REPORT_PLOT))
@@ -398,6 +479,12 @@ def summary_lines(report: dict) -> list[str]:
             f"{split}: {m['n_studies']} studies, accuracy {m['accuracy']:.3f}, accuracy of stated "
             f"verdicts {m['stated_accuracy'] or 0:.3f}, referred {m['refer_rate']:.1%}, missed "
             f"tumours {m['missed_tumour_rate'] or 0:.1%}; recall: {recall}"
+        )
+    intervals = report.get("test_intervals_95") or {}
+    if intervals:
+        lines.append(
+            "test 95% intervals (slices resampled, studies rebuilt): "
+            + ", ".join(f"{k} {lo:.3f}-{hi:.3f}" for k, (lo, hi) in intervals.items())
         )
     matrix = report["test"]["confusion_matrix"]
     lines.append(f"confusion matrix (test; rows truth, columns {matrix['columns']}):")

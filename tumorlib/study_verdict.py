@@ -153,28 +153,60 @@ class TopEvidence:
 
 
 def top_evidence(probabilities: np.ndarray, class_names: Sequence[str], top_k: int) -> TopEvidence:
-    """The rule's inputs from per-slice probabilities ``[n, C]`` (shared with the pseudo-study
-    grid search, so the rule chosen there is the rule applied here)."""
+    """The rule's inputs from one series' per-slice probabilities ``[n, C]``."""
+    probs = np.asarray(probabilities, dtype=float)
+    batch = batch_evidence(probs[None], np.asarray([len(probs)]), class_names, top_k)
+    count = min(top_k, len(probs))
+    return TopEvidence(
+        tuple(int(i) for i in batch.top[0, :count]),
+        float(batch.mean_evidence[0]),
+        int(batch.best[0]),
+        float(batch.agreement[0]),
+        tuple(float(x) for x in batch.share[0]),
+    )
+
+
+@dataclass(frozen=True)
+class BatchEvidence:
+    """:class:`TopEvidence` for many series at once (arrays with a leading series axis)."""
+
+    top: np.ndarray  # [S, k] row indices, strongest first (rows past a series' length unused)
+    mean_evidence: np.ndarray  # [S]
+    best: np.ndarray  # [S] index among the tumour classes
+    agreement: np.ndarray  # [S]
+    share: np.ndarray  # [S, T]
+
+
+def batch_evidence(
+    probabilities: np.ndarray, lengths: np.ndarray, class_names: Sequence[str], top_k: int
+) -> BatchEvidence:
+    """The rule's inputs for ``S`` series padded to ``[S, n, C]`` (``lengths`` real rows each).
+
+    The one implementation: :func:`aggregate` calls it for one series, the pseudo-study grid
+    search (:mod:`tumorlib.pseudo_studies`) for thousands, so the rule chosen there is the rule
+    applied here.
+    """
     names = list(class_names)
     if NO_TUMOR not in names:
         raise ValueError(f"class_names must include {NO_TUMOR!r}: {names}")
     probs = np.asarray(probabilities, dtype=float)
-    evidence = 1.0 - probs[:, names.index(NO_TUMOR)]
-    top = np.argsort(-evidence, kind="stable")[: min(top_k, len(probs))]
-    tumour = probs[top][:, [i for i, n in enumerate(names) if n != NO_TUMOR]]
-    share = tumour.mean(axis=0)
-    share = (
-        share / share.sum() if share.sum() > 0 else np.full(tumour.shape[1], 1 / tumour.shape[1])
-    )
-    best = int(np.argmax(share))
-    agreement = float(np.mean(np.argmax(tumour, axis=1) == best))
-    return TopEvidence(
-        tuple(int(i) for i in top),
-        float(evidence[top].mean()),
-        best,
-        agreement,
-        tuple(float(x) for x in share),
-    )
+    n = probs.shape[1]
+    valid = np.arange(n)[None, :] < np.asarray(lengths)[:, None]
+    evidence = 1.0 - probs[..., names.index(NO_TUMOR)]
+    ranked = np.where(valid, evidence, -np.inf)
+    top = np.argsort(-ranked, axis=1, kind="stable")[:, : min(top_k, n)]
+    used = np.take_along_axis(valid, top, axis=1)
+    count = np.maximum(used.sum(axis=1), 1)
+    mean_evidence = np.where(used, np.take_along_axis(evidence, top, axis=1), 0.0).sum(1) / count
+    tumour = probs[..., [i for i, name in enumerate(names) if name != NO_TUMOR]]
+    top_tumour = np.take_along_axis(tumour, top[..., None], axis=1)  # [S, k, T]
+    share = np.where(used[..., None], top_tumour, 0.0).sum(axis=1) / count[:, None]
+    total = share.sum(axis=1, keepdims=True)
+    share = np.where(total > 0, share / np.where(total > 0, total, 1.0), 1.0 / share.shape[1])
+    best = np.argmax(share, axis=1)
+    votes = np.argmax(top_tumour, axis=2) == best[:, None]
+    agreement = np.where(used, votes, False).sum(axis=1) / count
+    return BatchEvidence(top, mean_evidence, best, agreement, share)
 
 
 def decide(mean_evidence: np.ndarray, agreement: np.ndarray, rule: StudyRule) -> np.ndarray:

@@ -60,6 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--run", required=True, help="run folder with safety/*_predictions.npz")
     evaluate.add_argument("--out", default="reports/studies", help="report folder")
     evaluate.add_argument(
+        "--bootstrap-rounds",
+        type=int,
+        default=200,
+        help="rounds for the test figures' 95%% intervals (0: none)",
+    )
+    evaluate.add_argument(
         "--no-save-rule",
         action="store_true",
         help="do not write the chosen rule into the run (study_rule.json, shipped by the export)",
@@ -180,7 +186,12 @@ def result_json(result: StudyResult) -> dict[str, Any]:
 def evaluate(args: argparse.Namespace) -> None:
     from tumorlib.pseudo_studies import evaluate_run, summary_lines
 
-    report = evaluate_run(args.run, Path(args.out), save_rule=not args.no_save_rule)
+    report = evaluate_run(
+        args.run,
+        Path(args.out),
+        save_rule=not args.no_save_rule,
+        bootstrap_rounds=args.bootstrap_rounds,
+    )
     print("\n".join(summary_lines(report)))
     print(f"written: {Path(args.out)} (pseudo_studies.json, pseudo_studies.png)")
     if not args.no_save_rule:
