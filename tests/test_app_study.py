@@ -292,3 +292,32 @@ def test_a_series_opened_from_the_configured_pacs_gets_the_study_view(page_env, 
         sidebar = " ".join(str(e.value) for e in at.sidebar.get("selectbox"))
         for secret in (PATIENT_NAME, PATIENT_ID, PATIENT_BIRTH_DATE):
             assert secret not in _all_text(at) + sidebar and secret not in caplog.text
+
+
+def test_gate_outcomes_are_counted_and_an_unreadable_series_has_no_verdict(page_env, serving_stack):
+    """The stack's newest version has an input gate (and an abstention threshold)."""
+    from serving.backend import InProcessBackend, load_model
+
+    page_env.setenv(backends.ENV_MODEL_BASE_PATH, str(serving_stack.base_path))
+    model = (InProcessBackend(load_model(str(serving_stack.base_path), 2)), 2)
+    volume = phantom(6, 32, seed=10)
+    volume[3:] = 0  # three blank slices: nothing for the gate to accept
+    files = make_dicom_series(volume)
+    want = expected(files, model)[0]
+    assert want.verdict.n_not_brain_mri >= 1
+    at = _ok(_upload(_page().run(), files))
+    assert _study_heading(at) == _heading_for(want)
+    assert list(_counts(at).values()) == [
+        want.verdict.n_classified,
+        want.verdict.n_uncertain,
+        want.verdict.n_not_brain_mri,
+        want.verdict.n_failed,
+    ]
+
+    truncated = [(name, data[:-700]) for name, data in _series(4, seed=11)]
+    at = _ok(_upload(_page().run(), truncated))
+    assert f"#### Study: {study_view.NO_USABLE_SLICES}" in _texts(at.main.error)
+    assert _counts(at)["Slices failed"] == 4
+    assert "truncated" in " ".join(_texts(at.warning))
+    captions = [i.caption for el in at.get("image") for i in el.proto.imgs]
+    assert not any("Grad-CAM" in c for c in captions)  # nothing to explain
