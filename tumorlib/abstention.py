@@ -45,7 +45,7 @@ PREDICTION_BATCH_SIZE = 32
 class AbstentionThreshold:
     """The chosen threshold and what it achieved on the split it was chosen on."""
 
-    threshold: float | tuple[float, ...]  # one, or one per predicted class
+    threshold: float
     target_precision: float
     coverage: float
     precision: float
@@ -255,7 +255,11 @@ def evaluate_threshold(
     correct = probabilities.argmax(axis=1) == labels
     n_acc = int(accepted.sum())
     return AbstentionResult(
-        threshold=float(threshold) if np.ndim(threshold) == 0 else tuple(map(float, threshold)),
+        threshold=(
+            tuple(float(t) for t in threshold)
+            if isinstance(threshold, Sequence)
+            else float(threshold)
+        ),
         coverage=float(accepted.mean()),
         accepted_accuracy=float(correct[accepted].mean()) if n_acc else float("nan"),
         overall_accuracy=float(correct.mean()),

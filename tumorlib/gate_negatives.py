@@ -134,7 +134,7 @@ def _chart(rng: np.random.Generator, size: int) -> np.ndarray:
     if rng.random() < 0.5:
         ax.bar(range(5), rng.random(5), alpha=0.5)
     fig.canvas.draw()
-    image = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+    image = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()  # type: ignore[attr-defined]
     plt.close(fig)
     return image
 

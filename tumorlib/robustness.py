@@ -150,19 +150,17 @@ def run_robustness(
     if default_archive() is not None:
         source = load_second_source()
         second = (_resized(source.images, size), source.tumour)
-    report = {
-        "conditions": measure(
-            model,
-            run.temperature,
-            _validation(config, data_dir_, size),
-            second,
-            transforms or list(TRANSFORMS),
-        ),
-        "seed": SEED,
-    }
+    conditions = measure(
+        model,
+        run.temperature,
+        _validation(config, data_dir_, size),
+        second,
+        transforms or list(TRANSFORMS),
+    )
     safety = run.safety_dir
     safety.mkdir(parents=True, exist_ok=True)
-    report["plot"] = str(plot(safety / ROBUSTNESS_PLOT, report["conditions"]).relative_to(run.path))
+    figure = plot(safety / ROBUSTNESS_PLOT, conditions)
+    report = {"conditions": conditions, "seed": SEED, "plot": str(figure.relative_to(run.path))}
     write_json(safety / ROBUSTNESS_JSON, report)
     return report
 
