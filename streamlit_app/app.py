@@ -138,6 +138,14 @@ def show_safety(safety: SafetyInfo) -> None:
         precision = safety.target_precision
         target = f" (chosen for ≥ {precision:.0%} precision)" if precision else ""
         abstention = f"answers below {safety.threshold:.1%} confidence are withheld{target}"
+        if safety.class_thresholds:
+            limits = ", ".join(
+                f"{display_name(name)} {limit:.1%}"
+                for name, limit in safety.class_thresholds.items()
+            )
+            abstention = (
+                f"answers below their class's confidence threshold ({limits}) are withheld{target}"
+            )
     gate = "on" if safety.gate else "none in this export: non-MRI images are not refused"
     gradcam = "available" if safety.explain else "not in this export"
     st.caption(
@@ -248,9 +256,10 @@ def show_answer(result: FileResult, safety: SafetyInfo) -> None:
         )
     if prediction.verdict == UNCERTAIN:
         st.markdown(f"#### {UNCERTAIN_MESSAGE}")
+        limit = (safety.class_thresholds or {}).get(prediction.class_name, safety.threshold)
         below = (
-            f", below the threshold of {safety.threshold:.1%} chosen on validation data"
-            if safety.threshold
+            f", below the threshold of {limit:.1%} chosen on validation data for this class"
+            if limit
             else ""
         )
         st.warning(
