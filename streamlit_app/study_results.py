@@ -15,6 +15,7 @@ import zipfile
 import streamlit as st
 
 from serving.backend import Backend
+from serving.dicom_results import study_result_datasets, to_bytes
 from tumorlib.dicom_io import patient_info
 from tumorlib.study import Series, StudyResult
 
@@ -22,7 +23,6 @@ log = logging.getLogger(__name__)
 
 DOWNLOAD_LABEL = "Download DICOM SR + Grad-CAM captures"
 ZIP_NAME = "tumorlib_study_results.zip"
-NOT_AVAILABLE = "DICOM results (SR + Grad-CAM captures) are not available in this installation."
 
 
 def show_patient_tags(series: Series, index: int) -> None:
@@ -55,8 +55,6 @@ def patient_tags(series: Series) -> dict[str, str]:
 
 def results_zip(result: StudyResult, backend: Backend, version: int | None) -> bytes:
     """The SR and the Secondary Captures of ``result`` as one zip, built in memory."""
-    from serving.dicom_results import study_result_datasets, to_bytes
-
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         for number, ds in enumerate(study_result_datasets(result, backend, version), start=1):
@@ -75,19 +73,8 @@ def _results_zip_in_words(result: StudyResult, backend: Backend, version: int | 
         raise RuntimeError(f"the DICOM results could not be built ({type(err).__name__})") from None
 
 
-def dicom_results_available() -> bool:
-    try:
-        import serving.dicom_results  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def download_button(result: StudyResult, backend: Backend, version: int | None, index: int) -> None:
     """One click builds and downloads the zip (deferred: nothing is computed until then)."""
-    if not dicom_results_available():
-        st.caption(NOT_AVAILABLE)
-        return
     st.download_button(
         DOWNLOAD_LABEL,
         data=lambda: _results_zip_in_words(result, backend, version),

@@ -246,7 +246,6 @@ def test_a_single_png_keeps_the_single_slice_view(page_env):
 
 
 def test_the_dicom_results_zip_holds_an_sr_and_captures(backend):
-    pytest.importorskip("serving.dicom_results")
     from pydicom import dcmread
 
     from streamlit_app.study_results import results_zip
