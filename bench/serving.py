@@ -57,11 +57,10 @@ def load_images(n: int) -> tuple[list[bytes], str]:
     return random_jpegs(n, 512), f"{n} generated 512x512 JPEGs"
 
 
-def stand_in_export(root: Path) -> Path:
-    """Export a MobileNetV2-0.35/224 run with random weights (same cost as the real model)."""
+def stand_in_run(root: Path) -> Path:
+    """A MobileNetV2-0.35/224 run folder with random weights (same cost as the real model)."""
     import keras
 
-    from serving.export import export_run
     from tumorlib.classes import NUM_CLASSES
     from tumorlib.data import DATASET_NAME
     from tumorlib.runs import CALIBRATION_FILE, CONFIG_FILE, MODEL_FILE, write_json
@@ -90,7 +89,14 @@ def stand_in_export(root: Path) -> Path:
         },
     )
     write_json(run / CALIBRATION_FILE, {"temperature": 1.5})
-    return export_run(run, root / MODEL_BASE_PATH).parent
+    return run
+
+
+def stand_in_export(root: Path) -> Path:
+    """Export the stand-in run (:func:`stand_in_run`); returns the model base path."""
+    from serving.export import export_run
+
+    return export_run(stand_in_run(root), root / MODEL_BASE_PATH).parent
 
 
 def percentiles(latencies: list[float]) -> tuple[float, float]:
