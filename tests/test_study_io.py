@@ -195,7 +195,7 @@ def test_a_series_over_the_slice_limit_is_refused_before_decoding(monkeypatch):
     import tumorlib.study_io as study_io
 
     decoded = []
-    monkeypatch.setattr(study_io, "dicom_to_png", lambda *a, **k: decoded.append(1) or [])
+    monkeypatch.setattr(study_io, "read_dicom", lambda *a, **k: decoded.append(1))
     original = policy.check_series_slices
     monkeypatch.setattr(policy, "check_series_slices", lambda n: original(n, max_slices=3))
     with pytest.raises(StudyError, match="The series has 4 slices; the limit is 3"):

@@ -265,18 +265,31 @@ def _to_uint8_colour(frame: np.ndarray) -> np.ndarray:
     return np.clip(np.round(255.0 * frame / max(frame.max(), 1.0)), 0, 255).astype(np.uint8)
 
 
-def dicom_to_png(data: bytes, frame: int | None = 0, *, window: str = "auto") -> list[bytes]:
-    """PNG bytes for the model: one frame (``frame``) or every frame (``frame=None``)."""
+PNG_COMPRESS_LEVEL = 1  # lossless at any level; 1 encodes several times faster than the default
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    """Lossless PNG of a uint8 ``[H, W]`` (grey) or ``[H, W, 3]`` image, for the model.
+
+    A grey ``[H, W]`` image stays one channel: the one preprocessing turns it into three
+    identical ones, so the model sees what an RGB encoding would give, from a third of the bytes.
+    """
     from PIL import Image
 
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(image)).save(
+        buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL
+    )
+    return buffer.getvalue()
+
+
+def dicom_to_png(data: bytes, frame: int | None = 0, *, window: str = "auto") -> list[bytes]:
+    """PNG bytes for the model: one frame (``frame``) or every frame (``frame=None``)."""
     image = read_dicom(data, window=window)
+    if frame is not None and not 0 <= frame < image.num_frames:
+        raise DicomError(f"frame {frame} out of range; the file has {image.num_frames}")
     indices = range(image.num_frames) if frame is None else [frame]
-    out = []
-    for i in indices:
-        buffer = io.BytesIO()
-        Image.fromarray(image.rgb(i)).save(buffer, format="PNG")
-        out.append(buffer.getvalue())
-    return out
+    return [encode_png(image.rgb(i)) for i in indices]
 
 
 def patient_info(data: bytes, *, reveal: bool = False) -> dict[str, str]:

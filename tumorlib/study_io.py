@@ -35,9 +35,10 @@ from tumorlib.dicom_io import (
     DicomError,
     apply_window,
     check_dataset_header,
-    dicom_to_png,
+    encode_png,
     is_dicom,
     percentile_window,
+    read_dicom,
     read_header,
 )
 from tumorlib.input_policy import InputRejected
@@ -463,7 +464,10 @@ def _decode(
     problem = inst.problem
     if problem is None:
         try:
-            pngs = dicom_to_png(inst.data, frame=None)
+            # Grey frames stay one channel (the preprocessing makes them RGB): a third of
+            # the bytes to compress, the same model input as dicom_to_png's RGB.
+            decoded = read_dicom(inst.data)
+            pngs = [encode_png(f) for f in decoded.frames]
             return [StudySlice(ref(j), pngs[frames[j]]) for j in range(len(pngs))]
         except InputRejected as err:
             problem = err.message
@@ -594,9 +598,4 @@ def radiological(plane_2d: np.ndarray) -> np.ndarray:
 
 
 def _png(pixels: np.ndarray) -> bytes:
-    from PIL import Image
-
-    rgb = np.repeat(pixels[..., None], 3, axis=2)  # as dicom_to_png encodes
-    buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(rgb)).save(buffer, format="PNG")
-    return buffer.getvalue()
+    return encode_png(pixels)  # as dicom_to_png encodes
