@@ -71,6 +71,7 @@ def slice_outcome(ref: Any, answer: Prediction | str) -> SliceOutcome:
         class_name=answer.class_name,
         confidence=answer.confidence,
         gate_score=answer.gate_score,
+        familiar=answer.familiar,
     )
 
 

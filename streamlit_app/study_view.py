@@ -32,7 +32,12 @@ from streamlit_app import gradcam_view, study_results
 from streamlit_app.results import display_name
 from tumorlib.classes import CLASS_NAMES
 from tumorlib.dicom_io import DICOM_SUFFIXES, is_dicom, silence_pydicom_logging
-from tumorlib.serving_contract import DISCLAIMER, NOT_BRAIN_MRI_MESSAGE, UNCERTAIN_MESSAGE
+from tumorlib.serving_contract import (
+    DISCLAIMER,
+    NOT_BRAIN_MRI_MESSAGE,
+    UNCERTAIN_MESSAGE,
+    UNFAMILIAR_MESSAGE,
+)
 from tumorlib.study import (
     SLICE_CLASSIFIED,
     SLICE_FAILED,
@@ -222,6 +227,11 @@ def show_counts(result: StudyResult) -> None:
     ]
     for column, (label, value) in zip(st.columns(len(counts)), counts):
         column.metric(label, value)
+    unfamiliar = sum(
+        1 for s in result.slices if s.familiar is False and s.outcome != SLICE_NOT_BRAIN_MRI
+    )
+    if unfamiliar:
+        st.warning(f"{unfamiliar} of {verdict.n_slices} slices: {UNFAMILIAR_MESSAGE}.")
 
 
 def reader_warnings(result: StudyResult) -> list[str]:

@@ -82,6 +82,7 @@ class SliceOutcome:
     confidence: float | None = None
     gate_score: float | None = None
     message: str | None = None  # why a slice failed, in words
+    familiar: bool | None = None  # False: a brain MRI unlike the training data (a flag only)
 
 
 @dataclass(frozen=True)
