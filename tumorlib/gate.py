@@ -58,12 +58,43 @@ class LayerGate:
 
 
 @dataclass
+class LinearCheck:
+    """A linear "brain MRI or not" discriminant on the concatenated pooled features.
+
+    ``logit = features @ weights + bias`` (standardisation folded in); accepted when
+    ``logit >= threshold``. Its score ``exp(threshold - logit)`` is, like a layer's
+    distance/threshold ratio, accepted when <= 1.
+    """
+
+    layers: tuple[str, ...]
+    weights: np.ndarray  # [sum of the layers' D]
+    bias: float
+    threshold: float
+
+    def logit(self, features: Features) -> np.ndarray:
+        x = np.concatenate([np.asarray(features[name], np.float64) for name in self.layers], 1)
+        if x.shape[1] != self.weights.shape[0]:
+            raise GateError(
+                f"linear check: expected {self.weights.shape[0]} features, got {x.shape}"
+            )
+        return x @ self.weights + self.bias
+
+    def score(self, features: Features) -> np.ndarray:
+        return np.exp(np.minimum(self.threshold - self.logit(features), MAX_LOG_SCORE))
+
+
+MAX_LOG_SCORE = 50.0  # caps exp() in the score: far beyond any threshold, never inf
+
+
+@dataclass
 class InputGate:
-    """Accept an image when every layer's distance is within that layer's threshold."""
+    """Accept an image when every layer's distance is within that layer's threshold (and, with
+    a :class:`LinearCheck`, when the discriminant accepts it too)."""
 
     layers: list[LayerGate]
     false_rejection_target: float = DEFAULT_FALSE_REJECTION
     meta: dict = field(default_factory=dict)
+    linear: LinearCheck | None = None
 
     @property
     def layer_names(self) -> tuple[str, ...]:
@@ -79,9 +110,13 @@ class InputGate:
         return {g.layer: g.distance(features[g.layer]) for g in self.layers}
 
     def score(self, features: Features) -> np.ndarray:
-        """``[N]``: the largest distance/threshold ratio over layers; accepted when <= 1."""
+        """``[N]``: the largest distance/threshold ratio over layers (and the linear check's
+        score); accepted when <= 1."""
         self._check(features)
-        return np.max([g.distance(features[g.layer]) / g.threshold for g in self.layers], axis=0)
+        ratios = [g.distance(features[g.layer]) / g.threshold for g in self.layers]
+        if self.linear is not None:
+            ratios.append(self.linear.score(features))
+        return np.max(ratios, axis=0)
 
     def accept(self, features: Features) -> np.ndarray:
         """Boolean ``[N]``: True for inputs that look like the training data."""
@@ -100,6 +135,11 @@ class InputGate:
             arrays[f"{g.layer}.precision"] = g.precision.astype(np.float32)
             arrays[f"{g.layer}.threshold"] = np.float64(g.threshold)
             arrays[f"{g.layer}.shrinkage"] = np.float64(g.shrinkage)
+        if self.linear is not None:
+            arrays["linear.layers"] = np.array(self.linear.layers)
+            arrays["linear.weights"] = self.linear.weights.astype(np.float32)
+            arrays["linear.bias"] = np.float64(self.linear.bias)
+            arrays["linear.threshold"] = np.float64(self.linear.threshold)
         np.savez(path, **arrays)
         return path
 
@@ -121,19 +161,31 @@ class InputGate:
                 )
                 for name in z["layers"]
             ]
-            return cls(layers, float(z["false_rejection_target"]))
+            linear = None
+            if "linear.weights" in z:
+                linear = LinearCheck(
+                    tuple(str(n) for n in z["linear.layers"]),
+                    z["linear.weights"].astype(np.float64),
+                    float(z["linear.bias"]),
+                    float(z["linear.threshold"]),
+                )
+            return cls(layers, float(z["false_rejection_target"]), linear=linear)
 
 
 def fit_gate(
     train_features: Features,
     validation_features: Features,
     false_rejection: float = DEFAULT_FALSE_REJECTION,
+    *,
+    far_factor: float = 1.0,
 ) -> InputGate:
     """Fit each layer's mean and shrinkage covariance on train; thresholds on validation.
 
     Fitting the statistics and the thresholds on different splits matters: training features
     are closer to their own mean than new in-distribution images, so thresholds set on them
-    would reject too many genuine slices.
+    would reject too many genuine slices. ``far_factor`` > 1 widens every threshold by that
+    factor: the distances then only catch what is far out, and a :class:`LinearCheck` does the
+    near-distribution work.
     """
     from sklearn.covariance import LedoitWolf
 
@@ -158,9 +210,47 @@ def fit_gate(
             )
         lw = LedoitWolf().fit(train)
         gate = LayerGate(name, lw.location_, lw.precision_, shrinkage=float(lw.shrinkage_))
-        gate.threshold = float(np.quantile(gate.distance(val), 1.0 - per_layer, method="higher"))
+        quantile = float(np.quantile(gate.distance(val), 1.0 - per_layer, method="higher"))
+        gate.threshold = far_factor * quantile
         layers.append(gate)
     return InputGate(layers, false_rejection)
+
+
+def fit_linear_check(
+    positives: Features,
+    negatives: Features,
+    validation_positives: Features,
+    false_rejection: float = DEFAULT_FALSE_REJECTION,
+    *,
+    regularisation: float = 0.01,
+) -> LinearCheck:
+    """Logistic regression, brain MRI (positives) vs anything else (negatives), on standardised
+    concatenated features; its threshold is the ``false_rejection`` quantile of the validation
+    positives' logits, so the validation false rejection is the target, whatever the negatives.
+
+    Why a discriminant as well as distances: one Gaussian per layer cannot be wide enough for
+    every MRI sequence (FLAIR, T2, T1 from other scanners) yet tight enough against photos; a
+    linear boundary between brain MRI and non-MRI images can (classes are balanced by weight).
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    layers = tuple(positives)
+    join = lambda f: np.concatenate([np.asarray(f[n], np.float64) for n in layers], 1)  # noqa: E731
+    x_pos, x_neg = join(positives), join(negatives)
+    if len(x_neg) < 2 or len(x_pos) < 2:
+        raise GateError("the linear check needs at least 2 positives and 2 negatives")
+    x = np.concatenate([x_pos, x_neg])
+    y = np.concatenate([np.ones(len(x_pos)), np.zeros(len(x_neg))])
+    scaler = StandardScaler().fit(x)
+    model = LogisticRegression(C=regularisation, max_iter=5000, class_weight="balanced")
+    model.fit(scaler.transform(x), y)
+    weights = model.coef_[0] / scaler.scale_
+    bias = float(model.intercept_[0] - np.sum(model.coef_[0] * scaler.mean_ / scaler.scale_))
+    check = LinearCheck(layers, weights, bias, threshold=0.0)
+    logits = check.logit(validation_positives)
+    check.threshold = float(np.quantile(logits, false_rejection, method="lower"))
+    return check
 
 
 def evaluate_gate(gate: InputGate, test_features: Features, negatives: dict[str, Features]) -> dict:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import tensorflow as tf
 
-from tumorlib.gate import GateError, InputGate
+from tumorlib.gate import MAX_LOG_SCORE, GateError, InputGate
 from tumorlib.gate_features import feature_extractor
 from tumorlib.serve_body import Forward, Outputs, ServeFn, make_serve_fn
 from tumorlib.serving_contract import (
@@ -31,6 +31,12 @@ def gate_score_tf(pooled: Sequence, gate: InputGate) -> tf.Tensor:
         centred = tf.cast(feats, tf.float32) - tf.constant(g.mean, tf.float32)
         d2 = tf.reduce_sum(tf.matmul(centred, tf.constant(g.precision, tf.float32)) * centred, -1)
         ratios.append(tf.sqrt(tf.maximum(d2, 0.0)) / g.threshold)
+    if gate.linear is not None:
+        by_layer = dict(zip(gate.layer_names, pooled))
+        x = tf.concat([tf.cast(by_layer[name], tf.float32) for name in gate.linear.layers], -1)
+        w = tf.constant(gate.linear.weights[:, None], tf.float32)
+        logit = tf.squeeze(tf.matmul(x, w), -1) + gate.linear.bias
+        ratios.append(tf.exp(tf.minimum(gate.linear.threshold - logit, MAX_LOG_SCORE)))
     return tf.reduce_max(tf.stack(ratios, axis=0), axis=0)
 
 

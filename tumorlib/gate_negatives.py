@@ -140,13 +140,15 @@ def _chart(rng: np.random.Generator, size: int) -> np.ndarray:
 
 
 def generate_negatives(
-    size: int = 224, seed: int = 0, per_kind: int = 8
+    size: int = 224, seed: int = 0, per_kind: int = 8, photo_half: int | None = None
 ) -> list[tuple[str, np.ndarray]]:
     """``(kind, uint8 [H, W, 3])`` pairs: noise, blanks, gradients, text, report pages,
     application screenshots, colour drawings, charts, packaged photos.
 
     Photos also appear cropped, rescaled and in grayscale — MRI slices are grayscale, so a gray
-    photo is the harder, more honest negative.
+    photo is the harder, more honest negative. ``photo_half`` 0 or 1 keeps every other packaged
+    photo (even or odd positions), so negatives a check is fitted on and those it is measured on
+    never share a photo; other kinds differ by ``seed``.
     """
     rng = np.random.default_rng(seed)
     out: list[tuple[str, np.ndarray]] = []
@@ -173,7 +175,10 @@ def generate_negatives(
         ("checkerboard", 255.0 * (((yy // 16) + (xx // 16)) % 2)),
     ):
         out.append((f"gradient:{name}", g.astype(np.uint8)[..., None].repeat(3, 2)))
-    for name, photo in _packaged_photos():
+    photos = _packaged_photos()
+    if photo_half is not None:
+        photos = photos[photo_half::2]
+    for name, photo in photos:
         out.append((name, photo))
         gray = photo.mean(axis=2, keepdims=True).astype(np.uint8).repeat(3, 2)
         out.append((name + ":gray", gray))

@@ -21,7 +21,14 @@ from typing import Any
 
 import numpy as np
 
-from tumorlib.gate import DEFAULT_FALSE_REJECTION, Features, InputGate, evaluate_gate, fit_gate
+from tumorlib.gate import (
+    DEFAULT_FALSE_REJECTION,
+    Features,
+    InputGate,
+    evaluate_gate,
+    fit_gate,
+    fit_linear_check,
+)
 from tumorlib.gate_features import (
     DEFAULT_LAYERS,
     feature_extractor,
@@ -61,15 +68,48 @@ CHANGED_SEEDS = {"train": 11, "validation": 12, "test": 13}
 VIEW_SLICES = 24  # validation slices made into unusable views (quarter crops, rotations, mosaics)
 
 
+FIT_NEGATIVES = {"seed": 0, "per_kind": 16, "photo_half": 0}  # what the linear check learns from
+HELD_OUT_NEGATIVES = {"seed": 1, "per_kind": 8, "photo_half": 1}  # what it is measured on
+FAR_FACTOR = 2.0  # the distances' thresholds, widened: they only catch what is far out
+
+
 def _negative_features(
-    extractor, layers: Sequence[str], size: int, views_from: list[np.ndarray]
+    extractor, layers: Sequence[str], size: int, negatives: list[tuple[str, np.ndarray]]
 ) -> tuple[list[str], Features]:
-    """Names and gate features of the generated negatives and the unusable views of real slices,
-    encoded as PNG like an upload."""
-    negatives = generate_negatives(size) + unusable_views(views_from)
+    """Names and gate features of non-MRI images, encoded as PNG like an upload."""
     names = [name for name, _ in negatives]
     encoded = [encode_png(image) for _, image in negatives]
     return names, features_for_images(extractor, layers, encoded, size)
+
+
+def _kind(name: str) -> str:
+    return name.split(":")[0]
+
+
+def _leave_kind_out(
+    positives: Features,
+    validation: Features,
+    fit_names: list[str],
+    fit_neg: Features,
+    eval_names: list[str],
+    eval_neg: Features,
+    false_rejection: float,
+) -> dict[str, Any]:
+    """Rejection of each held-out negative kind by a linear check fitted without that kind: how
+    the check does on a kind of image it has never seen."""
+    fit_kinds, eval_kinds = (
+        np.array([_kind(n) for n in fit_names]),
+        np.array([_kind(n) for n in eval_names]),
+    )
+    out = {}
+    for kind in sorted(set(eval_kinds)):
+        keep = fit_kinds != kind
+        check = fit_linear_check(
+            positives, {k: v[keep] for k, v in fit_neg.items()}, validation, false_rejection
+        )
+        rows = eval_kinds == kind
+        out[kind] = _rate(check.score({k: v[rows] for k, v in eval_neg.items()}) > 1.0)
+    return out
 
 
 def _by_kind(names: list[str], features: Features) -> dict[str, Features]:
@@ -135,10 +175,14 @@ def run_gate(
     """Fit both checks, measure them, and write the run's gate files.
 
     - The **brain-MRI check** (``input_gate.npz``: "is this a brain MRI slice at all?") is
-      fitted on the training slices *and* a copy of each under random acquisition changes
+      learnt from the training slices *and* a copy of each under random acquisition changes
       (:mod:`tumorlib.acquisition`: other contrast, gamma, bias field, blur, noise, frames,
-      burnt-in text, field of view), thresholds on validation likewise: every sequence is a
-      brain MRI, so none may be refused for its contrast.
+      burnt-in text, field of view) — every sequence is a brain MRI, so none may be refused for
+      its contrast: a linear discriminant against generated non-MRI images
+      (:func:`~tumorlib.gate.fit_linear_check`, threshold on validation), plus the per-layer
+      distances with thresholds widened by :data:`FAR_FACTOR` as a net for anything far out.
+      It is measured on negatives it was not fitted on (another seed, the other half of the
+      packaged photos), and per kind with that kind left out of fitting.
     - The **familiarity check** (``familiarity.npz``: "is this like the data the model learnt
       from?") is the same statistics fitted on the unchanged slices only; an image outside it
       is still classified, with an "unfamiliar acquisition" flag.
@@ -157,30 +201,46 @@ def run_gate(
 
     plain = {s: features(s, False) for s in CHANGED_SEEDS}
     changed = {s: features(s, True) for s in CHANGED_SEEDS}
-    gate = fit_gate(
-        _joined(plain["train"], changed["train"]),
-        _joined(plain["validation"], changed["validation"]),
-        false_rejection,
+    positives = _joined(plain["train"], changed["train"])
+    validation = _joined(plain["validation"], changed["validation"])
+    fit_names, fit_neg = _negative_features(
+        extractor, layers, size, generate_negatives(size, **FIT_NEGATIVES)
     )
+    gate = fit_gate(positives, validation, false_rejection, far_factor=FAR_FACTOR)
+    gate.linear = fit_linear_check(positives, fit_neg, validation, false_rejection)
     familiarity = fit_gate(plain["train"], plain["validation"], false_rejection)
     gate.save(run.path / runs.GATE_FILE)
     familiarity.save(run.path / runs.FAMILIARITY_FILE)
 
-    names, neg_feats = _negative_features(
-        extractor, layers, size, _validation_slices(config, data_dir_, size)
+    names, held_out = _negative_features(
+        extractor,
+        layers,
+        size,
+        generate_negatives(size, **HELD_OUT_NEGATIVES)
+        + unusable_views(_validation_slices(config, data_dir_, size)),
     )
     is_view = np.array([n.startswith("view:") for n in names])
-    generated = {k: v[~is_view] for k, v in neg_feats.items()}
-    report = evaluate_gate(
-        gate, plain["test"], _by_kind(list(np.array(names)[~is_view]), generated)
-    )
+    generated = {k: v[~is_view] for k, v in held_out.items()}
+    generated_names = [n for n, view in zip(names, is_view) if not view]
+    report = evaluate_gate(gate, plain["test"], _by_kind(generated_names, generated))
     report["config"] = config
+    report["far_factor"] = FAR_FACTOR
+    report["linear_check"] = {
+        "layers": list(gate.linear.layers),
+        "threshold_logit": gate.linear.threshold,
+        "fitted_on_negatives": len(fit_names),
+        "negatives_fit": FIT_NEGATIVES,
+        "negatives_measured": HELD_OUT_NEGATIVES,
+    }
+    report["negative_rejection_leave_kind_out"] = _leave_kind_out(
+        positives, validation, fit_names, fit_neg, generated_names, generated, false_rejection
+    )
     report["accepted_negatives"] = [
-        n for n, ok, view in zip(names, gate.accept(neg_feats), is_view) if ok and not view
+        n for n, ok, view in zip(names, gate.accept(held_out), is_view) if ok and not view
     ]
     report["test_changed_false_rejection_rate"] = float(np.mean(~gate.accept(changed["test"])))
     views = np.array([n.split(":")[1] for n in names if n.startswith("view:")])
-    view_rejected = ~gate.accept({k: v[is_view] for k, v in neg_feats.items()})
+    view_rejected = ~gate.accept({k: v[is_view] for k, v in held_out.items()})
     report["unusable_views_rejection_by_kind"] = {
         k: _rate(view_rejected[views == k]) for k in sorted(set(views))
     }
