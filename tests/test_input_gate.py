@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tumorlib.gate import GateError, InputGate, evaluate_gate, fit_gate
+from tumorlib.gate import GateError, InputGate, evaluate_gate, fit_gate, fit_linear_check
 from tumorlib.gate_features import feature_extractor
 from tumorlib.gate_graph import gate_score_tf, make_gated_serve_fn
 from tumorlib.gate_negatives import generate_negatives, unusable_views
@@ -162,3 +162,29 @@ def test_unusable_views_are_crops_rotations_and_mosaics_of_the_given_slices():
     mosaic = next(image for name, image in views if name == "view:mosaic")
     assert mosaic.shape[:2] == (63, 48)  # 3 x 21 rows, 3 x 16 columns
     assert unusable_views([]) == []
+
+
+def test_linear_check_separates_what_the_distances_cannot_and_round_trips(features, tmp_path):
+    """Negatives sitting *inside* the positives' spread on one axis: a wide distance net lets
+    them through, the linear discriminant refuses them; saved, loaded and in the graph alike."""
+    positives = {k: v.copy() for k, v in features["train"].items()}
+    negatives = {k: v[:120].copy() for k, v in features["validation"].items()}
+    shift = 3.0 * positives["high"][:, 0].std()  # along one direction only
+    negatives["high"][:, 0] += shift
+    held_out = {k: v[120:220].copy() for k, v in features["validation"].items()}
+    held_out["high"][:, 0] += shift
+    validation = features["test"]
+    gate = fit_gate(positives, validation, 0.01, far_factor=3.0)
+    assert (~gate.accept(held_out)).mean() < 0.5  # the widened distances alone miss most
+    gate.linear = fit_linear_check(positives, negatives, validation, 0.01)
+    assert (~gate.accept(held_out)).mean() >= 0.95
+    assert (~gate.accept(validation)).mean() <= 0.02  # ~ the target, on the split it was set on
+    mixed = {k: np.concatenate([validation[k][:50], held_out[k][:50]]) for k in validation}
+    loaded = InputGate.load(gate.save(tmp_path / "gate.npz"))
+    assert loaded.linear is not None and loaded.linear.layers == gate.linear.layers
+    np.testing.assert_allclose(loaded.score(mixed), gate.score(mixed), rtol=1e-4)
+    sample = {k: v[:20] for k, v in held_out.items()}
+    got = gate_score_tf([tf.constant(sample[n], tf.float32) for n in gate.layer_names], gate)
+    np.testing.assert_allclose(got.numpy(), gate.score(sample), rtol=2e-3)
+    with pytest.raises(GateError, match="at least 2 positives and 2 negatives"):
+        fit_linear_check(positives, {k: v[:1] for k, v in negatives.items()}, validation)
