@@ -38,7 +38,7 @@ def test_reusing_a_missing_run_fails_clearly(tmp_path, capsys):
 def _record_steps(monkeypatch, fail: str | None = None) -> list[str]:
     """Replace every step's function with a recorder; ``fail`` raises an expected error."""
     from serving import export
-    from tumorlib import abstention, evaluate, input_gate, model_card
+    from tumorlib import abstention, evaluate, input_gate, model_card, pseudo_studies
 
     calls: list[str] = []
 
@@ -64,11 +64,13 @@ def _record_steps(monkeypatch, fail: str | None = None) -> list[str]:
     for module, function, name in (
         (evaluate, "evaluate", "evaluate"),
         (abstention, "run_abstention", "abstention"),
+        (pseudo_studies, "evaluate_run", "study_rule"),
         (input_gate, "run_gate", "input_gate"),
         (model_card, "write_card", "model_card"),
         (export, "export_run", "export"),
     ):
         monkeypatch.setattr(module, function, recorder(name))
+    monkeypatch.setattr(pseudo_studies, "summary_lines", lambda report: [])
     return calls
 
 
@@ -78,11 +80,12 @@ def test_safety_steps_run_on_the_run_between_evaluate_and_export(tmp_path, monke
     argv = ["--data-dir", str(tmp_path / "d"), "--run", run, "--model-base-path", models]
     assert main_job.main([*argv, "--stop-after", "export"]) == 0
     names = [c.split()[0] for c in calls]
-    assert names == ["build", "evaluate", "evaluate", "abstention", "input_gate", "model_card",
-                     "export"]  # fmt: skip
+    assert names == ["build", "evaluate", "evaluate", "abstention", "study_rule", "input_gate",
+                     "model_card", "export"]  # fmt: skip
     data = f"--data-dir {tmp_path / 'd'}"
-    assert calls[3:6] == [f"abstention {run} {data}", f"input_gate {run} {data}",
-                          f"model_card {run} {data}"]  # fmt: skip
+    studies = Path(run) / "safety" / "pseudo_studies"
+    assert calls[3:7] == [f"abstention {run} {data}", f"study_rule {run} {studies}",
+                          f"input_gate {run} {data}", f"model_card {run} {data}"]  # fmt: skip
     assert calls[-1] == f"export {run} --model-base-path {models}"
 
     calls.clear()

@@ -50,6 +50,7 @@ TEST_PREDICTIONS_FILE = "test_predictions.npz"  # inside safety/
 VALIDATION_PREDICTIONS_FILE = "validation_predictions.npz"  # inside safety/
 RISK_COVERAGE_PLOT = "risk_coverage.png"  # inside safety/
 GATE_PLOT = "input_gate.png"  # inside safety/
+PSEUDO_STUDIES_DIR = "pseudo_studies"  # inside safety/: the study rule's report (main job)
 CARD_MD = "model_card.md"
 CARD_HTML = "model_card.html"
 

@@ -158,7 +158,8 @@ def safety_steps(run_dir: Path, data_dir_: str) -> None:
     Each writes into the run folder; a failure stops the job before the export, so no model
     reaches the page without the checks the operator asked for.
     """
-    from tumorlib import abstention, input_gate, model_card
+    from tumorlib import abstention, input_gate, model_card, pseudo_studies
+    from tumorlib.runs import PSEUDO_STUDIES_DIR, SAFETY_DIR
 
     step("4/6 abstention threshold (chosen on clean/validation, checked on clean/test)")
     with failing_as("abstention"):
@@ -168,7 +169,11 @@ def safety_steps(run_dir: Path, data_dir_: str) -> None:
         f"threshold {chosen['threshold']:.4f} (validation coverage {chosen['coverage']:.3f}); "
         f"test coverage {test['coverage']:.3f}, accepted accuracy {test['accepted_accuracy']:.4f}"
     )
-    step("4/6 input gate (fitted on clean/train, thresholds on clean/validation)")
+    step("4/6 study rule (chosen on clean/validation pseudo-studies, checked on clean/test)")
+    with failing_as("study rule"):
+        studies = pseudo_studies.evaluate_run(run_dir, run_dir / SAFETY_DIR / PSEUDO_STUDIES_DIR)
+    print("\n".join(pseudo_studies.summary_lines(studies)))
+    step("4/6 input gate (brain-MRI check and familiarity; clean/train, thresholds on validation)")
     with failing_as("input gate"):
         input_gate.run_gate(run_dir, data_dir_=data_dir_)
     step("4/6 model card")
