@@ -70,6 +70,7 @@ VIEW_SLICES = 24  # validation slices made into unusable views (quarter crops, r
 
 FIT_NEGATIVES = {"seed": 0, "per_kind": 16, "photo_half": 0}  # what the linear check learns from
 HELD_OUT_NEGATIVES = {"seed": 1, "per_kind": 8, "photo_half": 1}  # what it is measured on
+NEGATIVE_SIZE = 256  # generated at one size (the preprocessing resizes them like any upload)
 FAR_FACTOR = 2.0  # the distances' thresholds, widened: they only catch what is far out
 
 
@@ -204,7 +205,7 @@ def run_gate(
     positives = _joined(plain["train"], changed["train"])
     validation = _joined(plain["validation"], changed["validation"])
     fit_names, fit_neg = _negative_features(
-        extractor, layers, size, generate_negatives(size, **FIT_NEGATIVES)
+        extractor, layers, size, generate_negatives(NEGATIVE_SIZE, **FIT_NEGATIVES)
     )
     gate = fit_gate(positives, validation, false_rejection, far_factor=FAR_FACTOR)
     gate.linear = fit_linear_check(positives, fit_neg, validation, false_rejection)
@@ -216,7 +217,7 @@ def run_gate(
         extractor,
         layers,
         size,
-        generate_negatives(size, **HELD_OUT_NEGATIVES)
+        generate_negatives(NEGATIVE_SIZE, **HELD_OUT_NEGATIVES)
         + unusable_views(_validation_slices(config, data_dir_, size)),
     )
     is_view = np.array([n.startswith("view:") for n in names])
