@@ -174,7 +174,9 @@ def test_results_table_withholds_the_class_when_uncertain_or_not_an_mri():
     assert table["in distribution"].tolist() == [None, True, False]
     assert table.loc[2, "gate score"] == pytest.approx(7.5)
     header = to_csv_bytes(table).decode().splitlines()[0]
-    assert header.endswith("abstain,in distribution,gate score,model version,backend")
+    assert header.endswith(
+        "abstain,in distribution,gate score,familiar,familiarity score,model version,backend"
+    )
 
 
 def test_dicom_uploads_become_png_without_identifying_data(caplog):
