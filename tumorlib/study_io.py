@@ -24,6 +24,7 @@ import os
 import zipfile
 from collections import Counter
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,7 @@ NIFTI_SUFFIXES = (".nii", ".nii.gz")
 PLANES = ("sagittal", "coronal", "axial")  # the RAS+ axis each plane is sliced along: x, y, z
 # A spacing this much above the typical one marks missing slices (1.5: one slice gone at most).
 GAP_FACTOR = 1.5
+DECODE_THREADS = max(1, min(4, os.cpu_count() or 1))
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"  # DICOMDIR: an index, not an image
 
 Axis = str | int | None
@@ -346,10 +348,17 @@ def _build_series(uid: str, instances: list[_Instance]) -> Series:
     if positions is not None:
         warnings += gap_warnings(positions)
     _refuse_odd_sizes(ordered, warnings)
-    slices: list[StudySlice] = []
     n_total = sum(i.frames for i in ordered)
-    for k, inst in enumerate(ordered):
-        slices += _decode(inst, start=len(slices), total=n_total, position=_at(positions, k))
+    starts = np.cumsum([0] + [i.frames for i in ordered[:-1]]).tolist()
+    # Decoding and PNG encoding release the GIL (NumPy, zlib): one thread per core.
+    with ThreadPoolExecutor(max_workers=DECODE_THREADS) as pool:
+        decoded = pool.map(
+            lambda k: _decode(
+                ordered[k], start=int(starts[k]), total=n_total, position=_at(positions, k)
+            ),
+            range(len(ordered)),
+        )
+        slices = [piece for part in decoded for piece in part]
     return _series(uid, ordered, slices, warnings)
 
 
