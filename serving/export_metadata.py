@@ -53,6 +53,13 @@ def gate_metadata(safety: Safety) -> dict[str, Any] | None:
             report.get("test_changed_false_rejection_rate")
         ),
         "second_source": _second_source_rates(report),
+        "linear_check": None
+        if safety.gate.linear is None
+        else {
+            "layers": list(safety.gate.linear.layers),
+            "threshold_logit": safety.gate.linear.threshold,
+            "rule": "accepted when features @ weights + bias >= threshold_logit",
+        },
         "rule": "in_distribution = gate_score <= 1; gate_score = max over layers of "
         "Mahalanobis distance / layer threshold (fitted on training slices and their "
         "acquisition-changed copies: any brain MRI sequence is accepted)",
@@ -164,14 +171,19 @@ def describe_export(target: Path) -> str:
     meta = read_exported_metadata(target)
     lines = [f"  {name}: {', '.join(keys)}" for name, keys in meta["signatures"].items()]
     abstention, gate = meta.get("abstention"), meta.get("input_gate")
-    lines.append(
-        f"  abstention threshold: {abstention['threshold']:.4f}"
-        if abstention
-        else "  abstention: none (run `python -m tumorlib.abstention RUN` first to add it)"
-    )
+    if not abstention:
+        lines.append("  abstention: none (run `python -m tumorlib.abstention RUN` first to add it)")
+    elif abstention.get("class_thresholds"):
+        limits = ", ".join(f"{k} {v:.4f}" for k, v in abstention["class_thresholds"].items())
+        lines.append(f"  abstention thresholds by predicted class: {limits}")
+    else:
+        lines.append(f"  abstention threshold: {abstention['threshold']:.4f}")
     if gate:
         layers = ", ".join(f"{g['layer']} <= {g['threshold']:.2f}" for g in gate["layers"])
-        lines.append(f"  input gate: {layers}")
+        linear = ", and a linear check" if gate.get("linear_check") else ""
+        lines.append(f"  input gate (brain MRI?): {layers}{linear}")
+        if gate.get("familiarity"):
+            lines.append("  familiarity: familiar, familiarity_score")
     else:
         lines.append("  input gate: none (run `python -m tumorlib.input_gate RUN` first to add it)")
     return "\n".join(lines)
