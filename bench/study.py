@@ -26,11 +26,10 @@ Grad-CAM, writing the DICOM SR / Secondary Captures, the page's rendering.
 Target (issue 14): study-path throughput >= 0.8x the baseline.
 The last line is exactly ``study ratio=X target=0.8``.
 
-Measured (``--rounds 3``, 2 CPU cores shared with a training job, so indicative only): ratio
-0.53 (study 14.5 vs batch 27.2 slices/s) and 0.44 (19.8 vs 45.5); reading took 55 % of the study
-path, most of it zlib level 6 PNG encoding (~26 ms per 256 x 256 RGB slice). With the reader's
-PNGs at ``compress_level=1`` (lossless, same pixels; an experiment, not in the reader): 0.59,
-reading 33 %. The target is not met on this machine.
+Measured (idle 2-core machine): ``--rounds 5`` ratio 0.67 (study 51.5 vs batch 77.1 slices/s),
+``--rounds 3`` 0.78; reading is a third of the study path even with lossless PNG at zlib level 1,
+grey frames kept one channel and a decoding thread pool. The target is not met here; overlapping
+the reading of the next slices with the prediction of the current ones is the next step.
 """
 
 from __future__ import annotations
