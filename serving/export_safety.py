@@ -111,19 +111,25 @@ def load_abstention(run: Run) -> dict[str, Any] | None:
             f"{path} was computed at temperature {temperature}, but the run's calibration is "
             f"{run.temperature}; re-run `python -m tumorlib.abstention {run.path}`"
         )
-    test = report.get("test") or {}
     if report.get("rule") == "per_class":
         return _per_class_block(path, report)
     return {
         "threshold": threshold,
+        **_measured(chosen, report.get("test") or {}),
+        "rule": "abstain = confidence < threshold (confidence: top temperature-scaled probability)",
+        "message": report.get("message", UNCERTAIN_MESSAGE),
+    }
+
+
+def _measured(chosen: dict[str, Any], test: dict[str, Any]) -> dict[str, Any]:
+    """What a rule achieved on validation (where it was chosen) and on test."""
+    return {
         "target_precision": finite_or_none(chosen.get("target_precision")),
         "reachable": chosen.get("reachable"),
         "validation_coverage": finite_or_none(chosen.get("coverage")),
         "validation_precision": finite_or_none(chosen.get("precision")),
         "test_coverage": finite_or_none(test.get("coverage")),
         "test_accepted_accuracy": finite_or_none(test.get("accepted_accuracy")),
-        "rule": "abstain = confidence < threshold (confidence: top temperature-scaled probability)",
-        "message": report.get("message", UNCERTAIN_MESSAGE),
     }
 
 
@@ -144,16 +150,10 @@ def _per_class_block(path: Path, report: dict[str, Any]) -> dict[str, Any]:
         chosen = per_class["chosen_on_validation"]
     except (KeyError, TypeError, ValueError):
         raise ExportError(f"{path} has no per_class.thresholds_by_class for every class") from None
-    test = per_class.get("test") or {}
     return {
         "threshold": min(by_class.values()),
         "class_thresholds": by_class,
-        "target_precision": finite_or_none(chosen.get("target_precision")),
-        "reachable": chosen.get("reachable"),
-        "validation_coverage": finite_or_none(chosen.get("coverage")),
-        "validation_precision": finite_or_none(chosen.get("precision")),
-        "test_coverage": finite_or_none(test.get("coverage")),
-        "test_accepted_accuracy": finite_or_none(test.get("accepted_accuracy")),
+        **_measured(chosen, per_class.get("test") or {}),
         "second_source": report.get("second_source"),
         "rule": "abstain = confidence < class_thresholds[predicted class] (confidence: top "
         "temperature-scaled probability; thresholds chosen together on validation)",
