@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import streamlit as st
 
 from serving.backend import Backend, BackendError, Health, SafetyInfo
-from serving.prediction import NOT_BRAIN_MRI, UNCERTAIN, Explanation, Prediction
+from serving.prediction import NOT_BRAIN_MRI, UNCERTAIN, Prediction
 from streamlit_app import backend as backends
 from streamlit_app import feedback, gradcam_view, performance_view, study_pacs, study_view
 from streamlit_app.results import (
@@ -279,30 +279,13 @@ def show_gradcam(index: int, data: bytes, prediction: Prediction, context: PageC
         return
     backend = context.backend
     assert backend is not None
-    explanation = gradcam_view.cached_explanation(
-        (backend.label, context.version, gradcam_view.image_key(data)),
-        lambda: backend.explain(data, context.version),
+    gradcam_view.show(
+        data,
+        backend,
+        context.version,
+        uncertain=prediction.verdict == UNCERTAIN,
+        slider_key=f"gradcam_opacity_{index}",
     )
-    if not isinstance(explanation, Explanation):
-        st.info(explanation)
-        return
-    opacity = st.slider(
-        "Heatmap opacity",
-        min_value=0.0,
-        max_value=1.0,
-        value=gradcam_view.DEFAULT_OPACITY,
-        step=0.05,
-        key=f"gradcam_opacity_{index}",
-    )
-    label = display_name(explanation.class_name)
-    if prediction.verdict == UNCERTAIN:
-        label = f"the most likely class ({label})"
-    try:
-        image = gradcam_view.overlay_image(data, explanation.heatmap, opacity)
-    except Exception as err:  # noqa: BLE001 - a display problem must not hide the answer
-        st.info(f"The Grad-CAM overlay could not be drawn ({type(err).__name__}).")
-        return
-    st.image(image, caption=gradcam_view.CAPTION.format(label=label), width=320)
 
 
 @dataclass(frozen=True)

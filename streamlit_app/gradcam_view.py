@@ -16,8 +16,10 @@ import hashlib
 
 import streamlit as st
 
+from serving.backend import Backend
 from serving.prediction import Explanation
-from tumorlib.gradcam_overlay import overlay_image  # noqa: F401 - the page calls it from here
+from tumorlib.classes import DISPLAY_NAMES
+from tumorlib.gradcam_overlay import overlay_image
 
 CACHE_KEY = "gradcam_heatmaps"
 MAX_CACHED = 32  # heatmaps per session; 384 x 384 float32 (the shipped model) is 590 KB each
@@ -46,3 +48,33 @@ def cached_explanation(key_parts: tuple, compute) -> Explanation | str:
 def image_key(data: bytes) -> str:
     """Identifies an upload in the cache without keeping its bytes there."""
     return hashlib.sha256(data).hexdigest()
+
+
+def show(
+    image: bytes, backend: Backend, version: int | None, *, uncertain: bool, slider_key: str
+) -> None:
+    """The overlay of ``image``'s Grad-CAM with an opacity slider (widget key ``slider_key``);
+    for an uncertain answer the caption says it explains only the most likely class."""
+    explanation = cached_explanation(
+        (backend.label, version, image_key(image)), lambda: backend.explain(image, version)
+    )
+    if not isinstance(explanation, Explanation):
+        st.info(explanation)
+        return
+    opacity = st.slider(
+        "Heatmap opacity",
+        min_value=0.0,
+        max_value=1.0,
+        value=DEFAULT_OPACITY,
+        step=0.05,
+        key=slider_key,
+    )
+    label = DISPLAY_NAMES.get(explanation.class_name, explanation.class_name)
+    if uncertain:
+        label = f"the most likely class ({label})"
+    try:
+        overlay = overlay_image(image, explanation.heatmap, opacity)
+    except Exception as err:  # noqa: BLE001 - a display problem must not hide the answer
+        st.info(f"The Grad-CAM overlay could not be drawn ({type(err).__name__}).")
+        return
+    st.image(overlay, caption=CAPTION.format(label=label), width=320)

@@ -26,7 +26,6 @@ from collections.abc import Sequence
 import streamlit as st
 
 from serving.backend import Backend, BackendError
-from serving.prediction import Explanation
 from serving.study import classify_series
 from streamlit_app import gradcam_view, study_results
 from streamlit_app.results import display_name
@@ -331,27 +330,10 @@ def show_gradcam(
         "Show regions that drove the prediction", value=True, key=f"study_gradcam_{index}"
     ):
         return
-    explanation = gradcam_view.cached_explanation(
-        (backend.label, version, gradcam_view.image_key(image)),
-        lambda: backend.explain(image, version),
+    gradcam_view.show(
+        image,
+        backend,
+        version,
+        uncertain=outcome.outcome == SLICE_UNCERTAIN,
+        slider_key=f"study_gradcam_opacity_{index}",
     )
-    if not isinstance(explanation, Explanation):
-        st.info(explanation)
-        return
-    opacity = st.slider(
-        "Heatmap opacity",
-        min_value=0.0,
-        max_value=1.0,
-        value=gradcam_view.DEFAULT_OPACITY,
-        step=0.05,
-        key=f"study_gradcam_opacity_{index}",
-    )
-    label = display_name(explanation.class_name)
-    if outcome.outcome == SLICE_UNCERTAIN:
-        label = f"the most likely class ({label})"
-    try:
-        overlay = gradcam_view.overlay_image(image, explanation.heatmap, opacity)
-    except Exception as err:  # noqa: BLE001 - a display problem must not hide the answer
-        st.info(f"The Grad-CAM overlay could not be drawn ({type(err).__name__}).")
-        return
-    st.image(overlay, caption=gradcam_view.CAPTION.format(label=label), width=320)
