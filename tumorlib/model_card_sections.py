@@ -312,7 +312,14 @@ def gate_section(card: CardInputs) -> list[str]:
         "acquisition changes* (other contrast, gamma, bias field, blur, noise, frames, burnt-in "
         "text, field of view) is within a threshold set the same way on validation: "
         f"{layer_text}. Combined false-rejection target on validation "
-        f"{_pct(gate['false_rejection_target_on_validation'])}.",
+        f"{_pct(gate['false_rejection_target_on_validation'])}."
+        + (
+            f" The distances' thresholds are widened {gate.get('far_factor', 1)}× (a net for "
+            "anything far out); a linear discriminant between those slices and generated "
+            "non-MRI images, thresholded on validation, must accept the image too."
+            if gate.get("linear_check")
+            else ""
+        ),
         "",
         f"- False rejection on the test split: **{_pct(gate['test_false_rejection_rate'])}**"
         f" ({gate['test_rejected']} of {gate['test_total']})"
