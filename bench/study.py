@@ -14,10 +14,12 @@ instance numbers), in memory.
 Each round times both paths once, alternating which goes first, so drift in the machine's load
 hits both alike; the figures are medians over rounds, in slices per second.
 
-- **study path** — counted: :func:`tumorlib.study_io.read_series` (DICOM parsing, the input
-  policy's header checks, ordering by position, windowing, PNG encoding) and
-  :func:`serving.study.classify_series` (``Backend.predict`` on the slices, the aggregation rule).
-- **baseline** — the same slices already as the PNG bytes the reader produced, in one
+- **study path** — counted: :func:`tumorlib.study_io.read_series` with ``decode=False``, as the
+  CLI, page and PACS client call it (DICOM parsing, the input policy's header checks, ordering by
+  position), and :func:`serving.study.classify_series` (each chunk of slices decoded — windowing,
+  PNG encoding — on a thread pool while the model predicts the chunk before; ``Backend.predict``
+  on each chunk; the aggregation rule).
+- **baseline** — the same slices already as the PNG bytes the reader produces, in one
   ``Backend.predict`` call (the backend chunks as it always does).
 
 Not counted: generating the files, exporting and loading the model, one warm-up of each path,
@@ -26,10 +28,7 @@ Grad-CAM, writing the DICOM SR / Secondary Captures, the page's rendering.
 Target (issue 14): study-path throughput >= 0.8x the baseline.
 The last line is exactly ``study ratio=X target=0.8``.
 
-Measured (idle 2-core machine): ``--rounds 5`` ratio 0.67 (study 51.5 vs batch 77.1 slices/s),
-``--rounds 3`` 0.78; reading is a third of the study path even with lossless PNG at zlib level 1,
-grey frames kept one channel and a decoding thread pool. The target is not met here; overlapping
-the reading of the next slices with the prediction of the current ones is the next step.
+Measured figures: README, "Benchmarks".
 """
 
 from __future__ import annotations
@@ -64,7 +63,7 @@ def study_path(files, backend, version) -> tuple[int, float, float]:
     from tumorlib.study_io import read_series
 
     start = time.perf_counter()
-    series = read_series(files)
+    series = read_series(files, decode=False)  # as the CLI, page and PACS client read
     read = time.perf_counter() - start
     results = [classify_series(s, backend, version) for s in series]
     seconds = time.perf_counter() - start
@@ -125,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     ratio = study / batch
     log.info("model: %s, version %s, in-process; %d rounds", model, version, args.rounds)
     log.info("median: study path %.1f slices/s, one batched predict %.1f slices/s", study, batch)
-    log.info("reading (read_series) took a median %.0f%% of the study path's time",
+    log.info("reading headers (read_series) took a median %.0f%% of the study path's time",
              100 * statistics.median(reading))  # fmt: skip
     print(f"study ratio={ratio:.3f} target={TARGET_RATIO}")
     return 0

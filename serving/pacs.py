@@ -312,7 +312,7 @@ def _classify_one(
     store: bool,
 ) -> SeriesReport:
     files = pacs.retrieve_series(study_uid, summary.series_uid)
-    series = [s for s in read_series(files) if s.kind == "dicom"]
+    series = [s for s in read_series(files, decode=False) if s.kind == "dicom"]
     if len(series) != 1:
         raise PacsError(f"Series {summary.series_uid} did not read as one DICOM series.")
     result = classify_series(series[0], backend, version)

@@ -18,6 +18,7 @@ from serving.prediction import Prediction
 from tumorlib.classes import CLASS_NAMES
 from tumorlib.serving_contract import MODEL_NAME
 from tumorlib.study import SLICE_FAILED, Series, SliceOutcome, StudyResult
+from tumorlib.study_io import DECODE_CHUNK, decode_ahead
 from tumorlib.study_verdict import DEFAULT_RULE, StudyRule, aggregate
 
 STUDY_RULE_KEY = "study_rule"  # in the export metadata: the rule chosen for that model
@@ -31,14 +32,18 @@ def classify_series(
     rule: StudyRule | None = None,
     progress: Progress | None = None,
 ) -> StudyResult:
-    """Predict every slice the reader accepted (one ``predict`` call), then aggregate.
+    """Predict every slice the reader accepted, chunk by chunk, then aggregate.
 
     Refused slices (``StudySlice.problem``) are not sent; they count as failed with their
     reason. :class:`serving.backend.BackendError` (server down, model missing) propagates.
     """
-    todo = [s for s in series.slices if s.problem is None and s.image]
-    answers = backend.predict([s.image for s in todo], version, progress=progress) if todo else []
-    by_index = {s.ref.index: a for s, a in zip(todo, answers)}
+    by_index: dict[int, Prediction | str] = {}
+    # Slices a reader left undecoded (read_series(decode=False)) decode while earlier ones predict.
+    for chunk in decode_ahead(series.slices, getattr(backend, "max_images", DECODE_CHUNK)):
+        todo = [s for s in chunk if s.problem is None and s.image]
+        if todo:
+            answers = backend.predict([s.image for s in todo], version, progress=progress)
+            by_index.update((s.ref.index, a) for s, a in zip(todo, answers))
     outcomes = []
     for piece in series.slices:
         answer = by_index.get(piece.ref.index)

@@ -113,7 +113,7 @@ def analyse(
     if cached is not None and cached[0] == key:
         return cached[1]
     try:
-        series = read_series(uploads)
+        series = read_series(uploads, decode=False)  # decoded while classifying
     except StudyError as err:
         return f"This study cannot be read: {err.message}"
     total = sum(s.n_slices for s in series) or 1

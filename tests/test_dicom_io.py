@@ -86,6 +86,31 @@ def test_stored_window_is_applied_after_the_modality_rescale():
     assert read_dicom(data, window="percentile").window_source == "percentile"
 
 
+@pytest.mark.parametrize(
+    ("rescale", "window"),
+    [(None, None), ((2.5, -1024.0), None), ((0.5, 10.0), (300.0, 600.0))],
+)
+def test_integer_lookup_path_gives_the_float_paths_pixels(rescale, window):
+    """The histogram window and lookup table are the float path's numbers, not an approximation."""
+    import pydicom
+    from pydicom.pixels import apply_modality_lut
+
+    from tumorlib.dicom_io import apply_window, percentile_window
+
+    rng = np.random.default_rng(7)
+    # Distinct values: each percentile falls between two of them and must interpolate.
+    frames = rng.permutation(4000).reshape(2, 40, 50).astype(np.uint16)
+    data = make_dicom(frames, rescale=rescale, window=window)
+    image = read_dicom(data)
+    values = apply_modality_lut(
+        pydicom.dcmread(io.BytesIO(data)).pixel_array, pydicom.dcmread(io.BytesIO(data))
+    ).astype(np.float64)
+    centre, width = window if window else percentile_window(values)
+    assert image.window == pytest.approx((centre, width), rel=1e-12)
+    for got, expected in zip(image.frames, values):
+        np.testing.assert_array_equal(got, apply_window(expected, centre, width))
+
+
 def test_monochrome1_is_inverted():
     plain = read_dicom(make_dicom(ramp())).frames[0]
     inverted = read_dicom(make_dicom(ramp(), photometric="MONOCHROME1")).frames[0]

@@ -25,7 +25,7 @@ from tests.study_fixtures import (
 )
 from tumorlib import input_policy as policy
 from tumorlib.dicom_io import dicom_to_png
-from tumorlib.study_io import StudyError, choose_axis, read_path, read_series
+from tumorlib.study_io import StudyError, choose_axis, decode_ahead, read_path, read_series
 
 
 def grey(png: bytes) -> np.ndarray:
@@ -189,6 +189,27 @@ def test_a_zip_bomb_is_refused_from_the_directory_before_inflating():
     with pytest.raises(StudyError, match="decompression bomb") as raised:
         read_series([("bomb.zip", bomb)])
     assert raised.value.reason == "zip_ratio"
+
+
+def test_deferred_decoding_gives_the_eager_slices_in_ordered_chunks():
+    """read_series(decode=False) reads headers only; decode_ahead fills the same slices."""
+    study, uid = generate_uid(), generate_uid()
+    files = make_dicom_series(phantom(13, 48), study_uid=study, series_uid=uid, seed=3,
+                              shuffle_instance_numbers=True)  # fmt: skip
+    empty = make_dicom_slice(phantom(1, 48)[0], study_uid=study, series_uid=uid,
+                             instance_number=14, position=(0, 0, 65), pixel_data=False)  # fmt: skip
+    (eager,) = read_series([*files, ("e.dcm", empty)])
+    (lazy,) = read_series([*files, ("e.dcm", empty)], decode=False)
+    assert [s.ref for s in lazy.slices] == [s.ref for s in eager.slices]
+    assert all(s.pending is not None and not s.image for s in lazy.slices)
+    chunks = list(decode_ahead(lazy.slices, 5))
+    assert [[s.ref.index for s in c] for c in chunks] == [
+        list(range(0, 5)), list(range(5, 10)), list(range(10, 14))
+    ]  # fmt: skip
+    assert all(s.pending is None for s in lazy.slices)
+    assert [s.image for s in lazy.slices] == [s.image for s in eager.slices]
+    assert [s.problem for s in lazy.slices] == [s.problem for s in eager.slices]
+    assert "no pixel data" in lazy.slices[-1].problem  # found when decoding, kept in its place
 
 
 def test_a_series_over_the_slice_limit_is_refused_before_decoding(monkeypatch):

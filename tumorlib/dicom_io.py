@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tumorlib.input_policy import MAX_PIXELS, check_dicom_header, check_dicom_size
+from tumorlib.png import encode_png
 
 DICOM_SUFFIXES = (".dcm", ".dicom")
 IDENTIFYING_KEYWORDS = (
@@ -174,6 +175,54 @@ def percentile_window(values: np.ndarray) -> tuple[float, float]:
     return float((lo + hi) / 2.0 + 0.5), float(hi - lo + 1.0)
 
 
+def percentile_window_counts(levels: np.ndarray, counts: np.ndarray) -> tuple[float, float]:
+    """:func:`percentile_window` of the values ``levels`` (increasing) seen ``counts`` times.
+
+    The same order statistics and linear interpolation as ``np.percentile``, without sorting:
+    a series' integers make a short histogram.
+    """
+    cumulative = np.cumsum(counts)
+    n = int(cumulative[-1])
+
+    def order_statistic(k: int) -> float:  # the k-th smallest value, 0-based
+        return float(levels[int(np.searchsorted(cumulative, k, side="right"))])
+
+    bounds = []
+    for q in PERCENTILE_WINDOW:
+        h = (n - 1) * q / 100.0
+        k = int(np.floor(h))
+        below = order_statistic(k)
+        above = order_statistic(min(k + 1, n - 1))
+        bounds.append(below + (h - k) * (above - below))
+    lo, hi = bounds
+    if hi <= lo:
+        hi = lo + 1.0
+    return float((lo + hi) / 2.0 + 0.5), float(hi - lo + 1.0)
+
+
+def _affine_rescale(ds) -> tuple[float, float] | None:
+    """(slope, intercept) of the modality rescale when it is affine and increasing, else None
+    (a Modality LUT table, or a slope that is not positive)."""
+    if "ModalityLUTSequence" in ds:
+        return None
+    try:
+        slope = float(ds.get("RescaleSlope", 1.0))
+        intercept = float(ds.get("RescaleIntercept", 0.0))
+    except (TypeError, ValueError):
+        return None
+    return (slope, intercept) if slope > 0 else None
+
+
+MAX_TABLE_LEVELS = 1 << 17  # integer ranges up to this many levels use the lookup table
+
+
+def _small_integer_range(frames: np.ndarray) -> bool:
+    """8- or 16-bit integers spanning a short range: the lookup-table path applies."""
+    if frames.dtype.kind not in "iu" or frames.dtype.itemsize > 2 or frames.size == 0:
+        return False
+    return int(frames.max()) - int(frames.min()) < MAX_TABLE_LEVELS
+
+
 def apply_window(values: np.ndarray, centre: float, width: float) -> np.ndarray:
     """DICOM PS3.3 C.11.2.1.2 linear VOI function mapped to [0, 255]."""
     width = max(float(width), 1.0)
@@ -211,16 +260,18 @@ def read_dicom(data: bytes, *, window: str = "auto") -> DicomImage:
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        check_header(data)
-        return _read_dicom(data, window)
+        if window not in ("auto", "stored", "percentile"):
+            raise ValueError(f"window must be 'auto', 'stored' or 'percentile', got {window!r}")
+        check_dicom_size(len(data))
+        # One parse: the pixel data is read as bytes, not decoded, until the header passes.
+        ds = _dataset(data)
+        check_dataset_header(ds)
+        return _read_dicom(ds, window)
 
 
-def _read_dicom(data: bytes, window: str) -> DicomImage:
-    if window not in ("auto", "stored", "percentile"):
-        raise ValueError(f"window must be 'auto', 'stored' or 'percentile', got {window!r}")
+def _read_dicom(ds, window: str) -> DicomImage:
     from pydicom.pixels import apply_modality_lut, convert_color_space
 
-    ds = _dataset(data)
     pixels = _pixels(ds)
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
     n_frames = int(ds.get("NumberOfFrames", 1) or 1)
@@ -241,17 +292,29 @@ def _read_dicom(data: bytes, window: str) -> DicomImage:
         frames = [_to_uint8_colour(f) for f in colour]
         return DicomImage(frames, photometric, None, "none", modality, transfer_syntax, info)
     frames_raw = pixels if n_frames > 1 else pixels[None]
-    values = apply_modality_lut(frames_raw, ds).astype(np.float64)
     stored = _stored_window(ds)
     if window == "stored" and stored is None:
         raise DicomError("window='stored' but the file has no WindowCenter/WindowWidth")
-    if stored is not None and window != "percentile":
-        centre, width = stored
-        source = "stored"
+    use = stored if window != "percentile" else None  # the stored window, when it applies
+    source = "stored" if use is not None else "percentile"
+    rescale = _affine_rescale(ds)
+    if rescale is not None and _small_integer_range(frames_raw):
+        # Stored integers through an increasing rescale: the same window and pixels as the
+        # float path below, from a histogram and a lookup table (several times faster).
+        lo = int(frames_raw.min())
+        index = np.subtract(frames_raw, lo, dtype=np.int32)
+        slope, intercept = rescale
+        levels = np.arange(lo, int(frames_raw.max()) + 1, dtype=np.float64) * slope + intercept
+        if use is not None:
+            centre, width = use
+        else:
+            counts = np.bincount(index.ravel(), minlength=levels.size)
+            centre, width = percentile_window_counts(levels, counts)
+        frames = list(apply_window(levels, centre, width)[index])
     else:
-        centre, width = percentile_window(values)
-        source = "percentile"
-    frames = [apply_window(f, centre, width) for f in values]
+        values = apply_modality_lut(frames_raw, ds).astype(np.float64)
+        centre, width = use if use is not None else percentile_window(values)
+        frames = [apply_window(f, centre, width) for f in values]
     if photometric == "MONOCHROME1":  # high values are dark: invert for display
         frames = [255 - f for f in frames]
     window_used = (float(centre), float(width))
@@ -263,24 +326,6 @@ def _to_uint8_colour(frame: np.ndarray) -> np.ndarray:
         return frame
     frame = frame.astype(np.float64)
     return np.clip(np.round(255.0 * frame / max(frame.max(), 1.0)), 0, 255).astype(np.uint8)
-
-
-PNG_COMPRESS_LEVEL = 1  # lossless at any level; 1 encodes several times faster than the default
-
-
-def encode_png(image: np.ndarray) -> bytes:
-    """Lossless PNG of a uint8 ``[H, W]`` (grey) or ``[H, W, 3]`` image, for the model.
-
-    A grey ``[H, W]`` image stays one channel: the one preprocessing turns it into three
-    identical ones, so the model sees what an RGB encoding would give, from a third of the bytes.
-    """
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(image)).save(
-        buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL
-    )
-    return buffer.getvalue()
 
 
 def dicom_to_png(data: bytes, frame: int | None = 0, *, window: str = "auto") -> list[bytes]:

@@ -6,7 +6,6 @@ download). :func:`tumorlib.input_gate.run_gate` measures the gate's rejection ra
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
@@ -188,15 +187,6 @@ def generate_negatives(
             y0, x0 = rng.integers(0, h - crop + 1), rng.integers(0, w - crop + 1)
             out.append((name + ":crop", photo[y0 : y0 + crop, x0 : x0 + crop]))
     return out
-
-
-def encode_png(image: np.ndarray) -> bytes:
-    """PNG bytes of a uint8 image: negatives enter the gate through the served preprocessing."""
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def unusable_views(

@@ -35,7 +35,8 @@ from tumorlib.gate_features import (
     features_for_images,
     split_features,
 )
-from tumorlib.gate_negatives import encode_png, generate_negatives, unusable_views
+from tumorlib.gate_negatives import generate_negatives, unusable_views
+from tumorlib.png import encode_png
 
 log = logging.getLogger(__name__)
 

@@ -13,6 +13,7 @@ the DICOM results that must carry the same patient and study) and are never part
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -42,11 +43,25 @@ class SliceRef:
 
 @dataclass
 class StudySlice:
-    """One slice ready for the model: 8-bit PNG bytes (window applied), or why there are none."""
+    """One slice ready for the model: 8-bit PNG bytes (window applied), or why there are none.
+
+    A reader may hand slices over before their pixels are decoded (``pending``), so decoding the
+    next slices overlaps with predicting the current ones; :meth:`resolve` decodes.
+    """
 
     ref: SliceRef
     image: bytes = field(default=b"", repr=False)
     problem: str | None = None  # the input policy's (or reader's) words when refused
+    pending: Callable[[], tuple[bytes, str | None]] | None = field(
+        default=None, repr=False, compare=False
+    )
+
+    def resolve(self) -> StudySlice:
+        """Decode now if the reader left it for later (idempotent); returns the slice."""
+        if self.pending is not None:
+            self.image, self.problem = self.pending()
+            self.pending = None
+        return self
 
 
 @dataclass

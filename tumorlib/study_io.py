@@ -23,7 +23,7 @@ import io
 import os
 import zipfile
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +50,7 @@ PLANES = ("sagittal", "coronal", "axial")  # the RAS+ axis each plane is sliced 
 # A spacing this much above the typical one marks missing slices (1.5: one slice gone at most).
 GAP_FACTOR = 1.5
 DECODE_THREADS = max(1, min(4, os.cpu_count() or 1))
+DECODE_CHUNK = 16  # slices per decoding task
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"  # DICOMDIR: an index, not an image
 
 Axis = str | int | None
@@ -89,7 +90,9 @@ class _Instance:
 # -- entry points --------------------------------------------------------------------------------
 
 
-def read_series(files: Sequence[tuple[str, bytes]], *, axis: Axis = None) -> list[Series]:
+def read_series(
+    files: Sequence[tuple[str, bytes]], *, axis: Axis = None, decode: bool = True
+) -> list[Series]:
     """Every series in ``files`` (``(name, bytes)``: DICOM, multi-frame DICOM, zip, NIfTI).
 
     DICOM files are grouped by SeriesInstanceUID and ordered along the slice normal; each NIfTI
@@ -97,6 +100,10 @@ def read_series(files: Sequence[tuple[str, bytes]], *, axis: Axis = None) -> lis
     axis, or ``None``: the acquisition plane, see :func:`choose_axis`). Raises
     :class:`StudyError` when the study as a whole is refused; per-slice refusals are
     ``StudySlice.problem``.
+
+    ``decode=False`` returns once every header is read and checked: single-frame DICOM slices
+    are decoded later (:func:`decode_ahead`, :meth:`StudySlice.resolve`), so a caller can
+    predict the first slices while the next ones decode (``serving.study.classify_series``).
     """
     expanded = _expand(files)
     dicoms: list[tuple[str, bytes]] = []
@@ -119,6 +126,9 @@ def read_series(files: Sequence[tuple[str, bytes]], *, axis: Axis = None) -> lis
         raise StudyError("study_empty", policy.STUDY_EMPTY.format(detail=detail))
     for s in series:
         s.warnings.extend(notes)
+        if decode:
+            for _ in decode_ahead(s.slices, DECODE_CHUNK):
+                pass
     return series
 
 
@@ -350,16 +360,52 @@ def _build_series(uid: str, instances: list[_Instance]) -> Series:
     _refuse_odd_sizes(ordered, warnings)
     n_total = sum(i.frames for i in ordered)
     starts = np.cumsum([0] + [i.frames for i in ordered[:-1]]).tolist()
-    # Decoding and PNG encoding release the GIL (NumPy, zlib): one thread per core.
-    with ThreadPoolExecutor(max_workers=DECODE_THREADS) as pool:
-        decoded = pool.map(
-            lambda k: _decode(
-                ordered[k], start=int(starts[k]), total=n_total, position=_at(positions, k)
-            ),
-            range(len(ordered)),
-        )
-        slices = [piece for part in decoded for piece in part]
+    slices: list[StudySlice] = []
+    for k, inst in enumerate(ordered):
+        start, position = int(starts[k]), _at(positions, k)
+        if inst.frames == 1 and inst.problem is None:
+            slices.append(_pending_slice(inst, start=start, total=n_total, position=position))
+        else:  # refused (no pixels are decoded) or several frames in one file of a series
+            slices += _decode(inst, start=start, total=n_total, position=position)
     return _series(uid, ordered, slices, warnings)
+
+
+def _pending_slice(
+    inst: _Instance, *, start: int, total: int, position: float | None
+) -> StudySlice:
+    """A single-frame slice whose pixels are decoded when :meth:`StudySlice.resolve` asks."""
+
+    def decode() -> tuple[bytes, str | None]:
+        (piece,) = _decode(inst, start=start, total=total, position=position)
+        return piece.image, piece.problem
+
+    sop = _str_or_none(inst.header.get("SOPInstanceUID"))
+    sop_class = _str_or_none(inst.header.get("SOPClassUID"))
+    ref = SliceRef(start, sop, sop_class, None, position, f"slice {start + 1} / {total}")
+    return StudySlice(ref, pending=decode)
+
+
+def _resolve_all(group: list[StudySlice]) -> list[StudySlice]:
+    return [piece.resolve() for piece in group]
+
+
+def decode_ahead(slices: Sequence[StudySlice], chunk: int) -> Iterator[list[StudySlice]]:
+    """``slices`` in consecutive chunks of ``chunk``, each decoded (:meth:`StudySlice.resolve`).
+
+    Later chunks decode on a thread pool while the caller works on the current one — pydicom,
+    NumPy and zlib run while the model predicts — and in order, so the first chunk is ready first.
+    """
+    groups = [list(slices[i : i + chunk]) for i in range(0, len(slices), max(1, chunk))]
+    if not any(s.pending is not None for s in slices):
+        yield from groups
+        return
+    pool = ThreadPoolExecutor(max_workers=DECODE_THREADS)
+    try:
+        futures = [pool.submit(_resolve_all, group) for group in groups]
+        for future in futures:
+            yield future.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _multiframe_series(uid: str, inst: _Instance) -> Series:

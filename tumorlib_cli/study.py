@@ -84,7 +84,7 @@ def parse_axis(value: str) -> str | int:
 
 def classify(args: argparse.Namespace, backend: Backend | None = None) -> int | None:
     """Read, classify and print every series; JSON and DICOM results when asked."""
-    series = read_series(collect_files(args.paths), axis=args.axis)
+    series = read_series(collect_files(args.paths), axis=args.axis, decode=False)
     try:
         if backend is None:
             settings = Settings(
