@@ -134,6 +134,17 @@ def test_augment_is_a_function_of_its_seed():
     assert not np.array_equal(a, tf.cast(image, tf.float32).numpy())
 
 
+def test_acquisition_changes_are_added_on_top_of_the_same_augmentation():
+    image = _resized()
+    plain = pp.augment(image, tf.constant([4, 2])).numpy()
+    np.testing.assert_array_equal(plain, pp.augment(image, tf.constant([4, 2]), 0.0).numpy())
+    changed = [pp.augment(image, tf.constant([4, s]), 1.0).numpy() for s in range(6)]
+    unchanged = [pp.augment(image, tf.constant([4, s])).numpy() for s in range(6)]
+    assert all(not np.array_equal(a, b) for a, b in zip(changed, unchanged))
+    assert all(a.min() >= 0.0 and a.max() <= 255.0 and a.shape == plain.shape for a in changed)
+    np.testing.assert_array_equal(changed[0], pp.augment(image, tf.constant([4, 0]), 1.0).numpy())
+
+
 def test_affine_identity_flip_and_quarter_turn():
     image = tf.cast(_resized(), tf.float32)
     identity = pp._affine(image, tf.constant(0.0), tf.constant(1.0), tf.constant(False))

@@ -151,6 +151,29 @@ def test_evaluate_bad_inputs_exit_1_with_one_line(argv, message, run_dir, setup,
 
 
 @pytest.mark.slow
+def test_a_run_can_start_from_another_runs_weights(run_dir, setup, tmp_path, capsys):
+    """--init-from: the new run's model starts as the old one (no epochs: stays it)."""
+    argv = [
+        "--data-dir", str(setup["data_dir"]), "--weights", str(setup["weights"]),
+        "--image-size", str(SIZE), "--runs-dir", str(tmp_path), "--run-name", "warm",
+        "--head-epochs", "0", "--fine-tune-epochs", "0", "--batch-size", "16", "--verbose", "0",
+        "--init-from", str(run_dir), "--acquisition-augment", "0.5",
+    ]  # fmt: skip
+    assert train.main(argv) == 0
+    config = json.loads((tmp_path / "warm" / "config.json").read_text())
+    assert config["init_from"] == str(run_dir) and config["acquisition_augment"] == 0.5
+    images = np.random.default_rng(0).uniform(-1, 1, (3, SIZE, SIZE, 3)).astype("float32")
+    before = load_run(run_dir).load_model().predict(images, verbose=0)
+    after = load_run(tmp_path / "warm").load_model().predict(images, verbose=0)
+    np.testing.assert_allclose(after, before, atol=1e-6)
+    other = [*argv[: argv.index("--image-size")], "--image-size", str(SIZE * 2),
+             *argv[argv.index("--image-size") + 2 :]]  # fmt: skip
+    other[other.index("warm")] = "warm-other-size"
+    assert train.main(other) == EXIT_FAILURE
+    assert f"takes {SIZE} px images" in capsys.readouterr().err
+
+
+@pytest.mark.slow
 def test_train_rejects_a_wrong_shaped_weights_file(setup, tmp_path, capsys):
     argv = ["--data-dir", str(setup["data_dir"]), "--weights", str(setup["weights"]),
             "--image-size", str(SIZE), "--alpha", "0.5", "--runs-dir", str(tmp_path)]  # fmt: skip
@@ -198,3 +221,5 @@ def test_bad_hparams_and_config_files_are_clear_errors(tmp_path):
         train.config_from_args(["--config", str(cfg)])
     with pytest.raises(ValueError, match="label_smoothing"):
         train.config_from_args(["--label-smoothing", "1.5"])
+    with pytest.raises(ValueError, match="acquisition_augment"):
+        train.config_from_args(["--acquisition-augment", "2"])

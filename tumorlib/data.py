@@ -120,12 +120,14 @@ def make_pipeline(
     seed: int = 0,
     cache: bool | str = True,
     shuffle_buffer: int = 4096,
+    acquisition: float = 0.0,
 ) -> tf.data.Dataset:
     """Batches of ``(images, one_hot_labels)`` from undecoded examples.
 
     ``training`` switches on shuffling and augmentation; evaluation pipelines keep the source
     order, so predictions line up with :func:`load_split`'s examples. ``cache`` is ``True`` for
     memory, a path for a file cache, or ``False``. All randomness derives from ``seed``.
+    ``acquisition``: probability of acquisition changes in the augmentation (training only).
     """
     autotune = tf.data.AUTOTUNE
 
@@ -142,7 +144,7 @@ def make_pipeline(
         # One independent [2]-int seed per example, new every epoch yet fixed by `seed`.
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
         ds = tf.data.Dataset.zip(ds, seeds).map(
-            lambda pair, s: (augment(pair[0], s), pair[1]),
+            lambda pair, s: (augment(pair[0], s, acquisition), pair[1]),
             num_parallel_calls=autotune,
             deterministic=True,
         )

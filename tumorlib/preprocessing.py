@@ -143,13 +143,17 @@ MAX_BRIGHTNESS = 0.10  # fraction of the full [0, 255] range
 MAX_CONTRAST = 0.15
 
 
-def augment(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+def augment(image: tf.Tensor, seed: tf.Tensor, acquisition: float = 0.0) -> tf.Tensor:
     """Randomly rotate, zoom, flip left-right and jitter brightness/contrast.
 
     ``image`` is a resized image in [0, 255] (the output of :func:`resize`); ``seed`` is a
     ``[2]`` integer tensor. Every random draw is a *stateless* op keyed on that seed, so the same
     seed always gives the same result regardless of thread scheduling in ``tf.data`` — this is
     what makes a training run reproducible. Returns a float image in [0, 255].
+
+    ``acquisition``: the probability that the slice also gets 1-3 acquisition changes
+    (:func:`tumorlib.acquisition.random_acquisition`: another sequence's contrast, bias field,
+    noise, blur, frames, burnt-in text...), so the classifier learns what other scanners send.
     """
     image = tf.cast(image, tf.float32)
     seed = tf.cast(seed, tf.int64)
@@ -164,7 +168,19 @@ def augment(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     image = tf.image.stateless_random_contrast(
         image, 1.0 - MAX_CONTRAST, 1.0 + MAX_CONTRAST, seeds[4]
     )
-    return tf.clip_by_value(image, 0.0, 255.0)
+    image = tf.clip_by_value(image, 0.0, 255.0)
+    if acquisition > 0.0:
+        from tumorlib.acquisition import random_acquisition
+
+        # Seeds of their own (folded in), so the draws above stay what they were without them.
+        draw, change = tf.random.experimental.stateless_split(
+            tf.random.experimental.stateless_fold_in(seed, 1), num=2
+        )
+        changed = tf.random.stateless_uniform([], draw) < acquisition
+        image = tf.cond(
+            changed, lambda: random_acquisition(image, change), lambda: tf.identity(image)
+        )
+    return image
 
 
 def _affine(image: tf.Tensor, angle: tf.Tensor, scale: tf.Tensor, flip: tf.Tensor) -> tf.Tensor:

@@ -69,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("fine-tune-learning-rate", float, "Adam learning rate of phase two")
     add("fine-tune-patience", int, "early-stopping patience of phase two")
     add("seed", int, "random seed")
+    add("acquisition-augment", float, "probability of acquisition changes in augmentation")
+    add("init-from", str, "a finished run folder whose weights this run starts from")
     add("feature-cache-dir", str, "cache of pooled features (default data/features)")
     parser.add_argument(
         "--strategy",
@@ -179,6 +181,8 @@ def _new_run(config: TrainConfig, strategy):
             image_size=config.image_size, alpha=config.alpha, weights=config.weights,
             dropout=config.dropout, head_units=config.head_units,
         )  # fmt: skip
+        if config.init_from:
+            model.set_weights(_initial_weights(config))
     # Only now, with the weights loaded, does a run folder appear.
     (out_dir / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
     (out_dir / LOG_DIR).mkdir(parents=True, exist_ok=True)
@@ -192,6 +196,22 @@ def _new_run(config: TrainConfig, strategy):
     record["status"] = "training"
     write_json(out_dir / CONFIG_FILE, record)
     return model, run_dir, out_dir, record
+
+
+def _initial_weights(config: TrainConfig) -> list:
+    """The weights of ``config.init_from``'s model, which must match this run's architecture."""
+    import keras
+
+    source = Path(str(config.init_from)) / MODEL_FILE
+    if not source.is_file():
+        raise FileNotFoundError(f"--init-from: {source} does not exist (not a finished run)")
+    previous = keras.models.load_model(source, compile=False)
+    shape = tuple(previous.input_shape[1:3])
+    if shape != (config.image_size, config.image_size):
+        raise ValueError(
+            f"--init-from: {source} takes {shape[0]} px images; this run is {config.image_size} px"
+        )
+    return previous.get_weights()
 
 
 def _run_phase(phase: str, model, run_dir: Path, out_dir: Path, fit) -> bool:

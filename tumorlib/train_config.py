@@ -51,6 +51,12 @@ class TrainConfig:
     # batch_size x replicas. "default" is one process on one device, as before.
     strategy: str = "default"  # "default", "mirrored" or "multi_worker" (reads TF_CONFIG)
     mixed_precision: bool = False  # mixed_float16; refused without a GPU
+    # Probability that an augmented training slice also gets acquisition changes
+    # (tumorlib.acquisition: other sequences, bias field, noise, frames, text); 0 is off.
+    acquisition_augment: float = 0.0
+    # Warm start: a finished run folder whose model.keras weights this run starts from (same
+    # architecture and image size); its phases then continue training them.
+    init_from: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -77,6 +83,10 @@ class TrainConfig:
         for name in ("head_epochs", "fine_tune_epochs", "fine_tune_layers", "head_units"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0.0 <= self.acquisition_augment <= 1.0:
+            raise ValueError(
+                f"acquisition_augment must be in [0, 1], got {self.acquisition_augment}"
+            )
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.fine_tune_epochs and not self.fine_tune_layers:

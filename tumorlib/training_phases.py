@@ -98,7 +98,10 @@ def pipelines(config: TrainConfig, augment_train: bool, strategy=None):
         image_size=config.image_size, batch_size=config.batch_size * replicas, seed=config.seed
     )
     train = make_pipeline(
-        load_split("train", config.dataset_config, config.data_dir), training=augment_train, **kw
+        load_split("train", config.dataset_config, config.data_dir),
+        training=augment_train,
+        acquisition=config.acquisition_augment if augment_train else 0.0,
+        **kw,
     )
     val = make_pipeline(
         load_split("validation", config.dataset_config, config.data_dir), training=False, **kw
