@@ -143,6 +143,11 @@ def test_acquisition_changes_are_added_on_top_of_the_same_augmentation():
     assert all(not np.array_equal(a, b) for a, b in zip(changed, unchanged))
     assert all(a.min() >= 0.0 and a.max() <= 255.0 and a.shape == plain.shape for a in changed)
     np.testing.assert_array_equal(changed[0], pp.augment(image, tf.constant([4, 0]), 1.0).numpy())
+    # The training pipeline runs it on the graph (tf.data), where the same seeds give the same.
+    graph = tf.data.Dataset.from_tensors(tf.constant([4, 0])).map(
+        lambda s: pp.augment(image, s, 1.0)
+    )
+    np.testing.assert_array_equal(next(iter(graph)).numpy(), changed[0])
 
 
 def test_affine_identity_flip_and_quarter_turn():

@@ -173,12 +173,12 @@ def augment(image: tf.Tensor, seed: tf.Tensor, acquisition: float = 0.0) -> tf.T
         from tumorlib.acquisition import random_acquisition
 
         # Seeds of their own (folded in), so the draws above stay what they were without them.
-        draw, change = tf.random.experimental.stateless_split(
+        extra = tf.random.experimental.stateless_split(
             tf.random.experimental.stateless_fold_in(seed, 1), num=2
         )
-        changed = tf.random.stateless_uniform([], draw) < acquisition
+        changed = tf.random.stateless_uniform([], extra[0]) < acquisition
         image = tf.cond(
-            changed, lambda: random_acquisition(image, change), lambda: tf.identity(image)
+            changed, lambda: random_acquisition(image, extra[1]), lambda: tf.identity(image)
         )
     return image
 
