@@ -140,15 +140,29 @@ def _train_config(monkeypatch, tmp_path, extra: list[str]):
 
 def test_default_recipe_trains_a_member_per_size_and_ensembles_them(tmp_path, monkeypatch):
     seen, combined = _train_calls(monkeypatch, tmp_path, ["--run-name", "ship"])
-    assert [c.image_size for c in seen] == list(main_job.DEFAULT_MEMBER_SIZES) == [320, 384]
-    assert [c.run_name for c in seen] == ["ship-320px", "ship-384px"]
+    assert [c.image_size for c in seen] == [320, 320, 384, 384]
+    assert list(main_job.DEFAULT_MEMBER_SIZES) == [320, 384]
+    assert [c.run_name for c in seen] == [
+        "ship-320px", "ship-320px-acquisition", "ship-384px", "ship-384px-acquisition"
+    ]  # fmt: skip
     assert len({c.seed for c in seen}) == 1 and len({c.head_units for c in seen}) == 1
+    # Each member's second stage starts from its first and adds acquisition changes.
+    first, second = seen[0], seen[1]
+    assert first.acquisition_augment == 0.0 and first.init_from is None
+    assert second.init_from == str(tmp_path / "ship-320px") and second.head_epochs == 0
+    assert second.acquisition_augment == main_job.ACQUISITION_STAGE["acquisition_augment"] > 0
     ((members, kwargs),) = combined
-    assert members == [tmp_path / "ship-320px", tmp_path / "ship-384px"]
+    assert members == [tmp_path / "ship-320px-acquisition", tmp_path / "ship-384px-acquisition"]
     assert kwargs["run_name"] == "ship" and kwargs["tta"] is True
 
     seen, combined = _train_calls(monkeypatch, tmp_path, ["--member-sizes", "224"])
-    assert [c.image_size for c in seen] == [224] and combined == []
+    assert [c.image_size for c in seen] == [224, 224] and combined == []
+    assert seen[1].init_from == str(tmp_path / seen[0].run_name)
+
+    seen, combined = _train_calls(
+        monkeypatch, tmp_path, ["--member-sizes", "224", "--no-acquisition-stage"]
+    )
+    assert [c.acquisition_augment for c in seen] == [0.0] and combined == []
 
 
 def test_member_sizes_must_be_sizes(tmp_path, capsys):

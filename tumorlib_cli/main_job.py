@@ -36,6 +36,17 @@ DEFAULT_HPARAMS = resources.files("tuning") / "best_hparams.json"
 # The shipped recipe: one member per input size (same head hyperparameters and seed), averaged
 # with flip TTA by tumorlib.ensemble. Chosen on clean/validation (docs/training.md).
 DEFAULT_MEMBER_SIZES = (320, 384)
+# The second stage of each member (docs/training.md, "Acquisition stage"): continue fine-tuning
+# from the member's own weights with acquisition changes in half of the augmented slices — other
+# sequences, bias field, noise, blur, frames, burnt-in text — so the classifier holds on what other
+# hospitals send. Chosen on clean/validation and measured on the second source.
+ACQUISITION_STAGE = {
+    "acquisition_augment": 0.5,
+    "head_epochs": 0,
+    "fine_tune_epochs": 8,
+    "fine_tune_learning_rate": 1e-4,
+    "fine_tune_patience": 3,
+}
 STEPS = ("build", "train", "evaluate", "safety", "export")
 # What a failing step raises; reported as "<step> failed: ..." and exit code 1.
 STEP_ERRORS: tuple[type[BaseException], ...] = (*EXPECTED_ERRORS, OSError)
@@ -62,6 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="head hyperparameters JSON for training (default: the shipped search result, "
         "tuning/best_hparams.json; 'none': tumorlib.train's untuned defaults)",
+    )
+    parser.add_argument(
+        "--no-acquisition-stage",
+        action="store_true",
+        help="skip each member's second stage (fine-tuning with acquisition changes); faster, "
+        "less robust to other hospitals' scans",
     )
     parser.add_argument(
         "--stop-after",
@@ -129,11 +146,22 @@ def train_recipe(args: argparse.Namespace, data_dir_: str) -> Path:
     name = args.run_name or "shipped-" + datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     sizes = args.member_sizes
     members: list[Path] = []
+    stage = not args.no_acquisition_stage
     for i, size in enumerate(sizes, start=1):
         step(f"2/6 training member {i}/{len(sizes)}: {size} px")
-        run_name = name if len(sizes) == 1 else f"{name}-{size}px"
+        run_name = name if len(sizes) == 1 and not stage else f"{name}-{size}px"
         with failing_as(f"training at {size} px"):
-            members.append(train.train(train_config(size, run_name, data_dir_, args.hparams)))
+            member = train.train(train_config(size, run_name, data_dir_, args.hparams))
+        if stage:
+            step(f"2/6 member {i}/{len(sizes)}, second stage: fine-tuning with acquisition changes")
+            final = name if len(sizes) == 1 else f"{run_name}-acquisition"
+            config = train_config(size, final, data_dir_, args.hparams)
+            for key, value in {**ACQUISITION_STAGE, "init_from": str(member)}.items():
+                setattr(config, key, value)
+            config.validate()
+            with failing_as(f"acquisition stage at {size} px"):
+                member = train.train(config)
+        members.append(member)
     if len(members) == 1:
         return members[0]
     step(f"2/6 ensemble of {len(members)} members with flip TTA (calibrated on validation)")
