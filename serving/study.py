@@ -18,7 +18,7 @@ from serving.prediction import Prediction
 from tumorlib.classes import CLASS_NAMES
 from tumorlib.serving_contract import MODEL_NAME
 from tumorlib.study import SLICE_FAILED, Series, SliceOutcome, StudyResult
-from tumorlib.study_io import DECODE_CHUNK, decode_ahead
+from tumorlib.study_io import decode_ahead
 from tumorlib.study_verdict import DEFAULT_RULE, StudyRule, aggregate
 
 STUDY_RULE_KEY = "study_rule"  # in the export metadata: the rule chosen for that model
@@ -39,7 +39,7 @@ def classify_series(
     """
     by_index: dict[int, Prediction | str] = {}
     # Slices a reader left undecoded (read_series(decode=False)) decode while earlier ones predict.
-    for chunk in decode_ahead(series.slices, getattr(backend, "max_images", DECODE_CHUNK)):
+    for chunk in decode_ahead(series.slices, backend.max_images):
         todo = [s for s in chunk if s.problem is None and s.image]
         if todo:
             answers = backend.predict([s.image for s in todo], version, progress=progress)

@@ -252,8 +252,8 @@ def read_dicom(data: bytes, *, window: str = "auto") -> DicomImage:
     ``window``: ``"auto"`` (stored window if present, else percentile), ``"stored"`` (error if
     none is stored) or ``"percentile"``. Colour (RGB/YBR) images are returned as RGB unwindowed.
 
-    The header is checked against the input policy first (:func:`check_header`), so a file
-    declaring 8000 x 8000 pixels is refused before pixel data is touched
+    The header is checked against the input policy first (:func:`check_dataset_header`), so a
+    file declaring 8000 x 8000 pixels is refused before pixel data is decoded
     (:class:`tumorlib.input_policy.InputRejected`). pydicom's warnings and log records are
     silenced, for every caller (page, batch CLI): on a malformed header they quote the offending
     value, which may be a patient's name or ID.

@@ -379,10 +379,22 @@ def _pending_slice(
         (piece,) = _decode(inst, start=start, total=total, position=position)
         return piece.image, piece.problem
 
-    sop = _str_or_none(inst.header.get("SOPInstanceUID"))
-    sop_class = _str_or_none(inst.header.get("SOPClassUID"))
-    ref = SliceRef(start, sop, sop_class, None, position, f"slice {start + 1} / {total}")
-    return StudySlice(ref, pending=decode)
+    return StudySlice(_slice_ref(inst, start, total, None, position), pending=decode)
+
+
+def _slice_ref(
+    inst: _Instance, index: int, total: int, frame: int | None, position: float | None
+) -> SliceRef:
+    """A slice's place in the volume and, in a multi-frame file, its 0-based ``frame``."""
+    label = f"slice {index + 1} / {total}" + (f" (frame {frame + 1})" if frame is not None else "")
+    return SliceRef(
+        index,
+        _str_or_none(inst.header.get("SOPInstanceUID")),
+        _str_or_none(inst.header.get("SOPClassUID")),
+        frame + 1 if frame is not None else None,
+        position,
+        label,
+    )
 
 
 def _resolve_all(group: list[StudySlice]) -> list[StudySlice]:
@@ -505,16 +517,12 @@ def _decode(
 
     ``order``: the frame shown at each place (multi-frame sorted by position), with
     ``positions`` its position along the normal."""
-    sop = _str_or_none(inst.header.get("SOPInstanceUID"))
-    sop_class = _str_or_none(inst.header.get("SOPClassUID"))
     multi = inst.frames > 1
     frames = list(order) if order is not None else list(range(inst.frames))
 
     def ref(j: int) -> SliceRef:
-        frame = frames[j]
-        label = f"slice {start + j + 1} / {total}" + (f" (frame {frame + 1})" if multi else "")
         where = positions[j] if positions is not None else position
-        return SliceRef(start + j, sop, sop_class, frame + 1 if multi else None, where, label)
+        return _slice_ref(inst, start + j, total, frames[j] if multi else None, where)
 
     problem = inst.problem
     if problem is None:
