@@ -359,10 +359,9 @@ def _build_series(uid: str, instances: list[_Instance]) -> Series:
         warnings += gap_warnings(positions)
     _refuse_odd_sizes(ordered, warnings)
     n_total = sum(i.frames for i in ordered)
-    starts = np.cumsum([0] + [i.frames for i in ordered[:-1]]).tolist()
     slices: list[StudySlice] = []
     for k, inst in enumerate(ordered):
-        start, position = int(starts[k]), _at(positions, k)
+        start, position = len(slices), _at(positions, k)
         if inst.frames == 1 and inst.problem is None:
             slices.append(_pending_slice(inst, start=start, total=n_total, position=position))
         else:  # refused (no pixels are decoded) or several frames in one file of a series

@@ -16,6 +16,7 @@ are package data, other defaults are relative to the current folder.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from collections.abc import Iterator
@@ -155,9 +156,11 @@ def train_recipe(args: argparse.Namespace, data_dir_: str) -> Path:
         if stage:
             step(f"2/6 member {i}/{len(sizes)}, second stage: fine-tuning with acquisition changes")
             final = name if len(sizes) == 1 else f"{run_name}-acquisition"
-            config = train_config(size, final, data_dir_, args.hparams)
-            for key, value in {**ACQUISITION_STAGE, "init_from": str(member)}.items():
-                setattr(config, key, value)
+            config = dataclasses.replace(
+                train_config(size, final, data_dir_, args.hparams),
+                **ACQUISITION_STAGE,
+                init_from=str(member),
+            )
             config.validate()
             with failing_as(f"acquisition stage at {size} px"):
                 member = train.train(config)
