@@ -70,32 +70,6 @@ def invert_contrast(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     return tf.clip_by_value(mask * inside + (1.0 - mask) * image, 0.0, 255.0)
 
 
-CURVE_KNOTS = 8  # control points of the random curve, evenly spaced over the slice's range
-
-
-def contrast_curve(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-    """Another sequence's tissue order in general: a random piecewise-linear intensity curve
-    inside the head, not necessarily monotone.
-
-    Inversion and gamma are two fixed families; sequences (T1, T2, FLAIR, PD, post-contrast) order
-    the tissues in many more ways. Drawing the curve at random (the domain randomisation of
-    contrast that SynthSeg uses for sequence-agnostic segmentation) leaves the model only the
-    shapes and the *differences* between tissues to go by, so "T2-looking" cannot stand for
-    "no tumour". The curve spans the slice's own grey range and peaks at full brightness; the
-    background stays dark.
-    """
-    knots = tf.random.stateless_uniform([CURVE_KNOTS], tf.cast(seed, tf.int64), 0.05, 1.0)
-    knots = 255.0 * knots / tf.reduce_max(knots)
-    top = tf.maximum(tf.reduce_max(image), 1.0)  # the curve spans the slice's own range
-    position = tf.clip_by_value(image / top, 0.0, 1.0) * (CURVE_KNOTS - 1)
-    left = tf.minimum(tf.floor(position), CURVE_KNOTS - 2)
-    frac = position - left
-    index = tf.cast(left, tf.int32)
-    curved = tf.gather(knots, index) * (1.0 - frac) + tf.gather(knots, index + 1) * frac
-    mask = foreground(image)
-    return tf.clip_by_value(mask * curved + (1.0 - mask) * image, 0.0, 255.0)
-
-
 def gamma(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     """Non-linear contrast (window and display LUT differences): gamma in [0.45, 2.2]."""
     g = tf.exp(_uniform(seed, math.log(0.45), math.log(2.2)))
@@ -188,7 +162,6 @@ def crop_or_pad(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
 # name -> transform; the order is the report's.
 TRANSFORMS: dict[str, Transform] = {
     "invert_contrast": invert_contrast,
-    "contrast_curve": contrast_curve,
     "gamma": gamma,
     "bias_field": bias_field,
     "blur": blur,
