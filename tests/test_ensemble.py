@@ -109,6 +109,11 @@ def test_gate_features_come_from_the_first_member_and_probabilities_from_all(mem
     extractor = feature_extractor(model, ("block_6_expand_relu",))
     pooled, probabilities = extractor.predict(images, verbose=0)
     np.testing.assert_allclose(probabilities, model.predict(images, verbose=0), atol=1e-5)
+    # The first member's unflipped view reuses the gate's backbone pass instead of a second one:
+    # its whole model appears only for the mirrored view, the second member's for both.
+    layers = extractor.get_config()["layers"]
+    calls = {layer["name"]: len(layer["inbound_nodes"]) for layer in layers}
+    assert (calls["member_0"], calls["member_1"], calls["gate_taps"]) == (1, 2, 1)
     small_view = tf.image.resize(images, [SMALL, SMALL], antialias=True)
     tap = members[0].get_layer("backbone").get_layer("block_6_expand_relu")
     inner = keras.Model(members[0].get_layer("backbone").inputs, tap.output)

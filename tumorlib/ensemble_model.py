@@ -13,6 +13,7 @@ from __future__ import annotations
 import keras
 
 MEMBER_PREFIX = "member_"
+FLIP_PREFIX = "flip_"
 ENSEMBLE_NAME = "brain_mri_ensemble"
 
 
@@ -54,23 +55,46 @@ def build_ensemble(members: list[keras.Model], *, tta: bool = False) -> keras.Mo
     """
     if not members:
         raise ValueError("an ensemble needs at least one member")
-    sizes = [int(m.input_shape[1]) for m in members]
-    size = max(sizes)
+    size = max(int(m.input_shape[1]) for m in members)
     inputs = keras.Input(shape=(size, size, 3), name="image")
+    wrapped = [
+        keras.Model(member.inputs, member.outputs[0], name=f"{MEMBER_PREFIX}{i}")
+        for i, member in enumerate(members)
+    ]
+    return keras.Model(inputs, average_views(wrapped, inputs, tta=tta), name=ENSEMBLE_NAME)
+
+
+def average_views(members: list[keras.Model], inputs, *, tta: bool, first=None):
+    """The ensemble's output on ``inputs``: every member on its own view (and mirrored view),
+    averaged, in a fixed order (member 0, its mirror, member 1, ...).
+
+    ``first``: ``(view, output)`` of member 0 on its unflipped view when the caller has already
+    computed them — the served graph taps that very backbone pass for the input gate's features
+    (:func:`tumorlib.gate_features.feature_extractor`), so it is not run twice.
+    """
+    size = int(inputs.shape[1])
     outputs = []
-    for i, (member, member_size) in enumerate(zip(members, sizes)):
-        wrapped = keras.Model(member.inputs, member.outputs[0], name=f"{MEMBER_PREFIX}{i}")
-        x = inputs
-        if member_size != size:
-            x = Resize(member_size, name=f"resize_{i}")(x)
-        # Members are finished models: always in inference mode (no dropout), even when the
-        # ensemble is called without ``training`` — a loaded nested model would otherwise
-        # leave it unset.
-        outputs.append(wrapped(x, training=False))
+    for i, member in enumerate(members):
+        member_size = int(member.input_shape[1])
+        if i == 0 and first is not None:
+            x, output = first
+        else:
+            x = inputs
+            if member_size != size:
+                x = Resize(member_size, name=f"resize_{i}")(x)
+            # Members are finished models: always in inference mode (no dropout), even when
+            # the ensemble is called without ``training`` — a loaded nested model would
+            # otherwise leave it unset.
+            output = member(x, training=False)
+        outputs.append(output)
         if tta:
-            outputs.append(wrapped(HorizontalFlip(name=f"flip_{i}")(x), training=False))
-    averaged = outputs[0] if len(outputs) == 1 else keras.layers.Average(name="mean")(outputs)
-    return keras.Model(inputs, averaged, name=ENSEMBLE_NAME)
+            outputs.append(member(HorizontalFlip(name=f"{FLIP_PREFIX}{i}")(x), training=False))
+    return outputs[0] if len(outputs) == 1 else keras.layers.Average(name="mean")(outputs)
+
+
+def has_tta(model: keras.Model) -> bool:
+    """Whether an ensemble averages mirrored views too."""
+    return any(layer.name.startswith(FLIP_PREFIX) for layer in model.layers)
 
 
 def is_ensemble(model: keras.Model) -> bool:

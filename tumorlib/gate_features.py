@@ -30,12 +30,14 @@ def feature_extractor(model, layers: Sequence[str] = DEFAULT_LAYERS, *, probabil
     (:mod:`tumorlib.ensemble_model`) the features come from its first member's backbone (at that
     member's resolution, resized by the ensemble's own :class:`~tumorlib.ensemble_model.Resize`)
     — one backbone is enough to tell a brain MRI from anything else — and the probabilities are
-    the whole ensemble's. ``probabilities=False`` leaves them out (fitting needs only features,
-    and an ensemble's other members would triple the cost).
+    the whole ensemble's, with that backbone pass reused for the first member's view rather than
+    run twice (the gate then costs serving only its distances). ``probabilities=False`` leaves
+    them out (fitting needs only features, and an ensemble's other members would triple the
+    cost).
     """
     import keras
 
-    from tumorlib.ensemble_model import Resize, members
+    from tumorlib.ensemble_model import Resize, average_views, has_tta, members
     from tumorlib.model import backbone_of, head_of
 
     primary = members(model)[0]
@@ -56,10 +58,11 @@ def feature_extractor(model, layers: Sequence[str] = DEFAULT_LAYERS, *, probabil
     ]
     if not probabilities:
         return keras.Model(inputs, pooled[:-1] + [pooled[-1][:, :0]], name="gate_features")
+    first = head_of(primary)(pooled[-1], training=False)
     if primary is model:
-        probs = head_of(model)(pooled[-1], training=False)
-    else:
-        probs = model(inputs, training=False)
+        probs = first
+    else:  # the ensemble again, reusing the first member's backbone pass
+        probs = average_views(members(model), inputs, tta=has_tta(model), first=(x, first))
     return keras.Model(inputs, pooled[:-1] + [probs], name="gate_features")
 
 
