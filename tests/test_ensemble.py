@@ -104,6 +104,23 @@ def test_gradcam_of_an_ensemble_explains_the_ensembles_class(members, images):
     assert not np.allclose(heatmap, other_map)
 
 
+def test_gradcam_of_an_ensemble_runs_each_member_once_per_view(members, images, monkeypatch):
+    """The differentiated (unflipped) pass of each member is also its share of the ensemble's
+    probabilities: the whole member model runs only for the mirrored view."""
+    model = ensemble_model.build_ensemble(list(members), tta=True)
+    calls = {}
+    for member in ensemble_model.members(model):
+        original = member.call
+
+        def counted(*args, _name=member.name, _call=original, **kwargs):
+            calls[_name] = calls.get(_name, 0) + 1
+            return _call(*args, **kwargs)
+
+        monkeypatch.setattr(member, "call", counted)
+    gradcam(model, tf.constant(images))
+    assert calls == {"member_0": 1, "member_1": 1}
+
+
 def test_gate_features_come_from_the_first_member_and_probabilities_from_all(members, images):
     model = ensemble_model.build_ensemble(list(members), tta=True)
     extractor = feature_extractor(model, ("block_6_expand_relu",))

@@ -64,20 +64,22 @@ def build_ensemble(members: list[keras.Model], *, tta: bool = False) -> keras.Mo
     return keras.Model(inputs, average_views(wrapped, inputs, tta=tta), name=ENSEMBLE_NAME)
 
 
-def average_views(members: list[keras.Model], inputs, *, tta: bool, first=None):
+def average_views(members: list[keras.Model], inputs, *, tta: bool, unflipped: dict | None = None):
     """The ensemble's output on ``inputs``: every member on its own view (and mirrored view),
     averaged, in a fixed order (member 0, its mirror, member 1, ...).
 
-    ``first``: ``(view, output)`` of member 0 on its unflipped view when the caller has already
-    computed them — the served graph taps that very backbone pass for the input gate's features
-    (:func:`tumorlib.gate_features.feature_extractor`), so it is not run twice.
+    ``unflipped``: member index -> ``(view, output)`` of that member on its unflipped view, for
+    passes the caller has already run — the input gate taps member 0's backbone
+    (:func:`tumorlib.gate_features.feature_extractor`), Grad-CAM differentiates every member's
+    (:func:`tumorlib.gradcam.gradcam`) — so they are not run twice.
     """
     size = int(inputs.shape[1])
+    unflipped = unflipped or {}
     outputs = []
     for i, member in enumerate(members):
         member_size = int(member.input_shape[1])
-        if i == 0 and first is not None:
-            x, output = first
+        if i in unflipped:
+            x, output = unflipped[i]
         else:
             x = inputs
             if member_size != size:

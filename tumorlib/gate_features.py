@@ -62,7 +62,7 @@ def feature_extractor(model, layers: Sequence[str] = DEFAULT_LAYERS, *, probabil
     if primary is model:
         probs = first
     else:  # the ensemble again, reusing the first member's backbone pass
-        probs = average_views(members(model), inputs, tta=has_tta(model), first=(x, first))
+        probs = average_views(members(model), inputs, tta=has_tta(model), unflipped={0: (x, first)})
     return keras.Model(inputs, pooled[:-1] + [probs], name="gate_features")
 
 

@@ -23,7 +23,7 @@ import keras
 import tensorflow as tf
 
 from tumorlib.calibration import apply_temperature
-from tumorlib.ensemble_model import Resize, members
+from tumorlib.ensemble_model import Resize, average_views, has_tta, members
 from tumorlib.model import BACKBONE_NAME, HEAD_NAME, backbone_of, head_of
 from tumorlib.serve_body import Forward, Outputs, ServeFn, make_serve_fn
 from tumorlib.serving_contract import CLASS_INDEX_KEY, HEATMAP_KEY, PROBABILITIES_KEY
@@ -74,18 +74,46 @@ def gradcam(
     if len(parts) == 1 and parts[0] is model:
         return _single_gradcam(model, images, class_index)
     images = tf.convert_to_tensor(images, tf.float32)
-    probabilities = model(images, training=False)
-    if class_index is None:
-        class_index = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
     size = tf.shape(images)[1:3]
-    maps = []
-    for member in parts:
-        member_size = int(member.input_shape[1])
-        # The member sees what it sees inside the ensemble: the ensemble's own Resize.
-        x = images if member_size == images.shape[1] else Resize(member_size)(images)
-        _, heatmap = _single_gradcam(member, x, class_index)
-        maps.append(tf.image.resize(heatmap[..., tf.newaxis], size, method="bilinear")[..., 0])
+    with tf.GradientTape() as tape:
+        views, activations, logits = [], [], []
+        for member in parts:
+            member_size = int(member.input_shape[1])
+            # The member sees what it sees inside the ensemble: the ensemble's own Resize.
+            x = images if member_size == images.shape[1] else Resize(member_size)(images)
+            a, member_logits = _taped_forward(tape, member, x)
+            views.append(x)
+            activations.append(a)
+            logits.append(member_logits)
+        with tape.stop_recording():  # the ensemble, reusing the taped (unflipped) passes
+            unflipped = {i: (x, tf.nn.softmax(z)) for i, (x, z) in enumerate(zip(views, logits))}
+            probabilities = average_views(parts, images, tta=has_tta(model), unflipped=unflipped)
+            if class_index is None:
+                class_index = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
+        target = tf.cast(class_index, tf.int32)
+        score = tf.add_n([tf.gather(z, target, batch_dims=1) for z in logits])
+    grads = tape.gradient(score, activations)  # members are independent: each its own score's
+    maps = [
+        tf.image.resize(_unit_peak(_cam(a, g, tf.shape(x)[1:3]))[..., tf.newaxis], size)[..., 0]
+        for a, g, x in zip(activations, grads, views)
+    ]
     return probabilities, _unit_peak(tf.nn.relu(tf.add_n(maps) / len(maps)))
+
+
+def _taped_forward(tape, model: keras.Model, images: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """The last block's activations ``[N, h, w, K]`` (watched) and the head's scores ``[N, C]``."""
+    activations = backbone_of(model)(images, training=False)
+    tape.watch(activations)
+    pooled = tf.reduce_mean(activations, axis=[1, 2])
+    return activations, head_logits(head_of(model), pooled)
+
+
+def _cam(activations: tf.Tensor, grads: tf.Tensor, size) -> tf.Tensor:
+    """The non-negative class activation map ``[N, S, S]`` at ``size``, not yet peak-scaled."""
+    weights = tf.reduce_mean(grads, axis=[1, 2], keepdims=True)  # [N, 1, 1, K]
+    cam = tf.nn.relu(tf.reduce_sum(weights * activations, axis=-1))  # [N, h, w]
+    cam = tf.image.resize(cam[..., tf.newaxis], size, method="bilinear")[..., 0]
+    return tf.nn.relu(cam)  # bilinear interpolation of non-negative values stays >= 0; be exact
 
 
 def _unit_peak(cam: tf.Tensor) -> tf.Tensor:
@@ -103,23 +131,15 @@ def _single_gradcam(
     """Grad-CAM of one classifier (with ``backbone`` and ``head``); arguments and results as in
     :func:`gradcam`."""
     images = tf.convert_to_tensor(images, tf.float32)
-    backbone, head = backbone_of(model), head_of(model)
     with tf.GradientTape() as tape:
-        activations = backbone(images, training=False)  # [N, h, w, K]
-        tape.watch(activations)
-        pooled = tf.reduce_mean(activations, axis=[1, 2])
-        logits = head_logits(head, pooled)
+        activations, logits = _taped_forward(tape, model, images)
         if class_index is None:
             target = tf.argmax(logits, axis=-1, output_type=tf.int32)
         else:
             target = tf.cast(class_index, tf.int32)
         score = tf.gather(logits, target, batch_dims=1)
     grads = tape.gradient(score, activations)
-    weights = tf.reduce_mean(grads, axis=[1, 2], keepdims=True)  # [N, 1, 1, K]
-    cam = tf.nn.relu(tf.reduce_sum(weights * activations, axis=-1))  # [N, h, w]
-    size = tf.shape(images)[1:3]
-    cam = tf.image.resize(cam[..., tf.newaxis], size, method="bilinear")[..., 0]
-    cam = tf.nn.relu(cam)  # bilinear interpolation of non-negative values stays >= 0; be exact
+    cam = _cam(activations, grads, tf.shape(images)[1:3])
     return tf.nn.softmax(logits, axis=-1), _unit_peak(cam)
 
 
