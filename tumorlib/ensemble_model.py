@@ -73,17 +73,13 @@ def average_views(members: list[keras.Model], inputs, *, tta: bool, unflipped: d
     (:func:`tumorlib.gate_features.feature_extractor`), Grad-CAM differentiates every member's
     (:func:`tumorlib.gradcam.gradcam`) — so they are not run twice.
     """
-    size = int(inputs.shape[1])
     unflipped = unflipped or {}
     outputs = []
     for i, member in enumerate(members):
-        member_size = int(member.input_shape[1])
         if i in unflipped:
             x, output = unflipped[i]
         else:
-            x = inputs
-            if member_size != size:
-                x = Resize(member_size, name=f"resize_{i}")(x)
+            x = member_view(inputs, int(member.input_shape[1]), name=f"resize_{i}")
             # Members are finished models: always in inference mode (no dropout), even when
             # the ensemble is called without ``training`` — a loaded nested model would
             # otherwise leave it unset.
@@ -92,6 +88,14 @@ def average_views(members: list[keras.Model], inputs, *, tta: bool, unflipped: d
         if tta:
             outputs.append(member(HorizontalFlip(name=f"{FLIP_PREFIX}{i}")(x), training=False))
     return outputs[0] if len(outputs) == 1 else keras.layers.Average(name="mean")(outputs)
+
+
+def member_view(inputs, member_size: int, name: str | None = None):
+    """What a member sees of the ensemble's input: the input itself at the member's size, else
+    the ensemble's own :class:`Resize` of it."""
+    if int(inputs.shape[1]) == member_size:
+        return inputs
+    return Resize(member_size, name=name)(inputs)
 
 
 def has_tta(model: keras.Model) -> bool:

@@ -37,7 +37,7 @@ def feature_extractor(model, layers: Sequence[str] = DEFAULT_LAYERS, *, probabil
     """
     import keras
 
-    from tumorlib.ensemble_model import Resize, average_views, has_tta, members
+    from tumorlib.ensemble_model import average_views, has_tta, member_view, members
     from tumorlib.model import backbone_of, head_of
 
     primary = members(model)[0]
@@ -48,10 +48,7 @@ def feature_extractor(model, layers: Sequence[str] = DEFAULT_LAYERS, *, probabil
         raise GateError(f"backbone has no layer named in {list(layers)}: {err}") from None
     inner = keras.Model(backbone.inputs, taps + [backbone.output], name="gate_taps")
     inputs = keras.Input(model.input_shape[1:], name="image")
-    x = inputs
-    size = int(backbone.input_shape[1])
-    if size != int(model.input_shape[1]):
-        x = Resize(size, name="gate_resize")(x)
+    x = member_view(inputs, int(backbone.input_shape[1]), name="gate_resize")
     outs = inner(x, training=False)
     pooled = [
         keras.layers.GlobalAveragePooling2D(name=f"gate_pool_{i}")(o) for i, o in enumerate(outs)

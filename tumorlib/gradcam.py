@@ -23,7 +23,7 @@ import keras
 import tensorflow as tf
 
 from tumorlib.calibration import apply_temperature
-from tumorlib.ensemble_model import Resize, average_views, has_tta, members
+from tumorlib.ensemble_model import average_views, has_tta, member_view, members
 from tumorlib.model import BACKBONE_NAME, HEAD_NAME, backbone_of, head_of
 from tumorlib.serve_body import Forward, Outputs, ServeFn, make_serve_fn
 from tumorlib.serving_contract import CLASS_INDEX_KEY, HEATMAP_KEY, PROBABILITIES_KEY
@@ -78,9 +78,7 @@ def gradcam(
     with tf.GradientTape() as tape:
         views, activations, logits = [], [], []
         for member in parts:
-            member_size = int(member.input_shape[1])
-            # The member sees what it sees inside the ensemble: the ensemble's own Resize.
-            x = images if member_size == images.shape[1] else Resize(member_size)(images)
+            x = member_view(images, int(member.input_shape[1]))  # as inside the ensemble
             a, member_logits = _taped_forward(tape, member, x)
             views.append(x)
             activations.append(a)
