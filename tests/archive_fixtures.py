@@ -131,3 +131,45 @@ def make_archive(
     )
     archive.corrupt.append(archive.write("Testing/no_tumor/no (99).jpg", b"this is not an image\n"))
     return archive
+
+
+def make_lgg_archive(
+    root: Path,
+    *,
+    sites: dict[str, int] | None = None,
+    slices: tuple[int, int] = (3, 8),
+    seed: int = 1,
+) -> list[dict[str, str]]:
+    """Write an extracted TCGA-LGG stand-in (``extra_sequences/`` + ``metadata.csv``) in ``root``.
+
+    ``sites``: patients per TCGA site (default 80 patients at five sites, the real archive's
+    mix); each patient gets between ``slices`` glioma slices on FLAIR and T1 and one FLAIR
+    no-tumour slice. Returns the metadata rows written.
+    """
+    from brain_mri import lgg
+
+    rng = np.random.default_rng(seed)
+    sites = sites or {"CS": 11, "DU": 33, "EZ": 1, "FG": 10, "HT": 25}
+    short = {"FLAIR": "flair", "T1 (pre-contrast)": "t1"}
+    rows = []
+    for site, count in sites.items():
+        for p in range(count):
+            patient = f"TCGA_{site}_{7000 + p}"
+            n = int(rng.integers(slices[0], slices[1] + 1))
+            plan = [("glioma", seq, i) for i in range(n) for seq in short]
+            plan.append(("no_tumor", "FLAIR", 60))
+            for label, sequence, index in plan:
+                name = f"{lgg.ROOT}/{label}_{short[sequence]}_tcga-lgg/{patient}_{index}.png"
+                path = Path(root) / name
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(encode(texture(rng, 32, 32), fmt="PNG", mode="L"))
+                rows.append(
+                    {"file": name, "label": label, "sequence": sequence, "group": patient}
+                )
+    header = "file,label,sequence,source,group,case,slice_index\n"
+    lines = [
+        f"{r['file']},{r['label']},{r['sequence']},TCGA-LGG,{r['group']},{r['group']}_1,0"
+        for r in rows
+    ]
+    (Path(root) / lgg.METADATA_CSV).write_text(header + "\n".join(lines) + "\n")
+    return rows

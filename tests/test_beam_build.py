@@ -16,7 +16,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from brain_mri import beam_build, dedup
-from tests.archive_fixtures import make_archive, texture
+from tests.archive_fixtures import make_archive, make_lgg_archive, texture
 from tumorlib import data
 
 SHARED_ARCHIVE = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -48,6 +48,9 @@ def _fingerprint(builder, config: str, data_dir: Path):
                     int(ex["label"]),
                     int(ex["duplicate_group"]),
                     int(ex["source_split"]),
+                    int(ex["source"]),
+                    int(ex["sequence"]),
+                    ex["patient"].decode(),
                 )
             )
         out[split] = sorted(rows)
@@ -63,9 +66,10 @@ def _compare(source: Path, tmp: Path, config: str, options: str):
     return local, beamed
 
 
-@pytest.mark.parametrize("config", ["clean", "original"])
+@pytest.mark.parametrize("config", ["clean", "original", "multi_sequence"])
 def test_beam_build_equals_local_build_on_planted_archive(tmp_path, monkeypatch, config):
     planted = make_archive(tmp_path / "archive")
+    make_lgg_archive(tmp_path / "archive", sites={"CS": 5, "DU": 7}, slices=(2, 4))
     monkeypatch.setattr(beam_build, "BLOCK", 16)  # 100+ files: several blocks and block pairs
     monkeypatch.setattr(beam_build, "CHUNK", 7)
     _, beamed = _compare(planted.root, tmp_path, config, "runner=DirectRunner")

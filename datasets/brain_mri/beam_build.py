@@ -18,6 +18,10 @@ Used when ``tfds build`` is given ``--beam_pipeline_options`` (or a Beam runner)
 
 The plan's metadata (counts, groups, leakage) is written as JSON beside the dataset and merged
 into ``DatasetInfo.metadata`` by the builder once the pipeline has run.
+
+The ``multi_sequence`` config adds the TCGA-LGG archive (:mod:`brain_mri.lgg`): its patient split
+needs only ``metadata.csv``, so it is planned on the driver; its slices are read in parallel
+chunks and join SARTAJ's examples before the split filter. Same examples as the local build.
 """
 
 from __future__ import annotations
@@ -31,8 +35,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
-from . import dedup, sartaj
-from .planning import example, plan_config
+from . import dedup, lgg, sartaj
+from .planning import example, merge_lgg, plan_config, plan_lgg
 
 logger = logging.getLogger(__name__)
 
@@ -90,8 +94,18 @@ def block_pair_links(item, threshold: float = dedup.NEAR_DUPLICATE_COSINE):
     yield from zip(lpos[r].tolist(), rpos[c].tolist())
 
 
-def make_plan(_, metas: list[FileMeta], links: list[tuple[int, int]], config: str, source: str):
-    """The global step: groups and splits, as ``{position: (split, group)}`` plus metadata."""
+def make_plan(
+    _,
+    metas: list[FileMeta],
+    links: list[tuple[int, int]],
+    config: str,
+    source: str,
+    lgg_plan: dict[str, Any] | None = None,
+):
+    """The global step: groups and splits, as ``{position: (split, group)}`` plus metadata.
+
+    ``lgg_plan`` (multi-sequence config): the TCGA-LGG slices, their splits and plan metadata,
+    merged into the metadata as the local build does."""
     metas = sorted(metas, key=lambda m: m.position)
     readable = [m for m in metas if m.readable]
     if not readable:
@@ -104,6 +118,13 @@ def make_plan(_, metas: list[FileMeta], links: list[tuple[int, int]], config: st
     assignment, plan_metadata = plan_config(config, readable, hashes, groups)
     skipped = [m.file_name for m in metas if not m.readable]
     metadata = {"source": source, "skipped_unreadable": skipped, **plan_metadata}
+    if lgg_plan is not None:
+        metadata["lgg"] = lgg_plan["metadata"]
+        metadata = merge_lgg(
+            metadata,
+            list(zip(readable, assignment)),
+            list(zip(lgg_plan["slices"], lgg_plan["splits"])),
+        )
     where = {
         m.position: (split, int(g))
         for m, split, g in zip(readable, assignment, groups)
@@ -138,16 +159,40 @@ def joined_examples(item):
     yield split, example(meta, data, group)
 
 
+def read_lgg_chunk(chunk: list[tuple[lgg.LggSlice, str, int]], source: str):
+    """``(split, (key, example))`` of each TCGA-LGG slice in a chunk (one archive open)."""
+    slices = lgg.read_slices(epath.Path(source), [s for s, _, _ in chunk])
+    for data_slice, (_, split, group) in zip(slices, chunk):
+        yield split, example(data_slice, data_slice.data, group)
+
+
 class BeamBuild:
     """One config's pipeline; ``split_transform(split)`` is what ``_split_generators`` returns."""
 
-    def __init__(self, source: str, config: str, metadata_path: str, block: int = BLOCK) -> None:
+    def __init__(
+        self,
+        source: str,
+        config: str,
+        metadata_path: str,
+        block: int = BLOCK,
+        lgg_source: str | None = None,
+    ) -> None:
         self.source, self.config, self.metadata_path, self.block = (
             source, config, metadata_path, block,
         )  # fmt: skip
         self.members = sartaj.list_members(epath.Path(source))
         self.num_blocks = max(1, -(-len(self.members) // block))
+        self.lgg_source = lgg_source
+        self.lgg_plan = self._plan_lgg() if lgg_source else None
         self._by_split = None
+
+    def _plan_lgg(self) -> dict[str, Any]:
+        """The TCGA-LGG slices (no bytes), their splits and groups: metadata.csv is enough."""
+        slices = lgg.list_slices(epath.Path(str(self.lgg_source)))
+        splits, metadata = plan_lgg(slices)
+        metadata = {"source": self.lgg_source, **metadata}
+        return {"slices": slices, "splits": splits, "metadata": metadata,
+                "groups": lgg.patient_groups(slices)}  # fmt: skip
 
     def _build(self, pipeline):
         """The shared stages 1-5, built once per pipeline."""
@@ -181,16 +226,30 @@ class BeamBuild:
                 beam.pvalue.AsList(links),
                 self.config,
                 self.source,
+                self.lgg_plan,
             )
         )
         _ = plan | "WriteMetadata" >> beam.Map(write_metadata, self.metadata_path)
         places = plan | "PlanEntries" >> beam.FlatMap(plan_entries)
         keyed = files | "KeyFiles" >> beam.Map(lambda f: (f[0], (f[1], f[2])))
-        return (
+        examples = (
             {"file": keyed, "place": places}
             | "JoinPlan" >> beam.CoGroupByKey()
             | "Examples" >> beam.FlatMap(joined_examples)
         )
+        if self.lgg_plan is None:
+            return examples
+        plan = self.lgg_plan
+        listed = [
+            (s, split, plan["groups"][s.patient]) for s, split in zip(plan["slices"], plan["splits"])
+        ]
+        lgg_examples = (
+            pipeline
+            | "ListLgg" >> beam.Create([listed[i : i + CHUNK] for i in range(0, len(listed), CHUNK)])
+            | "SpreadLgg" >> beam.Reshuffle()
+            | "ReadLgg" >> beam.FlatMap(read_lgg_chunk, str(self.lgg_source))
+        )
+        return (examples, lgg_examples) | "AllSources" >> beam.Flatten()
 
     def split_transform(self, split: str):
         """A PTransform yielding ``(key, example)`` of one split from the shared pipeline."""

@@ -1,4 +1,4 @@
-"""TFDS's own builder test on ``dummy_data/`` (see ``make_dummy_data.py``), for both configs.
+"""TFDS's own builder test on ``dummy_data/`` (see ``make_dummy_data.py``), for every config.
 
 ``DatasetBuilderTestCase`` passes ``dummy_data/`` as the manual dir (the builder declares
 ``MANUAL_DOWNLOAD_INSTRUCTIONS``), builds each config, and checks registration, serialisation,
@@ -27,6 +27,15 @@ class OriginalConfigTest(tfds.testing.DatasetBuilderTestCase):
     DATASET_CLASS = Builder
     BUILDER_CONFIG_NAMES_TO_TEST = ["original"]
     SPLITS = {"train": 12, "test": 5}
+    SKIP_CHECKSUMS = True
+
+
+class MultiSequenceConfigTest(tfds.testing.DatasetBuilderTestCase):
+    """``multi_sequence``: clean's 8/4/4 plus the dummy TCGA-LGG patients' 18/4/2 slices."""
+
+    DATASET_CLASS = Builder
+    BUILDER_CONFIG_NAMES_TO_TEST = ["multi_sequence"]
+    SPLITS = {"train": 26, "validation": 8, "test": 6}
     SKIP_CHECKSUMS = True
 
 

@@ -15,6 +15,12 @@ Expected counts (asserted by ``brain_mri_dataset_builder_test.py``):
   planner fills train, then validation, then test when each class is this small) -> train 8,
   validation 4, test 4; the copy is removed as an exact duplicate.
 
+It also holds a tiny TCGA-LGG extra-sequences archive (``extra_sequences/``, extracted, with its
+``metadata.csv``) for the ``multi_sequence`` config: 10 patients at 3 sites, a FLAIR and a
+pre-contrast T1 glioma slice each, plus a FLAIR no-tumour slice for the first four — 24 PNGs.
+Split by patient (70/15/15, :func:`brain_mri.lgg.plan_patients`): 7 / 2 / 1 patients, so
+``multi_sequence`` is clean's 8/4/4 plus 18/4/2 slices -> train 26, validation 8, test 6.
+
 Run from the repository root: ``.venv/bin/python datasets/brain_mri/make_dummy_data.py``.
 The output is deterministic (fixed seed), so re-running it produces the same files.
 """
@@ -28,6 +34,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from brain_mri import lgg
 from brain_mri.sartaj import SOURCE_DIR_TO_CLASS
 
 OUT = Path(__file__).resolve().parent / "dummy_data"
@@ -57,6 +64,34 @@ def jpeg(pixels: np.ndarray, mode: str = "RGB", quality: int = 90) -> bytes:
     return buffer.getvalue()
 
 
+def png(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels, mode="L").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def write_lgg(rng: np.random.Generator) -> None:
+    """The TCGA-LGG stand-in: ``extra_sequences/<folder>/<case>_<slice>_<seq>.png`` + metadata."""
+    sequences = {"FLAIR": "flair", "T1 (pre-contrast)": "t1"}
+    rows = ["file,label,sequence,source,group,case,slice_index"]
+    for p in range(10):
+        site = ("CS", "DU", "HT")[p % 3]
+        patient = f"TCGA_{site}_{1000 + p}"
+        case = f"{patient}_20000101"
+        slices = [("glioma", seq, 10) for seq in sequences]
+        if p < 4:
+            slices.append(("no_tumor", "FLAIR", 30))
+        for label, sequence, index in slices:
+            short = sequences[sequence]
+            folder = f"{label}_{short}_tcga-lgg"
+            name = f"{lgg.ROOT}/{folder}/{case}_{index}_{short}.png"
+            path = OUT / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(png(texture(rng, 32, 32)))
+            rows.append(f"{name},{label},{sequence},TCGA-LGG,{patient},{case},{index}")
+    (OUT / lgg.METADATA_CSV).write_text("\n".join(rows) + "\n")
+
+
 def main() -> None:
     rng = np.random.default_rng(20201)
     if OUT.exists():
@@ -77,8 +112,9 @@ def main() -> None:
     # An exact copy of a Training image filed in Testing under the same class.
     source = OUT / "Training" / "glioma_tumor" / "gg (1).jpg"
     (OUT / "Testing" / "glioma_tumor" / "image(2).jpg").write_bytes(source.read_bytes())
+    write_lgg(rng)
     total = sum(p.stat().st_size for p in OUT.rglob("*") if p.is_file())
-    print(f"wrote {sum(1 for p in OUT.rglob('*.jpg'))} images ({total:,} bytes) to {OUT}")
+    print(f"wrote {sum(1 for p in OUT.rglob('*.*g'))} images ({total:,} bytes) to {OUT}")
 
 
 if __name__ == "__main__":

@@ -30,6 +30,19 @@ def format_report(config: str, metadata: dict) -> str:
             lines.append(f"  {key}: " + ", ".join(f"{c} {n}" for c, n in metadata[key].items()))
     if "testing_leakage" in metadata:
         lines.append(f"  Testing vs Training leakage: {metadata['testing_leakage']}")
+    if "lgg" in metadata:
+        patients = metadata["lgg"]["patients"]
+        lines.append(
+            "  TCGA-LGG patients per split: "
+            + ", ".join(f"{split} {n}" for split, n in patients.items())
+            + f" (licence {metadata['lgg']['licence'].split(' (')[0]})"
+        )
+    for split, sources in metadata.get("counts_by_source", {}).items():
+        for source, sequences in sources.items():
+            for sequence, per_class in sequences.items():
+                row = "".join(f"{per_class[c]:>{width + 2}}" for c in CLASS_NAMES)
+                name = f"{split}/{source}/{sequence}"
+                lines.append(f"  {name:<36}{row}{sum(per_class.values()):>8}")
     if metadata["skipped_unreadable"]:
         lines.append(f"  skipped unreadable: {len(metadata['skipped_unreadable'])} files")
     return "\n".join(lines)
