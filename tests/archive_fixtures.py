@@ -163,9 +163,7 @@ def make_lgg_archive(
                 path = Path(root) / name
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_bytes(encode(texture(rng, 32, 32), fmt="PNG", mode="L"))
-                rows.append(
-                    {"file": name, "label": label, "sequence": sequence, "group": patient}
-                )
+                rows.append({"file": name, "label": label, "sequence": sequence, "group": patient})
     header = "file,label,sequence,source,group,case,slice_index\n"
     lines = [
         f"{r['file']},{r['label']},{r['sequence']},TCGA-LGG,{r['group']},{r['group']}_1,0"

@@ -118,6 +118,9 @@ def test_load_split_returns_undecoded_images(built):
         "file_name",
         "source_split",
         "duplicate_group",
+        "source",
+        "sequence",
+        "patient",
     }
     assert sum(1 for _ in ds) > 0
 

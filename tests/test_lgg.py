@@ -73,7 +73,9 @@ def test_multi_sequence_build_keeps_clean_and_never_splits_a_patient(tmp_path):
         for n in classes.values()
     ) == sum(multi.info.splits[s].num_examples for s in dedup.SPLIT_NAMES)
     flair_gliomas = sum(by_source[s]["tcga_lgg"]["flair"]["glioma"] for s in by_source)
-    assert flair_gliomas == sum(1 for r in rows if r["sequence"] == "FLAIR" and r["label"] == "glioma")
+    assert flair_gliomas == sum(
+        1 for r in rows if r["sequence"] == "FLAIR" and r["label"] == "glioma"
+    )
     assert "CC BY-NC-SA 4.0" in metadata["lgg"]["licence"]
     assert clean.info.splits["train"].num_examples < multi.info.splits["train"].num_examples
 

@@ -8,7 +8,9 @@ that the exported SavedModel runs on uploaded bytes. The pipeline is, per split:
           -> batch -> prefetch
 
 Caching after the resize keeps the expensive JPEG decode to the first epoch; augmentation happens
-after the cache so every epoch sees new random transforms.
+after the cache so every epoch sees new random transforms. With ``keep`` (per-example acceptance
+probabilities, :mod:`tumorlib.sampling`) the train pipeline draws each epoch on the graph:
+shuffle -> repeat -> keep each example with its probability -> the epoch's size.
 """
 
 from __future__ import annotations
@@ -18,14 +20,16 @@ import importlib.resources
 import os
 from pathlib import Path
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from brain_mri.planning import CONFIGS
 from tumorlib.classes import NUM_CLASSES
 from tumorlib.preprocessing import DEFAULT_IMAGE_SIZE, augment, decode_image, normalize, resize
 
 DATASET_NAME = "brain_mri"
-CONFIGS: tuple[str, ...] = ("clean", "original")
+__all__ = ["CONFIGS", "DATASET_NAME", "build", "get_builder", "load_pipeline", "load_split"]
 # The module `tfds build datasets/brain_mri` imports the builder as; the package `brain_mri`.
 BUILDER_MODULE = f"{DATASET_NAME}.{DATASET_NAME}_dataset_builder"
 # Relative: resolved against the current directory (run commands from the project folder).
@@ -121,6 +125,7 @@ def make_pipeline(
     cache: bool | str = True,
     shuffle_buffer: int = 4096,
     acquisition: float = 0.0,
+    keep: np.ndarray | None = None,
 ) -> tf.data.Dataset:
     """Batches of ``(images, one_hot_labels)`` from undecoded examples.
 
@@ -128,19 +133,27 @@ def make_pipeline(
     order, so predictions line up with :func:`load_split`'s examples. ``cache`` is ``True`` for
     memory, a path for a file cache, or ``False``. All randomness derives from ``seed``.
     ``acquisition``: probability of acquisition changes in the augmentation (training only).
+    ``keep``: each example's acceptance probability, in source order; an epoch is then
+    ``round(sum(keep))`` examples drawn with them, shuffled, new draws every epoch.
     """
     autotune = tf.data.AUTOTUNE
 
-    def decode_resize(example):
+    def decode_resize(example, *probability):
         image = resize(decode_image(example["image"]), image_size)  # uint8: a compact cache
         label = tf.one_hot(example["label"], NUM_CLASSES)
-        return image, label
+        return (image, label, *probability)
 
+    if keep is not None:
+        probabilities = tf.data.Dataset.from_tensor_slices(np.asarray(keep, np.float32))
+        examples = tf.data.Dataset.zip(examples, probabilities)
     ds = examples.map(decode_resize, num_parallel_calls=autotune, deterministic=True)
     if cache:
         ds = ds.cache() if cache is True else ds.cache(str(cache))
-    if training:
+    if keep is not None:
+        ds = _sampled_epoch(ds, np.asarray(keep), seed)
+    elif training:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    if training:
         # One independent [2]-int seed per example, new every epoch yet fixed by `seed`.
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
         ds = tf.data.Dataset.zip(ds, seeds).map(
@@ -150,6 +163,21 @@ def make_pipeline(
         )
     ds = ds.map(lambda image, label: (normalize(image), label), num_parallel_calls=autotune)
     return ds.batch(batch_size).prefetch(autotune)
+
+
+def _sampled_epoch(ds: tf.data.Dataset, keep: np.ndarray, seed: int) -> tf.data.Dataset:
+    """One epoch of ``(image, label)``: the whole split shuffled (so a memory cache fills in the
+    first epoch), repeated, each example kept with its probability, cut at the expected size."""
+    ds = ds.shuffle(len(keep), seed=seed, reshuffle_each_iteration=True).repeat()
+    draws = tf.data.Dataset.random(seed=seed + 1, rerandomize_each_iteration=True)
+    scale = float(2**24)
+
+    def kept(item, draw):
+        uniform = tf.cast(tf.bitwise.bitwise_and(draw, 2**24 - 1), tf.float32) / scale
+        return uniform < item[2]
+
+    ds = tf.data.Dataset.zip(ds, draws).filter(kept).map(lambda item, _: item[:2])
+    return ds.take(max(1, int(round(float(keep.sum())))))
 
 
 def load_pipeline(

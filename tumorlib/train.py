@@ -45,6 +45,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--data-dir", help="TFDS data dir holding brain_mri (default data/...)")
     parser.add_argument("--weights", help="'imagenet' (Keras cache), a weights file, or 'none'")
+    parser.add_argument(
+        "--dataset-config",
+        choices=("multi_sequence", "clean"),
+        help="training data: SARTAJ clean + TCGA-LGG (CC BY-NC-SA 4.0) or SARTAJ only "
+        f"(default: {defaults.dataset_config})",
+    )
+    parser.add_argument(
+        "--sartaj-only",
+        action="store_const",
+        const="clean",
+        dest="dataset_config",
+        help="train on SARTAJ's clean splits only (no non-commercial TCGA-LGG data)",
+    )
 
     def add(name: str, typ: type, help_: str) -> None:
         default = getattr(defaults, name.replace("-", "_"))
@@ -53,7 +66,14 @@ def build_parser() -> argparse.ArgumentParser:
     add("run-name", str, "run folder name under --runs-dir")
     add("runs-dir", str, "where run folders go")
     add("image-size", int, "square input size")
-    add("alpha", float, "MobileNetV2 width multiplier")
+    parser.add_argument(
+        "--alpha",
+        type=float,
+        choices=(0.35, 0.5, 0.75, 1.0, 1.3, 1.4),
+        help=f"MobileNetV2 width multiplier (default: {defaults.alpha})",
+    )
+    add("archive-share", float, "expected TCGA-LGG share of an epoch (multi_sequence)")
+    add("patient-cap", int, "most slices one patient contributes per epoch")
     add("dropout", float, "head dropout")
     add("head-units", int, "hidden units in the head (0: linear head)")
     add("label-smoothing", float, "label smoothing of the cross-entropy")
@@ -235,14 +255,19 @@ def _run_phase(phase: str, model, run_dir: Path, out_dir: Path, fit) -> bool:
     return True
 
 
-def _train_weights(config: TrainConfig) -> dict[int, float]:
-    """Class weights of the train split, which must hold every class."""
-    from tumorlib.class_weights import balanced_class_weights, require_every_class
-    from tumorlib.split_predictions import split_labels
+def _sampling_plan(config: TrainConfig):
+    """What an epoch draws (:mod:`tumorlib.sampling`); the train split must hold every class."""
+    from tumorlib.class_weights import require_every_class
+    from tumorlib.sampling import split_plan
 
-    labels = split_labels("train", config.dataset_config, config.data_dir)
-    require_every_class(labels, "train")
-    return balanced_class_weights(labels)
+    plan = split_plan(
+        config.dataset_config,
+        config.data_dir,
+        archive_share=config.archive_share,
+        patient_cap=config.patient_cap,
+    )
+    require_every_class(plan.labels[plan.probabilities > 0], "train")
+    return plan
 
 
 def _local_model(model, out_dir: Path, config: TrainConfig):
@@ -269,8 +294,11 @@ def train(config: TrainConfig) -> Path:
     strategy = distribute.make_strategy(config.strategy)
     chief = distribute.is_chief(strategy)
     model, run_dir, out_dir, record = _new_run(config, strategy)
-    weights = _train_weights(config)
+    plan = _sampling_plan(config)
+    weights = plan.class_weights()  # balanced over what an epoch draws
+    keep = plan.probabilities if (plan.probabilities < 1).any() else None
     record["class_weights"] = {CLASS_NAMES[i]: w for i, w in weights.items()}
+    record["sampling"] = plan.summary()
     timings: dict[str, float] = {}
 
     set_phase(model, "head")
@@ -282,7 +310,7 @@ def train(config: TrainConfig) -> Path:
             if config.phase1 == "features"
             else phases.train_head_on_images
         )
-        fit_head = lambda: phase_one(model, config, out_dir, weights, strategy, chief)  # noqa: E731
+        fit_head = lambda: phase_one(model, config, out_dir, weights, strategy, chief, keep)  # noqa: E731
         _run_phase("head", model, run_dir, out_dir, fit_head)
     timings["phase1_s"] = time.perf_counter() - t0
 
@@ -290,7 +318,7 @@ def train(config: TrainConfig) -> Path:
     if config.fine_tune_epochs:
         set_phase(model, "fine_tune", config.fine_tune_layers)
         record["layers_phase2"] = trainable_layer_counts(model)
-        fit_all = lambda: phases.fine_tune(model, config, out_dir, weights, strategy)  # noqa: E731
+        fit_all = lambda: phases.fine_tune(model, config, out_dir, weights, strategy, keep)  # noqa: E731
         _run_phase("fine_tune", model, run_dir, out_dir, fit_all)
     timings["phase2_s"] = time.perf_counter() - t0
     phases.merge_histories(out_dir)

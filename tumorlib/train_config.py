@@ -27,9 +27,15 @@ class TrainConfig:
     run_name: str = ""  # empty: mobilenetv2-<UTC timestamp>
     runs_dir: str = "runs"
     data_dir: str | None = None
-    dataset_config: str = "clean"
+    # multi_sequence: SARTAJ clean + the TCGA-LGG archive (CC BY-NC-SA 4.0); "clean" (the
+    # --sartaj-only flag) for users who cannot accept that licence.
+    dataset_config: str = "multi_sequence"
+    # Epoch sampling (tumorlib.sampling): the archive's expected share of an epoch and the most
+    # slices one patient contributes per epoch. No effect on clean.
+    archive_share: float = 0.3
+    patient_cap: int = 16
     image_size: int = 224
-    alpha: float = 0.35
+    alpha: float = 1.0
     weights: str | None = "imagenet"
     dropout: float = 0.2
     head_units: int = 0
@@ -67,8 +73,14 @@ class TrainConfig:
             raise ValueError(
                 f"unknown dataset config {self.dataset_config!r}; expected {', '.join(CONFIGS)}"
             )
-        if self.dataset_config != "clean":
-            raise ValueError("training needs a validation split; use the 'clean' config")
+        if self.dataset_config == "original":
+            raise ValueError(
+                "training needs a validation split; use 'multi_sequence' or 'clean' (SARTAJ only)"
+            )
+        if not 0.0 <= self.archive_share < 1.0:
+            raise ValueError(f"archive_share must be in [0, 1), got {self.archive_share}")
+        if self.patient_cap < 1:
+            raise ValueError(f"patient_cap must be >= 1, got {self.patient_cap}")
         from tumorlib.distribute import STRATEGIES
 
         if self.strategy not in STRATEGIES:

@@ -88,8 +88,11 @@ def one_hot(labels: np.ndarray) -> np.ndarray:
     return np.eye(NUM_CLASSES, dtype=np.float32)[labels]
 
 
-def pipelines(config: TrainConfig, augment_train: bool, strategy=None):
-    """Train and validation image pipelines (validation never augmented), global batches."""
+def pipelines(config: TrainConfig, augment_train: bool, strategy=None, keep=None):
+    """Train and validation image pipelines (validation never augmented), global batches.
+
+    ``keep``: per-example acceptance probabilities of the train split (:mod:`tumorlib.sampling`);
+    each epoch then draws with them."""
     from tumorlib import distribute
     from tumorlib.data import load_split, make_pipeline
 
@@ -101,6 +104,7 @@ def pipelines(config: TrainConfig, augment_train: bool, strategy=None):
         load_split("train", config.dataset_config, config.data_dir),
         training=augment_train,
         acquisition=config.acquisition_augment if augment_train else 0.0,
+        keep=keep,
         **kw,
     )
     val = make_pipeline(
@@ -125,9 +129,18 @@ def _feature_backbone(model, config: TrainConfig):
 
 
 def train_head_on_features(
-    model, config: TrainConfig, run_dir: Path, weights: dict, strategy=None, chief: bool = True
+    model,
+    config: TrainConfig,
+    run_dir: Path,
+    weights: dict,
+    strategy=None,
+    chief: bool = True,
+    keep=None,
 ) -> None:
     """Phase one on cached pooled features; the fitted head is the model's head afterwards.
+
+    ``keep`` (epoch sampling) becomes per-example loss weights (times the class weights): the
+    same objective, in expectation, as drawing epochs with those probabilities.
 
     Under a multi-worker strategy the chief computes the features and the others wait for its
     cache file (computing their own only if it never appears, e.g. without a shared cache dir).
@@ -155,8 +168,14 @@ def train_head_on_features(
     logger.info("Phase 1: head on features (%d train, %d validation)", len(x_train), len(x_val))
     batch = config.batch_size * replicas
     train_in: dict[str, Any] = dict(x=x_train, y=one_hot(y_train), batch_size=batch, shuffle=True)
+    if keep is not None:
+        per_class = np.array([weights[c] for c in range(NUM_CLASSES)], dtype=np.float32)
+        sample_weight = np.asarray(keep, np.float32) * per_class[y_train]
+        train_in["sample_weight"] = sample_weight / sample_weight.mean()
     val_in: Any = (x_val, one_hot(y_val))
     if config.strategy == "multi_worker":  # Keras cannot split NumPy input across workers
+        if keep is not None:
+            raise ValueError("epoch sampling with --strategy multi_worker is not supported yet")
         train_ds = _feature_dataset(x_train, y_train, batch, config.seed)
         val_ds = _feature_dataset(x_val, y_val, batch, None)
         _custom_fit(head, train_ds, val_ds, config, run_dir, "head", weights, strategy)
@@ -165,7 +184,7 @@ def train_head_on_features(
         **train_in,
         validation_data=val_in,
         epochs=config.head_epochs,
-        class_weight=weights,
+        class_weight=None if keep is not None else weights,
         callbacks=callbacks(run_dir, "head", config.head_patience),
         verbose=config.verbose,
     )
@@ -184,20 +203,28 @@ def _feature_dataset(x: np.ndarray, y: np.ndarray, batch: int, seed: int | None)
 
 
 def train_head_on_images(
-    model, config: TrainConfig, run_dir: Path, weights: dict, strategy=None, chief: bool = True
+    model,
+    config: TrainConfig,
+    run_dir: Path,
+    weights: dict,
+    strategy=None,
+    chief: bool = True,
+    keep=None,
 ) -> None:
     """Phase one through the frozen backbone on un-augmented images (``--phase1 images``)."""
-    train_ds, val_ds = pipelines(config, augment_train=False, strategy=strategy)
+    train_ds, val_ds = pipelines(config, augment_train=False, strategy=strategy, keep=keep)
     compile_model(model, config.head_learning_rate, config.label_smoothing, strategy)
     logger.info("Phase 1: head on the frozen backbone (images)")
     _fit_phase(model, train_ds, val_ds, config, run_dir, "head", weights, strategy)
 
 
-def fine_tune(model, config: TrainConfig, run_dir: Path, weights: dict, strategy=None) -> None:
+def fine_tune(
+    model, config: TrainConfig, run_dir: Path, weights: dict, strategy=None, keep=None
+) -> None:
     """Phase two: unfreeze the top backbone layers (already done by the caller), fit on
-    augmented images."""
+    augmented images (drawn with ``keep``'s probabilities each epoch, if given)."""
     compile_model(model, config.fine_tune_learning_rate, config.label_smoothing, strategy)
-    train_ds, val_ds = pipelines(config, augment_train=True, strategy=strategy)
+    train_ds, val_ds = pipelines(config, augment_train=True, strategy=strategy, keep=keep)
     logger.info(
         "Phase 2: fine-tuning the top %d backbone layers (BatchNorm frozen)",
         config.fine_tune_layers,

@@ -241,11 +241,13 @@ class BeamBuild:
             return examples
         plan = self.lgg_plan
         listed = [
-            (s, split, plan["groups"][s.patient]) for s, split in zip(plan["slices"], plan["splits"])
+            (s, split, plan["groups"][s.patient])
+            for s, split in zip(plan["slices"], plan["splits"])
         ]
         lgg_examples = (
             pipeline
-            | "ListLgg" >> beam.Create([listed[i : i + CHUNK] for i in range(0, len(listed), CHUNK)])
+            | "ListLgg"
+            >> beam.Create([listed[i : i + CHUNK] for i in range(0, len(listed), CHUNK)])
             | "SpreadLgg" >> beam.Reshuffle()
             | "ReadLgg" >> beam.FlatMap(read_lgg_chunk, str(self.lgg_source))
         )

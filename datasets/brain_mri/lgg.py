@@ -95,7 +95,9 @@ def list_slices(source: Path) -> list[LggSlice]:
         if row["label"] not in LABELS or row["sequence"] not in SEQUENCES:
             raise ValueError(f"{METADATA_CSV}: unexpected label/sequence in row {row}")
         out.append(
-            LggSlice(row["file"], row["file"], row["label"], SEQUENCES[row["sequence"]], row["group"])
+            LggSlice(
+                row["file"], row["file"], row["label"], SEQUENCES[row["sequence"]], row["group"]
+            )
         )
     return sorted(out, key=lambda s: s.file_name)
 
