@@ -126,7 +126,8 @@ def split_plan(
     from tumorlib.data import load_split
 
     columns = load_split("train", config, data_dir).map(lambda e: (e["label"], e["patient"]))
-    labels, patients = [], []
+    labels: list[np.ndarray] = []
+    patients: list[str] = []
     for label, patient in columns.batch(4096).as_numpy_iterator():
         labels.append(label)
         patients.extend(p.decode() for p in patient)

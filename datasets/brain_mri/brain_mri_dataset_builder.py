@@ -198,7 +198,9 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         groups = dedup.group_duplicates(hashes, np.stack(thumbs))
         assignment, plan_metadata = plan_config(self.builder_config.name, images, hashes, groups)
         metadata: dict = {"source": str(source), "skipped_unreadable": skipped, **plan_metadata}
-        records = [(image, int(group), a) for image, group, a in zip(images, groups, assignment)]
+        records: list[tuple[Any, int, str | None]] = [
+            (image, int(group), a) for image, group, a in zip(images, groups, assignment)
+        ]
         if lgg_source is not None:
             slices = list(lgg.iter_slices(lgg_source))
             lgg_assignment, lgg_metadata = plan_lgg(slices)
