@@ -7,7 +7,7 @@ serving benchmark's stand-in (MobileNetV2 alpha=0.35 at 224 px, random weights: 
 compute; ``bench/serving.py``) into a temporary folder. Images: real JPEGs from ``../shared/data``
 when the archive is there, else generated ones.
 
-Rounds alternate off/on (``serving.backend.InProcessBackend.predict`` on batches, then
+Rounds alternate off/on (``serving.clients.backend.InProcessBackend.predict`` on batches, then
 ``AuditLog.record`` of every answer when on), so drift in the machine's load hits both alike.
 Recording goes to a SQLite file in a temporary folder (or ``--url``); after the timed rounds
 the writer is flushed and the rows are counted: every recorded prediction must be there.
@@ -29,7 +29,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from tumorlib.serving_contract import MODEL_BASE_PATH  # noqa: E402  (after sys.path)
+from tumorlib.contracts.serving_contract import MODEL_BASE_PATH  # noqa: E402  (after sys.path)
 
 TARGET_RATIO = 0.95
 log = logging.getLogger("bench.audit")
@@ -71,8 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     from serving.audit import AuditLog, AuditSettings
-    from serving.backend import InProcessBackend, load_model
-    from serving.versions import find_latest_version
+    from serving.clients.backend import InProcessBackend, load_model
+    from serving.common.versions import find_latest_version
 
     bench = serving_bench()
     images, source = bench.load_images(args.images)

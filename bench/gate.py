@@ -3,7 +3,7 @@
     python bench/gate.py [--run RUN] [--rounds 7] [--seconds 8] [--batch-size 32]
 
 Both serving modules are built in this process from the same Keras model (the graphs TF Serving
-runs: :class:`serving.export_module.ServingModule`), one with the run's ``input_gate.npz`` and
+runs: :class:`serving.export.module.ServingModule`), one with the run's ``input_gate.npz`` and
 ``familiarity.npz``, one without, and called on the same batches of real JPEGs (``../shared``;
 generated ones otherwise) in alternating timed rounds. Without ``--run``, the MobileNetV2-0.35/224
 stand-in of ``bench/serving.py`` (random weights: the same compute) with statistics fitted on its
@@ -27,14 +27,15 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from bench.serving import load_images, stand_in_run  # noqa: E402  (after sys.path)
+from tumorlib.model.loading import load_run_model  # noqa: E402
 
 TARGET_RATIO = 0.9
 
 
 def _stand_in_gates(model, image_size: int):
     """Gate and familiarity statistics fitted on the stand-in's features of random images."""
-    from tumorlib.gate import fit_gate
-    from tumorlib.gate_features import DEFAULT_LAYERS, feature_extractor
+    from tumorlib.safety.gate import fit_gate
+    from tumorlib.safety.gate_features import DEFAULT_LAYERS, feature_extractor
 
     rng = np.random.default_rng(0)
     images = rng.uniform(-1, 1, (96, image_size, image_size, 3)).astype(np.float32)
@@ -46,12 +47,12 @@ def _stand_in_gates(model, image_size: int):
 
 def modules(run_path: Path | None, root: Path):
     """``(plain, gated, description)`` serving modules of one model."""
-    from serving.export_module import ServingModule
-    from serving.export_safety import NO_SAFETY, Safety, load_safety
-    from tumorlib.runs import load_run
+    from serving.export.module import ServingModule
+    from serving.export.safety import NO_SAFETY, Safety, load_safety
+    from tumorlib.contracts.runs import load_run
 
     run = load_run(run_path or stand_in_run(root))
-    model = run.load_model()
+    model = load_run_model(run)
     if run_path is None:
         gate, familiarity = _stand_in_gates(model, run.image_size)
         described = "stand-in MobileNetV2-0.35/224, statistics on random features"

@@ -45,7 +45,7 @@ from bench.local_server import (  # noqa: E402
     random_jpegs,
     start_local_server,
 )
-from tumorlib.serving_contract import MODEL_BASE_PATH  # noqa: E402  (after sys.path)
+from tumorlib.contracts.serving_contract import MODEL_BASE_PATH  # noqa: E402  (after sys.path)
 
 TARGET_RATIO = 0.7
 TARGET_RSS = 1.5
@@ -246,7 +246,7 @@ def soak(base: Path, args: argparse.Namespace) -> dict:
 
 
 def stand_in_or_newest(base: Path, tmp: Path) -> tuple[Path, str]:
-    from serving.versions import find_latest_version
+    from serving.common.versions import find_latest_version
 
     if find_latest_version(base) is not None:
         return base, f"{base} version {find_latest_version(base)}"
@@ -294,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slow-sockets", type=int, default=40)
     parser.add_argument("--bomb-side", type=int, default=10_000, help="bomb PNG side in pixels")
     parser.add_argument("--settle", type=float, default=12.0, help="seconds before counting fds")
-    parser.add_argument("--server-flag", action="append", help="extra serving.local flag")
+    parser.add_argument("--server-flag", action="append", help="extra serving.server.local flag")
     parser.add_argument("--model-base-path", default=str(REPO_ROOT / MODEL_BASE_PATH))
     parser.add_argument("--json", help="also write the results to this JSON file")
     args = parser.parse_args(argv)

@@ -1,8 +1,8 @@
 """Throughput of the training input pipeline vs the stock Keras route, in one process.
 
-Ours: ``tumorlib.data.make_pipeline`` on ``brain_mri/<config>`` train (undecoded TFDS records ->
-decode -> resize -> cache -> shuffle -> seeded graph augmentation -> normalise -> batch ->
-prefetch), timed on warm epochs (the first epoch fills the cache and is not timed).
+Ours: ``tumorlib.data.pipeline.make_pipeline`` on ``brain_mri/<config>`` train (undecoded TFDS
+records -> decode -> resize -> cache -> shuffle -> seeded graph augmentation -> normalise -> batch
+-> prefetch), timed on warm epochs (the first epoch fills the cache and is not timed).
 
 Baseline: the same training images written out as files in the class-folder layout and read
 with ``keras.utils.image_dataset_from_directory`` (aspect kept by padding, like ours) plus Keras
@@ -32,8 +32,9 @@ import keras
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from tumorlib import data, preprocessing
-from tumorlib.classes import CLASS_NAMES, NUM_CLASSES
+from tumorlib.contracts.classes import CLASS_NAMES, NUM_CLASSES
+from tumorlib.data import pipeline as data
+from tumorlib.images import preprocessing
 
 TARGET_RATIO = 3.0
 

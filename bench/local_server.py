@@ -16,10 +16,10 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from tumorlib.serving_contract import MODEL_NAME
+from tumorlib.contracts.serving_contract import MODEL_NAME
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-BATCHING_PARAMETERS = REPO_ROOT / "serving" / "batching_parameters.txt"
+BATCHING_PARAMETERS = REPO_ROOT / "deploy" / "tf_serving" / "batching_parameters.txt"
 PREDICT_PATH = f"/v1/models/{MODEL_NAME}:predict"
 STARTUP_TIMEOUT_S = 180
 
@@ -47,11 +47,11 @@ def free_port() -> int:
 
 
 def start_local_server(base: Path, port: int, extra: Sequence[str] = ()) -> subprocess.Popen:
-    """``serving.local`` with batching on 127.0.0.1:``port``, returned once it answers."""
+    """``serving.server.local`` with batching on 127.0.0.1:``port``, returned once it answers."""
     import requests
 
     process = subprocess.Popen(
-        [sys.executable, "-m", "serving.local", f"--rest_api_port={port}",
+        [sys.executable, "-m", "serving.server.local", f"--rest_api_port={port}",
          f"--model_base_path={base}", "--enable_batching",
          f"--batching_parameters_file={BATCHING_PARAMETERS}", *extra],
         cwd=REPO_ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),

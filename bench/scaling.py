@@ -45,8 +45,8 @@ def replica_rate(replicas: int, image_size: int, per_replica: int, steps: int) -
         )
     import keras
 
-    from tumorlib.model import build_model, set_phase
-    from tumorlib.training_phases import compile_model
+    from tumorlib.model.classifier import build_model, set_phase
+    from tumorlib.training.phases import compile_model
 
     strategy = (
         tf.distribute.MirroredStrategy([d.name for d in tf.config.list_logical_devices("CPU")])

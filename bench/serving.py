@@ -40,7 +40,7 @@ from bench.local_server import (  # noqa: E402
     random_jpegs,
     start_local_server,
 )
-from tumorlib.serving_contract import MODEL_BASE_PATH, MODEL_NAME  # noqa: E402  (after sys.path)
+from tumorlib.contracts.serving_contract import MODEL_BASE_PATH, MODEL_NAME  # noqa: E402  (after sys.path)
 
 ARCHIVE = REPO_ROOT.parent / "shared" / "data" / "brain_tumor_classification_mri.zip"
 TARGET_RATIO = 0.8
@@ -61,12 +61,12 @@ def stand_in_run(root: Path) -> Path:
     """A MobileNetV2-0.35/224 run folder with random weights (same cost as the real model)."""
     import keras
 
-    from tumorlib.classes import NUM_CLASSES
-    from tumorlib.data import DATASET_NAME
-    from tumorlib.runs import CALIBRATION_FILE, CONFIG_FILE, MODEL_FILE, write_json
+    from tumorlib.contracts.classes import NUM_CLASSES
+    from tumorlib.contracts.runs import CALIBRATION_FILE, CONFIG_FILE, MODEL_FILE, write_json
+    from tumorlib.data.pipeline import DATASET_NAME
 
     try:
-        from tumorlib.model import build_model
+        from tumorlib.model.classifier import build_model
 
         model = build_model(image_size=224, alpha=0.35, weights=None)
     except ImportError:
@@ -94,7 +94,7 @@ def stand_in_run(root: Path) -> Path:
 
 def stand_in_export(root: Path) -> Path:
     """Export the stand-in run (:func:`stand_in_run`); returns the model base path."""
-    from serving.export import export_run
+    from serving.export.exporter import export_run
 
     return export_run(stand_in_run(root), root / MODEL_BASE_PATH).parent
 
@@ -109,7 +109,7 @@ def percentiles(latencies: list[float]) -> tuple[float, float]:
 def bench_in_process(
     base: Path, images: list[bytes], duration: float, batch_size: int, latency_seconds: float
 ) -> dict:
-    from serving.inprocess import InProcessModel
+    from serving.clients.inprocess import InProcessModel
 
     model = InProcessModel(base)
     batches = [images[i : i + batch_size] for i in range(0, len(images), batch_size)]
@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     latency_seconds = args.latency_seconds or max(3.0, args.duration / 4)
 
-    from serving.versions import find_latest_version
+    from serving.common.versions import find_latest_version
 
     images, source = load_images(args.images)
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:

@@ -4,21 +4,22 @@
 
 Model: the serving benchmark's stand-in (``bench/serving.py``: MobileNetV2 alpha=0.35 at 224 px,
 random weights, the real model's compute) exported into a temporary folder, or the newest export
-under ``--model-base-path`` when given; loaded once, in-process (``serving.backend.
+under ``--model-base-path`` when given; loaded once, in-process (``serving.clients.backend.
 InProcessBackend``), and shared by both paths.
 
-Input: a synthetic ``--slices``-slice MR series (``tests/study_fixtures.py``: 16-bit
+Input: a synthetic ``--slices``-slice MR series (``tests/fixtures/studies.py``: 16-bit
 ``--size`` x ``--size`` single-frame DICOM files with positions and fake patient tags, shuffled
 instance numbers), in memory.
 
 Each round times both paths once, alternating which goes first, so drift in the machine's load
 hits both alike; the figures are medians over rounds, in slices per second.
 
-- **study path** — counted: :func:`tumorlib.study_io.read_series` with ``decode=False``, as the
+- **study path** — counted: :func:`tumorlib.studies.readers.read_series` with ``decode=False``, as
+the
   CLI, page and PACS client call it (DICOM parsing, the input policy's header checks, ordering by
-  position), and :func:`serving.study.classify_series` (each chunk of slices decoded — windowing,
-  PNG encoding — on a thread pool while the model predicts the chunk before; ``Backend.predict``
-  on each chunk; the aggregation rule).
+  position), and :func:`serving.clients.study.classify_series` (each chunk of slices decoded —
+  windowing, PNG encoding — on a thread pool while the model predicts the chunk before;
+  ``Backend.predict`` on each chunk; the aggregation rule).
 - **baseline** — the same slices already as the PNG bytes the reader produces, in one
   ``Backend.predict`` call (the backend chunks as it always does).
 
@@ -52,15 +53,15 @@ log = logging.getLogger("bench.study")
 
 def synthetic_series(n: int, size: int) -> list[tuple[str, bytes]]:
     """``n`` single-frame DICOM files of one series, instance numbers shuffled."""
-    from tests.study_fixtures import make_dicom_series, phantom
+    from tests.fixtures.studies import make_dicom_series, phantom
 
     return make_dicom_series(phantom(n, size), shuffle_instance_numbers=True)
 
 
 def study_path(files, backend, version) -> tuple[int, float, float]:
     """read_series + classify_series; returns (slices answered, seconds, of which reading)."""
-    from serving.study import classify_series
-    from tumorlib.study_io import read_series
+    from serving.clients.study import classify_series
+    from tumorlib.studies.readers import read_series
 
     start = time.perf_counter()
     series = read_series(files, decode=False)  # as the CLI, page and PACS client read
@@ -86,9 +87,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
-    from serving.backend import InProcessBackend, load_model
-    from serving.versions import find_latest_version
-    from tumorlib.study_io import read_series
+    from serving.clients.backend import InProcessBackend, load_model
+    from serving.common.versions import find_latest_version
+    from tumorlib.studies.readers import read_series
 
     files = synthetic_series(args.slices, args.size)
     images = [s.image for series in read_series(files) for s in series.slices if s.image]

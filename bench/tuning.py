@@ -2,11 +2,13 @@
 
 Both sides run the same KerasTuner ``RandomSearch`` (same seed, so the same hyperparameters in
 the same order, same epochs, same clean/train and clean/validation data, same head from
-``tumorlib.model``); the only difference is the input:
+``tumorlib.model.classifier``); the only difference is the input:
 
-* cached -- pooled MobileNetV2 features computed once (:func:`tumorlib.features.cached_features`)
+* cached -- pooled MobileNetV2 features computed once
+(:func:`tumorlib.training.features.cached_features`)
   and the head trained on them (what ``python -m tuning.search`` does);
-* end to end -- :func:`tumorlib.model.build_model` (phase one: backbone frozen), trained on the
+* end to end -- :func:`tumorlib.model.classifier.build_model` (phase one: backbone frozen), trained
+on the
   image pipeline, so the backbone runs over every image in every epoch of every trial.
 
 The one-off cost of filling the feature cache is timed too (in a fresh cache folder) and shown
@@ -67,7 +69,7 @@ def image_hypermodel(args: argparse.Namespace, class_weight: dict[int, float]):
     """The same search space and compile, on ``build_model`` with the backbone frozen."""
     import keras_tuner
 
-    from tumorlib.model import build_model
+    from tumorlib.model.classifier import build_model
     from tuning.hypermodel import compile_for_search, declare_search_space
 
     class ImageHyperModel(keras_tuner.HyperModel):
@@ -97,8 +99,8 @@ def timed_search(tuner, *fit_args, epochs: int, **fit_kwargs) -> float:
 
 def fill_feature_cache(args: argparse.Namespace, cache_dir: Path) -> tuple[dict, float]:
     """Pooled features and one-hot labels of train and validation, in a fresh cache; seconds."""
-    from tumorlib.classes import NUM_CLASSES
-    from tumorlib.features import cached_features
+    from tumorlib.contracts.classes import NUM_CLASSES
+    from tumorlib.training.features import cached_features
 
     started = time.perf_counter()
     feats = {}
@@ -124,7 +126,7 @@ def time_image_search(
     args: argparse.Namespace, class_weight: dict[int, float], work: Path
 ) -> tuple[float, float]:
     """End to end on images (backbone in every epoch of every trial): decode s, search s."""
-    from tumorlib import data as tdata
+    from tumorlib.data import pipeline as tdata
     from tuning.tuners import make_tuner
 
     def pipeline(split: str):
@@ -188,8 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import keras
 
-    from tumorlib.class_weights import balanced_class_weights
-    from tumorlib.runs import write_json
+    from tumorlib.contracts.runs import write_json
+    from tumorlib.training.class_weights import balanced_class_weights
     from tuning.hypermodel import HeadHyperModel
     from tuning.tuners import make_tuner
 

@@ -1,11 +1,13 @@
-"""Deployment: export a trained run as a TF Serving SavedModel and serve it over REST.
+"""Deployment: export a trained run for TF Serving, serve it, ask it, and keep the record.
 
-- :mod:`serving.export` writes ``models/brain_mri/<version>/`` (TF Serving's layout; the
-  names and defaults are :mod:`tumorlib.serving_contract`'s).
-- :mod:`serving.client` talks to TensorFlow Serving's REST API (or the local stand-in).
-- :mod:`serving.inprocess` runs the same SavedModel in this process, behind the same interface.
-- :mod:`serving.local` is a local REST server speaking TF Serving's API, for machines without
-  the ``tensorflow_model_server`` binary.
+One folder per job; a folder imports only the folders below it (import-linter keeps it so):
 
-Nothing here imports TensorFlow at package import time, so ``serving.client`` stays light.
+    pacs | audit               the PACS round trip and its DICOM objects | the audit record
+    clients | server | export  ask a model (REST or in-process) | a local TF Serving stand-in |
+                               a run -> a SavedModel
+    common                     version folders on disk, TF error words
+
+``python -m serving.local`` and ``python -m serving.export`` are the two commands. Nothing here
+imports TensorFlow at package import time, so ``serving.clients.rest`` stays light. Deployment
+manifests (compose, Kubernetes, TF Serving configs) live in ``deploy/``.
 """

@@ -6,7 +6,7 @@ version, and that this is a decision-support tool. When the model says so, the c
 "uncertain — refer to a radiologist" (confidence below the validation-chosen threshold) or "this
 does not look like a brain MRI slice" (the input gate). On request, a Grad-CAM overlay shows the
 regions that drove the prediction. The page only validates uploads and shows answers: the model
-(over TF Serving REST or in-process, see :mod:`serving.backend`) does all preprocessing.
+(over TF Serving REST or in-process, see :mod:`serving.clients.backend`) does all preprocessing.
 
 Every failure is shown with ``st.error`` in words; the page never lets an exception escape to a
 stack trace (``client.showErrorDetails = "none"`` in the ``.streamlit/config.toml`` beside this
@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import streamlit as st
 
-from serving.backend import Backend, BackendError, Health, SafetyInfo
-from serving.prediction import NOT_BRAIN_MRI, UNCERTAIN, Prediction
+from serving.clients.backend import Backend, BackendError, Health, SafetyInfo
+from serving.clients.prediction import NOT_BRAIN_MRI, UNCERTAIN, Prediction
 from streamlit_app import backend as backends
 from streamlit_app import feedback, gradcam_view, performance_view, study_pacs, study_view
 from streamlit_app.results import (
@@ -32,13 +32,13 @@ from streamlit_app.results import (
     show_results_table,
 )
 from streamlit_app.validation import ValidatedImage, prepare_upload
-from tumorlib.input_policy import MAX_IMAGE_BYTES, MAX_PIXELS, InputRejected
-from tumorlib.serving_contract import (
+from tumorlib.contracts.serving_contract import (
     DISCLAIMER,
     NOT_BRAIN_MRI_MESSAGE,
     UNCERTAIN_MESSAGE,
     UNFAMILIAR_MESSAGE,
 )
+from tumorlib.inputs.policy import MAX_IMAGE_BYTES, MAX_PIXELS, InputRejected
 
 # The contract's one-line disclaimer (the batch CLI prints the same words), then why.
 DISCLAIMER_TEXT = (

@@ -1,8 +1,8 @@
-"""The page's side of :mod:`serving.backend`: where its settings come from, and caching.
+"""The page's side of :mod:`serving.clients.backend`: where its settings come from, and caching.
 
 Which model answers (TF Serving over REST, or the newest export in-process), chunking and failure
-isolation live in :mod:`serving.backend`, shared with the batch CLI; this module only resolves the
-page's settings and keeps clients and loaded models alive across reruns with
+isolation live in :mod:`serving.clients.backend`, shared with the batch CLI; this module only
+resolves the page's settings and keeps clients and loaded models alive across reruns with
 ``st.cache_resource``.
 
 Which servers the page may talk to is configuration, never user input: ``serving_urls = [...]``
@@ -24,16 +24,16 @@ from urllib.parse import urlparse
 
 import streamlit as st
 
-from serving.backend import (
+from serving.clients.backend import (
     DEFAULT_TIMEOUT_S,
     HOW_TO_EXPORT,
     Backend,
     BackendError,
     Settings,
 )
-from serving.backend import make_backend as make_serving_backend
-from serving.client import TFServingClient
-from tumorlib.serving_contract import MODEL_BASE_PATH, MODEL_NAME
+from serving.clients.backend import make_backend as make_serving_backend
+from serving.clients.rest import TFServingClient
+from tumorlib.contracts.serving_contract import MODEL_BASE_PATH, MODEL_NAME
 
 ENV_URL = "TUMORLIB_SERVING_URL"
 ENV_URLS = "TUMORLIB_SERVING_URLS"
@@ -158,7 +158,7 @@ def _rest_client(url: str, model_name: str, timeout_s: float) -> TFServingClient
 
 @st.cache_resource(show_spinner="Loading the model...", max_entries=2)
 def _inprocess_model(model_base_path: str, version: int) -> Any:
-    from serving.backend import load_model
+    from serving.clients.backend import load_model
 
     return load_model(model_base_path, version)
 

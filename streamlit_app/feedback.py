@@ -19,8 +19,8 @@ from typing import Any
 import streamlit as st
 
 from serving.audit import AuditLog, AuditSettings, Input, backend_name, resolve
-from serving.prediction import NOT_BRAIN_MRI
-from tumorlib.classes import CLASS_NAMES, DISPLAY_NAMES
+from serving.clients.prediction import NOT_BRAIN_MRI
+from tumorlib.contracts.classes import CLASS_NAMES, DISPLAY_NAMES
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ def current_user(secrets: Mapping[str, Any]) -> str | None:
 
 def _sop_uid(upload: bytes) -> str | None:
     """The SOP Instance UID of a DICOM upload, and no other tag; None for other files."""
-    from tumorlib.dicom_io import is_dicom
+    from tumorlib.inputs.dicom import is_dicom
 
     if not is_dicom(upload):
         return None

@@ -1,10 +1,11 @@
 """Grad-CAM on the page: "Show regions that drove the prediction".
 
-The heatmap comes from the served model's ``explain`` signature (:mod:`tumorlib.gradcam` inside
-the SavedModel), at the model's input resolution and aligned with the slice as the model saw it:
-resized with its aspect kept and black padding. :func:`tumorlib.gradcam_overlay.overlay_image`
-draws it on that same image (the DICOM Secondary Captures use the same function); it imports
-TensorFlow only when a user asks for a heatmap.
+The heatmap comes from the served model's ``explain`` signature (:mod:`tumorlib.model.gradcam`
+inside the SavedModel), at the model's input resolution and aligned with the slice as the model saw
+it: resized with its aspect kept and black padding.
+:func:`tumorlib.model.gradcam_overlay.overlay_image` draws it on that same image (the DICOM
+Secondary Captures use the same function); it imports TensorFlow only when a user asks for a
+heatmap.
 
 Heatmaps are kept in the session's memory (never on disk), keyed by a hash of the image, the
 backend and the model version, so moving the opacity slider does not recompute the gradient.
@@ -16,10 +17,10 @@ import hashlib
 
 import streamlit as st
 
-from serving.backend import Backend
-from serving.prediction import Explanation
-from tumorlib.classes import DISPLAY_NAMES
-from tumorlib.gradcam_overlay import overlay_image
+from serving.clients.backend import Backend
+from serving.clients.prediction import Explanation
+from tumorlib.contracts.classes import DISPLAY_NAMES
+from tumorlib.model.gradcam_overlay import overlay_image
 
 CACHE_KEY = "gradcam_heatmaps"
 MAX_CACHED = 32  # heatmaps per session; 384 x 384 float32 (the shipped model) is 590 KB each

@@ -19,7 +19,7 @@ from serving.audit.drift import drift_report, flagged
 from serving.audit.performance import performance_by_version, reliability_png_bytes
 from serving.audit.queries import model_references, predictions_frame
 from streamlit_app.feedback import audit_log
-from tumorlib.classes import CLASS_NAMES, DISPLAY_NAMES
+from tumorlib.contracts.classes import CLASS_NAMES, DISPLAY_NAMES
 
 TOGGLE_KEY = "show_performance"
 

@@ -1,9 +1,9 @@
 """Per-file results: the probability chart, the batch table and its CSV download.
 
-Class names and their order come from ``tumorlib.classes`` only; people see ``DISPLAY_NAMES``.
-The safety verdicts come from the model (``abstain``, ``in_distribution``): an image the input
-gate refused gets no class and no probabilities, an uncertain one no class either — its
-probabilities stay visible, because they are what "uncertain" means.
+Class names and their order come from ``tumorlib.contracts.classes`` only; people see
+``DISPLAY_NAMES``. The safety verdicts come from the model (``abstain``, ``in_distribution``): an
+image the input gate refused gets no class and no probabilities, an uncertain one no class either —
+its probabilities stay visible, because they are what "uncertain" means.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from serving.prediction import CLASSIFIED, NOT_BRAIN_MRI, UNCERTAIN, Prediction
-from tumorlib.classes import CLASS_NAMES, DISPLAY_NAMES
-from tumorlib.serving_contract import NOT_BRAIN_MRI_MESSAGE, UNCERTAIN_MESSAGE
+from serving.clients.prediction import CLASSIFIED, NOT_BRAIN_MRI, UNCERTAIN, Prediction
+from tumorlib.contracts.classes import CLASS_NAMES, DISPLAY_NAMES
+from tumorlib.contracts.serving_contract import NOT_BRAIN_MRI_MESSAGE, UNCERTAIN_MESSAGE
 
 CSV_FILE_NAME = "tumorlib_predictions.csv"
 # Spreadsheet programs execute cells starting with these; a file name must stay a file name.

@@ -3,12 +3,13 @@
 Shown only when an operator configured a DICOMweb URL (``pacs_url`` in ``.streamlit/secrets.toml``
 or ``$TUMORLIB_PACS_URL``): like the model servers, the page never contacts a URL typed into it.
 Credentials come from ``pacs_user``/``pacs_password`` in secrets or ``$TUMORLIB_PACS_USER``/
-``$TUMORLIB_PACS_PASSWORD`` (:class:`serving.pacs.Pacs`).
+``$TUMORLIB_PACS_PASSWORD`` (:class:`serving.pacs.dicomweb.Pacs`).
 
 Studies are listed without patient attributes (description, modalities, series count, Study
-Instance UID: the study date is an identifying field here, as in :mod:`tumorlib.dicom_io`). The
-chosen series is retrieved into the session's memory (:meth:`serving.pacs.Pacs.retrieve_series`,
-within the input policy's study limits) and shown by the study view exactly as an upload would be.
+Instance UID: the study date is an identifying field here, as in :mod:`tumorlib.inputs.dicom`). The
+chosen series is retrieved into the session's memory
+(:meth:`serving.pacs.dicomweb.Pacs.retrieve_series`, within the input policy's study limits) and
+shown by the study view exactly as an upload would be.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 
 import streamlit as st
 
-from serving.pacs import IMAGE_MODALITY, Pacs, PacsError, SeriesSummary, StudySummary
+from serving.pacs.dicomweb import IMAGE_MODALITY, Pacs, PacsError, SeriesSummary, StudySummary
 
 ENV_PACS_URL = "TUMORLIB_PACS_URL"
 SECRET_PACS_URL = "pacs_url"

@@ -1,8 +1,8 @@
 """What the study view hands back: the patient tags on request, and DICOM results to download.
 
 Patient tags are read from the series' in-memory headers only when the user turns "Show patient
-tags" on (:func:`tumorlib.dicom_io.patient_info` with ``reveal=True`` — the deliberate act). The
-DICOM SR and Grad-CAM Secondary Captures come from :mod:`serving.dicom_results`; the zip is built
+tags" on (:func:`tumorlib.inputs.dicom.patient_info` with ``reveal=True`` — the deliberate act). The
+DICOM SR and Grad-CAM Secondary Captures come from :mod:`serving.pacs.results`; the zip is built
 in memory when the user clicks the button (Streamlit's deferred download), never on disk.
 """
 
@@ -14,10 +14,10 @@ import zipfile
 
 import streamlit as st
 
-from serving.backend import Backend
-from serving.dicom_results import study_result_datasets, to_bytes
-from tumorlib.dicom_io import patient_info
-from tumorlib.study import Series, StudyResult
+from serving.clients.backend import Backend
+from serving.pacs.results import study_result_datasets, to_bytes
+from tumorlib.inputs.dicom import patient_info
+from tumorlib.studies.study import Series, StudyResult
 
 log = logging.getLogger(__name__)
 

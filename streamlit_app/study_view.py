@@ -5,10 +5,11 @@ the study — the aggregation rule's verdict, in words, with its reason — and 
 it: counts per outcome, the reader's warnings, the key slices first in a strip of thumbnails, and
 a slider through the volume with the chosen slice's Grad-CAM overlay (:mod:`gradcam_view`).
 
-Reading is :func:`tumorlib.study_io.read_series`, classification :func:`serving.study.
-classify_series` through the page's one :class:`serving.backend.Backend`; this module only routes
-uploads and shows results. Single JPEG/PNG/DICOM slices, and any upload mixing images with other
-files, keep the per-file view in ``app.py``.
+Reading is :func:`tumorlib.studies.readers.read_series`, classification
+:func:`serving.clients.study. classify_series` through the page's one
+:class:`serving.clients.backend.Backend`; this module only routes uploads and shows results. Single
+JPEG/PNG/DICOM slices, and any upload mixing images with other files, keep the per-file view in
+``app.py``.
 
 Everything stays in the session's memory: the series and its results are cached there (keyed by
 a hash of the uploads, the backend and the version) so moving a slider does not classify the
@@ -25,19 +26,20 @@ from collections.abc import Sequence
 
 import streamlit as st
 
-from serving.backend import Backend, BackendError
-from serving.study import classify_series
+from serving.clients.backend import Backend, BackendError
+from serving.clients.study import classify_series
 from streamlit_app import gradcam_view, study_results
 from streamlit_app.results import display_name
-from tumorlib.classes import CLASS_NAMES
-from tumorlib.dicom_io import DICOM_SUFFIXES, is_dicom, silence_pydicom_logging
-from tumorlib.serving_contract import (
+from tumorlib.contracts.classes import CLASS_NAMES
+from tumorlib.contracts.serving_contract import (
     DISCLAIMER,
     NOT_BRAIN_MRI_MESSAGE,
     UNCERTAIN_MESSAGE,
     UNFAMILIAR_MESSAGE,
 )
-from tumorlib.study import (
+from tumorlib.inputs.dicom import DICOM_SUFFIXES, is_dicom, silence_pydicom_logging
+from tumorlib.studies.readers import StudyError, read_series
+from tumorlib.studies.study import (
     SLICE_CLASSIFIED,
     SLICE_FAILED,
     SLICE_NOT_BRAIN_MRI,
@@ -46,8 +48,7 @@ from tumorlib.study import (
     SliceOutcome,
     StudyResult,
 )
-from tumorlib.study_io import StudyError, read_series
-from tumorlib.study_verdict import NO_TUMOR
+from tumorlib.studies.verdict import NO_TUMOR
 
 ARCHIVE_SUFFIXES = (".zip",)
 NIFTI_SUFFIXES = (".nii", ".nii.gz")

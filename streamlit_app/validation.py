@@ -1,7 +1,7 @@
 """The page's upload checks: the library's input policy, then what only decoding can show.
 
 What is accepted, the limits and the words of every refusal belong to
-:mod:`tumorlib.input_policy` (the batch CLI and the served graph refuse the same files with the
+:mod:`tumorlib.inputs.policy` (the batch CLI and the served graph refuse the same files with the
 same words); it checks the header before any pixel is decoded. The page then decodes with Pillow
 because a decoder is lenient in ways that hurt here: a truncated JPEG decodes with a grey bottom
 half and a transparent pixel loses what was behind it, while the model would still return
@@ -12,8 +12,8 @@ Pillow is used only to *inspect* the upload; preprocessing itself stays in the S
 Nothing is written to disk or logged: the bytes live in memory for this check only.
 
 DICOM files (:func:`prepare_upload`) are checked from their header and converted in memory by
-:mod:`tumorlib.dicom_io` (modality rescale, stored or percentile window, MONOCHROME1 inverted) to
-an 8-bit PNG, which then goes to the model like any upload. Only technical fields (modality,
+:mod:`tumorlib.inputs.dicom` (modality rescale, stored or percentile window, MONOCHROME1 inverted)
+to an 8-bit PNG, which then goes to the model like any upload. Only technical fields (modality,
 window, frame count) are reported; patient-identifying header fields are never read out, shown or
 logged.
 """
@@ -26,8 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageFile
 
-from tumorlib.dicom_io import DICOM_SUFFIXES, DicomError, check_header, is_dicom, read_dicom
-from tumorlib.input_policy import (
+from tumorlib.inputs.dicom import DICOM_SUFFIXES, DicomError, check_header, is_dicom, read_dicom
+from tumorlib.inputs.policy import (
     DICOM_MALFORMED,
     DICOM_UNUSABLE,
     MAX_IMAGE_BYTES,
@@ -97,7 +97,7 @@ def validate_dicom(
 
     Its header is checked against the policy before pixel data is touched. Messages name the
     problem (transfer syntax, missing pixels), never header values; pydicom's warnings and log
-    records, which may quote a malformed value, are silenced by :mod:`tumorlib.dicom_io`.
+    records, which may quote a malformed value, are silenced by :mod:`tumorlib.inputs.dicom`.
     """
     check_size(len(data), max_bytes=max_bytes)
     image = _read_dicom(data, max_pixels)

@@ -1,5 +1,5 @@
 """Fixtures shared across test modules, built once per session (export and server start-up cost
-tens of seconds on two cores). The builders themselves live in ``tests/serving_fixtures.py``."""
+tens of seconds on two cores). The builders themselves live in ``tests/fixtures/serving.py``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.serving_fixtures import ServingStack, make_fixture_run
+from tests.fixtures.serving import ServingStack, make_fixture_run
 
 
 @pytest.fixture(scope="session")
@@ -22,7 +22,7 @@ def serving_stack() -> Iterator[ServingStack]:
 @pytest.fixture(scope="session")
 def fixture_export(tmp_path_factory) -> Path:
     """A model base path holding one export of the fixture run (no abstention, no gate)."""
-    from serving.export import export_run
+    from serving.export.exporter import export_run
 
     root = tmp_path_factory.mktemp("export")
     run = make_fixture_run(root / "runs" / "fx")
@@ -34,7 +34,7 @@ def fixture_export(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def plain_export(tmp_path_factory) -> Path:
     """A model base path holding one export of a model without backbone/head (no Grad-CAM)."""
-    from serving.export import export_run
+    from serving.export.exporter import export_run
 
     root = tmp_path_factory.mktemp("plain-export")
     base = root / "models" / "brain_mri"
@@ -47,7 +47,7 @@ def _audit_in_tmp(monkeypatch, tmp_path_factory) -> None:
     """Every test's audit records go to a temporary SQLite file, never the user's data dir.
 
     The page and ``tumorlib predict`` record each answer (docs/audit.md); tests that check the
-    records set their own path (tests/audit_fixtures.py ``audit_env``).
+    records set their own path (tests/fixtures/audit.py ``audit_env``).
     """
     folder = tmp_path_factory.mktemp("audit")
     monkeypatch.setenv("TUMORLIB_AUDIT_URL", f"sqlite:///{folder / 'audit.sqlite'}")

@@ -14,21 +14,24 @@ import sys
 from collections.abc import Sequence
 
 from tumorlib import __version__
-from tumorlib.cli import EXIT_OK
+from tumorlib.contracts.cli import EXIT_OK
 
 # command: (module whose main(argv) runs it, one line for `tumorlib --help`)
 COMMANDS: dict[str, tuple[str, str]] = {
     "main": ("tumorlib_cli.main_job", "the main job: build, train, evaluate, safety, export, page"),
     "build": ("tumorlib_cli.build", "build both configs of the brain_mri dataset"),
-    "train": ("tumorlib.train", "train a classifier into a run folder"),
-    "ensemble": ("tumorlib.ensemble", "combine finished runs into one ensemble run"),
-    "evaluate": ("tumorlib.evaluate", "evaluate a run on a split (metrics, plots, summary)"),
-    "abstention": ("tumorlib.abstention", "choose the abstention threshold of a run"),
-    "gate": ("tumorlib.input_gate", "fit and evaluate the input gate of a run"),
-    "card": ("tumorlib.model_card", "write a run's model card (Markdown and HTML)"),
+    "train": ("tumorlib.training.train", "train a classifier into a run folder"),
+    "ensemble": ("tumorlib.training.ensemble_run", "combine finished runs into one ensemble run"),
+    "evaluate": (
+        "tumorlib.evaluation.evaluate",
+        "evaluate a run on a split (metrics, plots, summary)",
+    ),
+    "abstention": ("tumorlib.safety.abstention", "choose the abstention threshold of a run"),
+    "gate": ("tumorlib.safety.input_gate", "fit and evaluate the input gate of a run"),
+    "card": ("tumorlib.evaluation.model_card", "write a run's model card (Markdown and HTML)"),
     "tune": ("tuning.search", "search the head's hyperparameters with KerasTuner"),
-    "export": ("serving.export", "export a run as a TF Serving SavedModel version"),
-    "serve": ("serving.local", "serve exported models over TF Serving's REST API"),
+    "export": ("serving.export.exporter", "export a run as a TF Serving SavedModel version"),
+    "serve": ("serving.server.local", "serve exported models over TF Serving's REST API"),
     "predict": ("tumorlib_cli.predict", "classify files or folders into a CSV"),
     "app": ("tumorlib_cli.page", "start the upload page (http://127.0.0.1:8502)"),
     "audit": ("tumorlib_cli.audit", "audit records: migrate, performance, drift, export, purge"),

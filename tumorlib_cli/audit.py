@@ -18,7 +18,7 @@ from typing import Any
 
 from serving.audit import AuditLog, Input, resolve
 from serving.audit.store import AuditStore
-from tumorlib.cli import CommandError, run_command
+from tumorlib.contracts.cli import CommandError, run_command
 
 log = logging.getLogger(__name__)
 FLUSH_TIMEOUT_S = 10.0
@@ -52,7 +52,7 @@ def _sop_uid(path: str) -> str | None:
 
 def batch_inputs(items: list[Any], predictions: list[Any], *, sop_uid: bool) -> list[tuple]:
     """(prediction, Input) for each answered item; DICOM inputs hashed as the file on disk."""
-    from tumorlib_cli.predict import DICOM_SUFFIXES
+    from tumorlib.inputs.dicom import DICOM_SUFFIXES
 
     files: dict[str, bytes] = {}
     answered = []

@@ -18,7 +18,7 @@ from serving.audit.exports import export_dataset, export_records
 from serving.audit.performance import performance_by_version, reliability_png
 from serving.audit.queries import model_references, predictions_frame
 from serving.audit.store import AuditStore
-from tumorlib.classes import CLASS_NAMES
+from tumorlib.contracts.classes import CLASS_NAMES
 
 
 def figure(value: dict[str, Any]) -> str:

@@ -12,8 +12,8 @@ import os
 import sys
 from pathlib import Path
 
-from tumorlib.cli import run_command
-from tumorlib.shared_data import ENV_SHARED, shared_data_dir
+from tumorlib.contracts.cli import run_command
+from tumorlib.data.shared import ENV_SHARED, shared_data_dir
 
 
 def default_manual_dir() -> Path | None:
@@ -24,7 +24,7 @@ def default_manual_dir() -> Path | None:
 def build_dataset(manual_dir: str | os.PathLike | None, data_dir_: str | os.PathLike) -> None:
     """Build both configs (a built config is reused) and print their statistics."""
     from brain_mri.report import format_report
-    from tumorlib.data import CONFIGS, build
+    from tumorlib.data.pipeline import CONFIGS, build
 
     if manual_dir is None:
         manual_dir = default_manual_dir()
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body() -> None:
-        from tumorlib.data import data_dir
+        from tumorlib.data.pipeline import data_dir
 
         build_dataset(args.manual_dir, data_dir(args.data_dir))
 

@@ -26,8 +26,8 @@ from importlib import resources
 from pathlib import Path
 from typing import NoReturn
 
-from tumorlib.cli import EXPECTED_ERRORS, CommandError, run_command
-from tumorlib.serving_contract import MODEL_BASE_PATH, MODEL_NAME
+from tumorlib.contracts.cli import EXPECTED_ERRORS, CommandError, run_command
+from tumorlib.contracts.serving_contract import MODEL_BASE_PATH, MODEL_NAME
 from tumorlib_cli import page
 from tumorlib_cli.build import add_dataset_arguments, build_dataset
 
@@ -35,7 +35,7 @@ from tumorlib_cli.build import add_dataset_arguments, build_dataset
 # package data; the main job trains with it unless told otherwise.
 DEFAULT_HPARAMS = resources.files("tuning") / "best_hparams.json"
 # The shipped recipe: one member per input size (same head hyperparameters and seed), averaged
-# with flip TTA by tumorlib.ensemble. Chosen on clean/validation (docs/training.md).
+# with flip TTA by tumorlib.training.ensemble_run. Chosen on clean/validation (docs/training.md).
 DEFAULT_MEMBER_SIZES = (320, 384)
 # The second stage of each member (docs/training.md, "Acquisition stage"): continue fine-tuning
 # from the member's own weights with acquisition changes in half of the augmented slices — other
@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--hparams",
         default=None,
         help="head hyperparameters JSON for training (default: the shipped search result, "
-        "tuning/best_hparams.json; 'none': tumorlib.train's untuned defaults)",
+        "tuning/best_hparams.json; 'none': tumorlib.training.train's untuned defaults)",
     )
     parser.add_argument(
         "--no-acquisition-stage",
@@ -128,7 +128,7 @@ def failing_as(what: str) -> Iterator[None]:
 
 def train_config(size: int, run_name: str, data_dir_: str, hparams: str | None):
     """The :class:`TrainConfig` of one member: shipped (or given, or no) hyperparameters."""
-    from tumorlib.train_config import TrainConfig, hparams_to_config, load_hparams
+    from tumorlib.training.train_config import TrainConfig, hparams_to_config, load_hparams
 
     values: dict = {"data_dir": data_dir_, "image_size": size, "run_name": run_name}
     if hparams is None or hparams.lower() != "none":
@@ -142,7 +142,8 @@ def train_config(size: int, run_name: str, data_dir_: str, hparams: str | None):
 
 def train_recipe(args: argparse.Namespace, data_dir_: str) -> Path:
     """Train one member per size; with several sizes, combine them into an ensemble run."""
-    from tumorlib import ensemble, train
+    from tumorlib.training import ensemble_run as ensemble
+    from tumorlib.training import train
 
     name = args.run_name or "shipped-" + datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     sizes = args.member_sizes
@@ -174,8 +175,8 @@ def train_recipe(args: argparse.Namespace, data_dir_: str) -> Path:
 
 def evaluation_steps(run_dir: Path, data_dir_: str) -> None:
     """Test-split metrics on both configs (the original one shows the leakage it has)."""
-    from tumorlib import evaluate
-    from tumorlib.data import CONFIGS
+    from tumorlib.data.pipeline import CONFIGS
+    from tumorlib.evaluation import evaluate
 
     for config in CONFIGS:
         step(f"3/6 evaluation on {config}/test")
@@ -189,12 +190,14 @@ def safety_steps(run_dir: Path, data_dir_: str) -> None:
     Each writes into the run folder; a failure stops the job before the export, so no model
     reaches the page without the checks the operator asked for.
     """
-    from tumorlib import abstention, input_gate, model_card, pseudo_studies
-    from tumorlib.runs import PSEUDO_STUDIES_DIR, SAFETY_DIR
+    from tumorlib.contracts.runs import PSEUDO_STUDIES_DIR, SAFETY_DIR
+    from tumorlib.evaluation import model_card
+    from tumorlib.safety import abstention_report, input_gate
+    from tumorlib.studies import pseudo_study_report
 
     step("4/6 abstention threshold (chosen on clean/validation, checked on clean/test)")
     with failing_as("abstention"):
-        report = abstention.run_abstention(run_dir, data_dir_=data_dir_)
+        report = abstention_report.run_abstention(run_dir, data_dir_=data_dir_)
     chosen, test = report["chosen_on_validation"], report["test"]
     print(
         f"threshold {chosen['threshold']:.4f} (validation coverage {chosen['coverage']:.3f}); "
@@ -202,8 +205,10 @@ def safety_steps(run_dir: Path, data_dir_: str) -> None:
     )
     step("4/6 study rule (chosen on clean/validation pseudo-studies, checked on clean/test)")
     with failing_as("study rule"):
-        studies = pseudo_studies.evaluate_run(run_dir, run_dir / SAFETY_DIR / PSEUDO_STUDIES_DIR)
-    print("\n".join(pseudo_studies.summary_lines(studies)))
+        studies = pseudo_study_report.evaluate_run(
+            run_dir, run_dir / SAFETY_DIR / PSEUDO_STUDIES_DIR
+        )
+    print("\n".join(pseudo_study_report.summary_lines(studies)))
     step("4/6 input gate (brain-MRI check and familiarity; clean/train, thresholds on validation)")
     with failing_as("input gate"):
         input_gate.run_gate(run_dir, data_dir_=data_dir_)
@@ -214,7 +219,7 @@ def safety_steps(run_dir: Path, data_dir_: str) -> None:
 
 
 def export_step(run_dir: Path, model_base_path: str) -> Path:
-    from serving import export
+    from serving.export import exporter as export
 
     step("5/6 export")
     with failing_as("export"):
@@ -241,7 +246,7 @@ def open_page(model_base_path: str, port: int) -> NoReturn:
 
 def run_job(args: argparse.Namespace) -> int:
     """Every step in order, stopping after ``--stop-after``."""
-    from tumorlib.data import data_dir
+    from tumorlib.data.pipeline import data_dir
 
     data_dir_ = str(data_dir(args.data_dir))
     step(f"1/6 dataset -> {data_dir_}")

@@ -16,11 +16,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from serving.backend import DEFAULT_TIMEOUT_S, BackendError, Settings, make_backend
-from serving.pacs import (
+from serving.clients.backend import DEFAULT_TIMEOUT_S, BackendError, Settings, make_backend
+from serving.pacs.dicomweb import (
     DEFAULT_TIMEOUT_S as PACS_TIMEOUT_S,
 )
-from serving.pacs import (
+from serving.pacs.dicomweb import (
     PASSWORD_ENV,
     USER_ENV,
     Pacs,
@@ -28,10 +28,15 @@ from serving.pacs import (
     SeriesReport,
     classify_study,
 )
-from tumorlib.classes import DISPLAY_NAMES
-from tumorlib.cli import CommandError, run_command
-from tumorlib.serving_contract import DISCLAIMER, MODEL_BASE_PATH, MODEL_NAME, UNCERTAIN_MESSAGE
-from tumorlib.study import STUDY_UNCERTAIN
+from tumorlib.contracts.classes import DISPLAY_NAMES
+from tumorlib.contracts.cli import CommandError, run_command
+from tumorlib.contracts.serving_contract import (
+    DISCLAIMER,
+    MODEL_BASE_PATH,
+    MODEL_NAME,
+    UNCERTAIN_MESSAGE,
+)
+from tumorlib.studies.study import STUDY_UNCERTAIN
 
 
 def build_parser() -> argparse.ArgumentParser:

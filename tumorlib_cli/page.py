@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from tumorlib.cli import CommandError, run_command
+from tumorlib.contracts.cli import CommandError, run_command
 
 PAGE_PACKAGE = "streamlit_app"
 PAGE_SCRIPT = "app.py"

@@ -2,9 +2,9 @@
 
 Why: a radiology team evaluating the tool wants to run a folder of exported slices, not upload
 them one by one. Files and folders (searched recursively) of JPEG, PNG and DICOM go through the
-page's own backends (:mod:`serving.backend`) — the newest export in this process (the default) or
-TF Serving over REST (``--serving-url``) — chunked the same way and with a bad file isolated the
-same way, so a CSV from here and an answer on the page agree.
+page's own backends (:mod:`serving.clients.backend`) — the newest export in this process (the
+default) or TF Serving over REST (``--serving-url``) — chunked the same way and with a bad file
+isolated the same way, so a CSV from here and an answer on the page agree.
 
 Each row: the file (and DICOM frame), the four temperature-scaled probabilities, the class, the
 confidence, ``abstain`` (confidence below the validation-chosen threshold: "uncertain — refer to a
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from serving.backend import (
+from serving.clients.backend import (
     DEFAULT_TIMEOUT_S,
     MAX_CHUNK_IMAGES,
     Backend,
@@ -31,10 +31,17 @@ from serving.backend import (
     Settings,
     make_backend,
 )
-from serving.prediction import Prediction
-from tumorlib.classes import CLASS_NAMES, DISPLAY_NAMES
-from tumorlib.cli import EXIT_FAILURE, CommandError, run_command
-from tumorlib.input_policy import (
+from serving.clients.prediction import Prediction
+from tumorlib.contracts.classes import CLASS_NAMES, DISPLAY_NAMES
+from tumorlib.contracts.cli import EXIT_FAILURE, CommandError, run_command
+from tumorlib.contracts.serving_contract import (
+    DISCLAIMER,
+    MODEL_BASE_PATH,
+    MODEL_NAME,
+    UNCERTAIN_MESSAGE,
+)
+from tumorlib.inputs.dicom import DICOM_SUFFIXES
+from tumorlib.inputs.policy import (
     DICOM_UNUSABLE,
     MAX_DICOM_BYTES,
     MAX_IMAGE_BYTES,
@@ -43,11 +50,9 @@ from tumorlib.input_policy import (
     check_image,
     check_size,
 )
-from tumorlib.serving_contract import DISCLAIMER, MODEL_BASE_PATH, MODEL_NAME, UNCERTAIN_MESSAGE
 from tumorlib_cli import audit
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
-DICOM_SUFFIXES = (".dcm", ".dicom")
 SUPPORTED_SUFFIXES = IMAGE_SUFFIXES + DICOM_SUFFIXES
 FIELDS = (
     ["path", "frame"]
@@ -87,10 +92,10 @@ def collect_paths(paths: Iterable[str | Path]) -> list[Path]:
 def load_items(path: Path, *, all_frames: bool = False, frame: int = 0) -> list[Item]:
     """Read a file into one item (or one per DICOM frame); refused files become error items.
 
-    The input policy (:mod:`tumorlib.input_policy`) decides, in the page's and the server's
+    The input policy (:mod:`tumorlib.inputs.policy`) decides, in the page's and the server's
     words: the size from ``stat`` before reading, the header before anything is sent.
     """
-    from tumorlib.dicom_io import DicomError, dicom_to_png, is_dicom
+    from tumorlib.inputs.dicom import DicomError, dicom_to_png, is_dicom
 
     try:
         size = path.stat().st_size

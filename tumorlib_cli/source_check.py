@@ -18,11 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from serving.backend import DEFAULT_TIMEOUT_S, BackendError, Settings, make_backend
-from serving.prediction import NOT_BRAIN_MRI, UNCERTAIN, Prediction
-from tumorlib.cli import CommandError, run_command
-from tumorlib.second_source import SecondSource, load_second_source
-from tumorlib.serving_contract import DISCLAIMER, MODEL_BASE_PATH, MODEL_NAME
+from serving.clients.backend import DEFAULT_TIMEOUT_S, BackendError, Settings, make_backend
+from serving.clients.prediction import NOT_BRAIN_MRI, UNCERTAIN, Prediction
+from tumorlib.contracts.cli import CommandError, run_command
+from tumorlib.contracts.serving_contract import DISCLAIMER, MODEL_BASE_PATH, MODEL_NAME
+from tumorlib.data.second_source import SecondSource, load_second_source
 
 REPORT_JSON = "source_check.json"
 REPORT_PLOT = "source_check.png"
@@ -76,7 +76,7 @@ def plot(path: Path, report: dict[str, Any]) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from tumorlib.plots import save_figure
+    from tumorlib.evaluation.plots import save_figure
 
     groups = {"all": report["all"], **report["by_collection"]}
     fig, ax = plt.subplots(figsize=(6.5, 3.2))

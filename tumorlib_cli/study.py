@@ -1,13 +1,14 @@
 """Studies on the command line: ``tumorlib study classify PATH...`` and ``tumorlib study evaluate``.
 
 Why: a radiologist reads a series, so the tool should answer for one. ``classify`` reads DICOM
-folders, zips, multi-frame files and NIfTI volumes (:mod:`tumorlib.study_io`, the input policy's
-study limits), sends every accepted slice through the same backend as the page and ``tumorlib
-predict`` (:func:`serving.study.classify_series`), and prints one verdict per series with its
-counts, key slices and warnings; ``--json`` keeps every slice's outcome, ``--dicom-out`` writes a
-DICOM SR and Secondary Captures next to the study (``serving.dicom_results``). ``evaluate``
-chooses the aggregation rule on a run's validation pseudo-studies and reports it on test
-(:mod:`tumorlib.pseudo_studies`). Patient tags never reach the terminal or the JSON.
+folders, zips, multi-frame files and NIfTI volumes (:mod:`tumorlib.studies.readers`, the input
+policy's study limits), sends every accepted slice through the same backend as the page and
+``tumorlib predict`` (:func:`serving.clients.study.classify_series`), and prints one verdict per
+series with its counts, key slices and warnings; ``--json`` keeps every slice's outcome,
+``--dicom-out`` writes a DICOM SR and Secondary Captures next to the study
+(``serving.pacs.results``). ``evaluate`` chooses the aggregation rule on a run's validation
+pseudo-studies and reports it on test (:mod:`tumorlib.studies.pseudo_studies`). Patient tags never
+reach the terminal or the JSON.
 """
 
 from __future__ import annotations
@@ -19,14 +20,19 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from serving.backend import DEFAULT_TIMEOUT_S, Backend, BackendError, Settings, make_backend
-from serving.study import classify_series
-from tumorlib.classes import DISPLAY_NAMES
-from tumorlib.cli import CommandError, run_command
-from tumorlib.runs import STUDY_RULE_FILE
-from tumorlib.serving_contract import DISCLAIMER, MODEL_BASE_PATH, MODEL_NAME, UNCERTAIN_MESSAGE
-from tumorlib.study import STUDY_UNCERTAIN, StudyResult
-from tumorlib.study_io import PLANES, collect_files, read_series
+from serving.clients.backend import DEFAULT_TIMEOUT_S, Backend, BackendError, Settings, make_backend
+from serving.clients.study import classify_series
+from tumorlib.contracts.classes import DISPLAY_NAMES
+from tumorlib.contracts.cli import CommandError, run_command
+from tumorlib.contracts.runs import STUDY_RULE_FILE
+from tumorlib.contracts.serving_contract import (
+    DISCLAIMER,
+    MODEL_BASE_PATH,
+    MODEL_NAME,
+    UNCERTAIN_MESSAGE,
+)
+from tumorlib.studies.readers import PLANES, collect_files, read_series
+from tumorlib.studies.study import STUDY_UNCERTAIN, StudyResult
 
 MAX_KEY_SLICES_SHOWN = 5
 
@@ -121,7 +127,7 @@ def write_dicom(
 ) -> None:
     """One folder of DICOM results per series (the folder itself when there is one series)."""
     try:
-        from serving.dicom_results import write_study_results
+        from serving.pacs.results import write_study_results
     except ImportError:
         raise CommandError("DICOM results are not available in this installation") from None
     for i, result in enumerate(results, start=1):
@@ -184,7 +190,7 @@ def result_json(result: StudyResult) -> dict[str, Any]:
 
 
 def evaluate(args: argparse.Namespace) -> None:
-    from tumorlib.pseudo_studies import evaluate_run, summary_lines
+    from tumorlib.studies.pseudo_study_report import evaluate_run, summary_lines
 
     report = evaluate_run(
         args.run,

@@ -83,7 +83,10 @@ def add_feature_flags(parser: argparse.ArgumentParser) -> None:
         "--data-dir", type=Path, default=None, help="TFDS data dir (default: $TFDS_DATA_DIR/data)"
     )
     parser.add_argument(
-        "--cache-dir", type=Path, default=None, help="feature cache (default: tumorlib.features')"
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help="feature cache (default: tumorlib.training.features')",
     )
     parser.add_argument(
         "--image-size", type=image_size_arg, default=224, help="backbone input size"

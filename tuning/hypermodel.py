@@ -1,12 +1,13 @@
 """The KerasTuner search space: the project's classification head on cached backbone features.
 
-Why the head alone: phase one of training (``tumorlib.train``) fits the head on a frozen backbone,
-so the backbone's pooled features are fixed inputs. Computing them once
-(:func:`tumorlib.features.cached_features`) and tuning the head on them gives the same objective
-at a fraction of the cost of running MobileNetV2 in every trial (see ``bench/tuning.py``).
+Why the head alone: phase one of training (``tumorlib.training.train``) fits the head on a frozen
+backbone, so the backbone's pooled features are fixed inputs. Computing them once
+(:func:`tumorlib.training.features.cached_features`) and tuning the head on them gives the same
+objective at a fraction of the cost of running MobileNetV2 in every trial (see ``bench/tuning.py``).
 
-The model itself comes from :func:`tumorlib.model.build_head` -- the very head that
-:func:`tumorlib.model.build_model` puts on the backbone -- so what is tuned is what is trained.
+The model itself comes from :func:`tumorlib.model.classifier.build_head` -- the very head that
+:func:`tumorlib.model.classifier.build_model` puts on the backbone -- so what is tuned is what is
+trained.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from typing import Any
 import keras
 import keras_tuner
 
-from tumorlib.train_config import HPARAM_KEYS  # the keys `tumorlib.train --hparams` reads
+from tumorlib.training.train_config import (
+    HPARAM_KEYS,
+)  # the keys `tumorlib.training.train --hparams` reads
 
 # The search space, kept as data so docs, tests and the CLI agree on it.
 HEAD_UNITS_CHOICES: tuple[int, ...] = (0, 64, 128, 256, 512)  # 0 = no hidden layer
@@ -49,11 +52,11 @@ def compile_for_search(model: keras.Model, values: dict[str, Any]) -> keras.Mode
 
 
 class HeadHyperModel(keras_tuner.HyperModel):
-    """Builds and fits :func:`tumorlib.model.build_head` for one set of hyperparameters.
+    """Builds and fits :func:`tumorlib.model.classifier.build_head` for one set of hyperparameters.
 
     ``feature_dim`` is the width of the pooled backbone features (1280 for MobileNetV2 at
     alpha <= 1). ``class_weight`` (``{index: weight}``, from
-    :func:`tumorlib.class_weights.balanced_class_weights`), when given, is passed to every
+    :func:`tumorlib.training.class_weights.balanced_class_weights`), when given, is passed to every
     ``fit`` so rare classes count as much in the search as in training.
     """
 
@@ -73,7 +76,7 @@ class HeadHyperModel(keras_tuner.HyperModel):
         self.batch_size = int(batch_size)
 
     def build(self, hp: keras_tuner.HyperParameters) -> keras.Model:
-        from tumorlib.model import build_head  # the project's one head builder
+        from tumorlib.model.classifier import build_head  # the project's one head builder
 
         values = declare_search_space(hp)
         model = build_head(
@@ -89,7 +92,8 @@ class HeadHyperModel(keras_tuner.HyperModel):
 
 
 def hparams_dict(hp: keras_tuner.HyperParameters) -> dict[str, float | int]:
-    """The tuned values as plain JSON types, keyed as ``tumorlib.train --hparams`` expects."""
+    """The tuned values as plain JSON types, keyed as ``tumorlib.training.train --hparams``
+    expects."""
     values = hp.values
     missing = [k for k in HPARAM_KEYS if k not in values]
     if missing:

@@ -30,7 +30,7 @@ def trials_table(oracle, top: int = 10) -> str:
     """The best ``top`` trials as a text table (rank, trial, score, best epoch, hyperparameters)."""
     import pandas as pd
 
-    from tumorlib.train_config import HPARAM_KEYS
+    from tumorlib.training.train_config import HPARAM_KEYS
 
     rows = []
     for rank, trial in enumerate(finished_trials(oracle)[:top], start=1):
@@ -84,7 +84,7 @@ def plot_trials(oracle, path: Path) -> None:
     ax.set_title("Head hyperparameter search")
     ax.grid(alpha=0.3)
     ax.legend()
-    from tumorlib.plots import save_figure
+    from tumorlib.evaluation.plots import save_figure
 
     save_figure(fig, path, dpi=100)
 
@@ -95,8 +95,8 @@ def write_results(
     """Write the best-hyperparameters JSON, the summary JSON and the PNG; return the summary."""
     from keras_tuner.engine.trial import TrialStatus
 
-    from tumorlib.data import DATASET_NAME
-    from tumorlib.runs import write_json
+    from tumorlib.contracts.runs import write_json
+    from tumorlib.data.pipeline import DATASET_NAME
     from tuning.hypermodel import hparams_dict
 
     project_dir = Path(tuner.project_dir)

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from tumorlib.cli import EXPECTED_ERRORS, run_command
+from tumorlib.contracts.cli import EXPECTED_ERRORS, run_command
 from tuning.cli_args import parse_args
 from tuning.results import finished_trials, print_report, write_results
 from tuning.tuners import is_chief, is_distributed, make_tuner
@@ -78,8 +78,8 @@ def load_features(args: argparse.Namespace) -> FeatureData:
     """Cached pooled backbone features of clean/train and clean/validation (never test)."""
     import keras
 
-    from tumorlib import data as tdata
-    from tumorlib.features import cached_features
+    from tumorlib.data import pipeline as tdata
+    from tumorlib.training.features import cached_features
 
     kwargs: dict[str, Any] = {
         "image_size": args.image_size,
@@ -91,7 +91,7 @@ def load_features(args: argparse.Namespace) -> FeatureData:
         kwargs["cache_dir"] = args.cache_dir
     x_train, y_train = cached_features("train", "clean", **kwargs)
     x_val, y_val = cached_features("validation", "clean", **kwargs)
-    from tumorlib.classes import NUM_CLASSES
+    from tumorlib.contracts.classes import NUM_CLASSES
 
     def one_hot(y: np.ndarray) -> np.ndarray:
         y = np.asarray(y)
@@ -109,7 +109,7 @@ def load_features(args: argparse.Namespace) -> FeatureData:
 
 def search_settings(args: argparse.Namespace, data: FeatureData) -> dict[str, Any]:
     """What defines a project: resuming with different values is refused."""
-    from tumorlib.data import DATASET_NAME
+    from tumorlib.data.pipeline import DATASET_NAME
 
     return {
         "tuner": args.tuner,
@@ -159,7 +159,7 @@ def _tuner_for(args: argparse.Namespace, data: FeatureData, overwrite: bool):
     """The tuner over the head hypermodel, class-weighted unless ``--no-class-weight``."""
     import keras
 
-    from tumorlib.class_weights import balanced_class_weights
+    from tumorlib.training.class_weights import balanced_class_weights
     from tuning.hypermodel import HeadHyperModel
 
     keras.utils.set_random_seed(args.seed)
@@ -188,7 +188,7 @@ def run_search(args: argparse.Namespace, data: FeatureData) -> dict[str, Any] | 
     """
     import keras
 
-    from tumorlib.runs import write_json
+    from tumorlib.contracts.runs import write_json
 
     settings = search_settings(args, data)
     project_dir = Path(args.directory) / args.project_name

@@ -1,7 +1,7 @@
 """Drift watch: live gate scores and confidences per day or week vs the validation distribution.
 
 The export records the validation split's confidences (and the input gate's scores, when the gate
-was fitted) under ``validation_distribution`` in its metadata (:mod:`serving.export_distribution`).
+was fitted) under ``validation_distribution`` in its metadata (:mod:`serving.export.distribution`).
 Each period's live values are compared with them by the two-sample Kolmogorov–Smirnov test
 (``scipy.stats.ks_2samp``): a period is flagged when p < ``alpha`` (default 0.01, strict because
 many periods and two quantities are tested) and it holds at least ``min_n`` predictions (fewer

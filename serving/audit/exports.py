@@ -16,7 +16,7 @@ from typing import Any
 
 from serving.audit.queries import latest_feedback
 from serving.audit.store import AuditStore, as_utc
-from tumorlib.classes import CLASS_NAMES
+from tumorlib.contracts.classes import CLASS_NAMES
 
 MANIFEST = "manifest.csv"
 MANIFEST_FIELDS = [

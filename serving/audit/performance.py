@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tumorlib.classes import CLASS_NAMES
+from tumorlib.contracts.classes import CLASS_NAMES
 
 BOOTSTRAP_SAMPLES = 2000
 LEVEL = 0.95

@@ -20,8 +20,8 @@ from serving.audit.records import ModelInfo
 from serving.audit.spool import Spool
 from serving.audit.store import AuditStore
 from serving.audit.writer import AuditWriter, WriterStatus
-from serving.backend import Backend, RestBackend
-from serving.prediction import Prediction
+from serving.clients.backend import Backend, RestBackend
+from serving.clients.prediction import Prediction
 
 log = logging.getLogger(__name__)
 

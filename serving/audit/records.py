@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from serving.audit.schema import NOTE_MAX_CHARS, SOURCES, VERDICTS
-from serving.prediction import Prediction
+from serving.clients.prediction import Prediction
 from tumorlib import __version__
-from tumorlib.classes import CLASS_NAMES
+from tumorlib.contracts.classes import CLASS_NAMES
 
 CONSENT_TEXT = "kept for retraining with the user's explicit consent"
 

@@ -1,0 +1,17 @@
+"""A local stand-in for ``tensorflow_model_server``: ``python -m serving.local``.
+
+TF Serving's REST API (same endpoints, bodies, statuses and flags), its model config and batching
+parameters, the model manager that loads new versions, and bounded cost for hostile clients.
+"""
+
+from tumorlib._exports import lazy_exports
+
+_EXPORTS = {
+    "main": "local",
+    "build_arg_parser": "local",
+    "ModelManager": "model_manager",
+    "load_model_config_file": "config",
+    "parse_batching_parameters": "config",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
