@@ -26,7 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "tumorlib.evaluation.evaluate",
         "evaluate a run on a split (metrics, plots, summary)",
     ),
-    "abstention": ("tumorlib.safety.abstention", "choose the abstention threshold of a run"),
+    "abstention": ("tumorlib.safety.abstention_report", "choose the abstention threshold of a run"),
     "gate": ("tumorlib.safety.input_gate", "fit and evaluate the input gate of a run"),
     "card": ("tumorlib.evaluation.model_card", "write a run's model card (Markdown and HTML)"),
     "tune": ("tuning.search", "search the head's hyperparameters with KerasTuner"),

@@ -48,7 +48,9 @@ def test_version_and_help_answer_without_importing_any_command(capsys):
 
 def test_every_sub_command_takes_version_and_names_a_module_with_main(capsys):
     for name, (module, help_) in COMMANDS.items():
-        assert importlib.util.find_spec(module) is not None, module
+        spec = importlib.util.find_spec(module)
+        assert spec is not None and spec.origin is not None, module
+        assert "\ndef main(" in Path(spec.origin).read_text(), f"{module} has no main(argv)"
         assert help_ and "\n" not in help_
         assert main([name, "--version"]) == 0
         assert capsys.readouterr().out.strip() == VERSION_LINE
