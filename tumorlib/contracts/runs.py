@@ -71,6 +71,12 @@ class Run:
     def image_size(self) -> int:
         return int(self.config.get("image_size", 224))
 
+    @property
+    def dataset_config(self) -> str:
+        """The dataset config the run was trained on (its validation split chose everything)."""
+        recorded = self.config.get("dataset", {}).get("config")
+        return str(recorded or self.config.get("dataset_config") or "clean")
+
     def eval_dir(self, config: str, split: str) -> Path:
         return self.path / EVAL_DIR / f"{config}-{split}"
 

@@ -33,6 +33,8 @@ from tumorlib.contracts.runs import (
     load_run,
     write_json,
 )
+from tumorlib.evaluation.by_source import metrics_by_stratum, split_strata
+from tumorlib.evaluation.by_source import summary_lines as by_source_lines
 from tumorlib.model.loading import load_run_model
 
 logger = logging.getLogger(__name__)
@@ -45,6 +47,7 @@ PLOT_FILES = {
     "roc": "roc_curves.png",
     "reliability": "reliability_diagram.png",
     "training_curves": "training_curves.png",
+    "by_source": "recall_by_source.png",
 }
 
 
@@ -207,7 +210,16 @@ def write_plots(
         out_dir / PLOT_FILES["reliability"],
         title=f"Reliability — {title}",
     )
-    written.update({k: v for k, v in PLOT_FILES.items() if k != "training_curves"})
+    written.update({k: PLOT_FILES[k] for k in ("per_class", "roc", "reliability")})
+    written.update(confusion_counts=PLOT_FILES["confusion_counts"])
+    written.update(confusion_normalized=PLOT_FILES["confusion_normalized"])
+    if "by_source" in metrics:
+        plots.stratum_recalls(
+            metrics["by_source"],
+            out_dir / PLOT_FILES["by_source"],
+            title=f"Recall by source — {title}",
+        )
+        written["by_source"] = PLOT_FILES["by_source"]
     history = run.path / HISTORY_FILE
     if history.exists() and history.stat().st_size:
         import pandas as pd
@@ -255,6 +267,8 @@ def summary_markdown(metrics: dict[str, Any], run: Run) -> str:
                 f"{metrics['num_unseen_by_model']} unseen: "
                 f"**{acc(metrics['accuracy_unseen_by_model'])}**"
             )
+    if "by_source" in metrics:
+        lines += ["", "By source and sequence:", "", *by_source_lines(metrics["by_source"])]
     lines += ["", "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
     for name, row in metrics["per_class"].items():
         lines.append(
@@ -294,6 +308,9 @@ def evaluate(
     metrics |= compute_metrics(probabilities, labels, run.temperature)
     if config == "original" and split == "test":
         metrics |= leakage_breakdown(arrays, probabilities.argmax(axis=1), data_dir)
+    strata = split_strata(split, config, data_dir)["stratum"]
+    if len(set(strata.tolist())) > 1:  # several sources: each one's figures apart
+        metrics["by_source"] = metrics_by_stratum(probabilities, labels, strata)
     out_dir = run.eval_dir(config, split)
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics["plots"] = write_plots(
@@ -311,7 +328,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Evaluate a trained run on a split of brain_mri; writes eval/<config>-<split>/",
     )
     parser.add_argument("run", help="run folder, e.g. runs/default")
-    parser.add_argument("--config", default="clean", help="dataset config: clean or original")
+    parser.add_argument(
+        "--config", default="clean", help="dataset config: clean, original or multi_sequence"
+    )
     parser.add_argument("--split", default="test", help="test, validation or train")
     parser.add_argument("--data-dir", help="TFDS data dir holding brain_mri (default data/...)")
     parser.add_argument("--batch-size", type=int, default=64)

@@ -143,3 +143,23 @@ def training_curves(history, path: Path, *, title: str = "Training curves") -> P
         ax.legend(fontsize=8)
     fig.suptitle(title)
     return save_figure(fig, path)
+
+
+def stratum_recalls(by_stratum: dict[str, dict], path: Path, *, title: str) -> Path:
+    """Per-class recall of each stratum (source or source/sequence) side by side."""
+    names = list(by_stratum)
+    classes = sorted({c for m in by_stratum.values() for c in m["recall"]})
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(names)), 4))
+    width = 0.8 / max(len(classes), 1)
+    for k, cls in enumerate(classes):
+        values = [by_stratum[n]["recall"].get(cls, np.nan) for n in names]
+        xs = np.arange(len(names)) + (k - (len(classes) - 1) / 2) * width
+        ax.bar(xs, values, width, label=_labels([cls])[0])
+    ax.set_xticks(np.arange(len(names)))
+    ax.set_xticklabels([f"{n}\n(n={by_stratum[n]['n']})" for n in names], fontsize=8)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("recall")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, loc="lower left")
+    ax.set_title(title)
+    return save_figure(fig, path)

@@ -90,14 +90,15 @@ def plot_risk_coverage(
 def run_abstention(
     run_path: str | Path,
     *,
-    config: str = "clean",
+    config: str | None = None,
     data_dir_: str | None = None,
     target_precision: float = DEFAULT_TARGET_PRECISION,
     rule: str = DEFAULT_RULE,
 ) -> dict:
     """Choose the threshold on validation, evaluate on test, write JSON, PNG and predictions.
 
-    Both rules are chosen and reported — one threshold, and one per predicted class
+    ``config`` defaults to the run's own (its validation split chose the model). Both rules are
+    chosen and reported — one threshold, and one per predicted class
     (:func:`choose_class_thresholds`); ``rule`` names the one the export serves. When the
     second-source archive is present, its slices measure both (never choose them).
     """
@@ -107,6 +108,7 @@ def run_abstention(
     from tumorlib.model.calibration import apply_temperature_np
 
     run = load_run(run_path)
+    config = config or run.dataset_config
     model = load_run_model(run)
     out = {}
     for split in ("validation", "test"):
@@ -185,7 +187,9 @@ def main(argv: list[str] | None = None) -> int:
         description="Choose the abstention threshold on validation; report coverage on test.",
     )
     parser.add_argument("run", help="run folder, e.g. runs/default")
-    parser.add_argument("--config", default="clean")
+    parser.add_argument(
+        "--config", default=None, help="dataset config (default: the one the run trained on)"
+    )
     parser.add_argument(
         "--data-dir",
         default=None,

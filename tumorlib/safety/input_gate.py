@@ -170,7 +170,7 @@ def _second_source_report(
 def run_gate(
     run_path: str | Path,
     *,
-    config: str = "clean",
+    config: str | None = None,
     data_dir_: str | None = None,
     false_rejection: float = DEFAULT_FALSE_REJECTION,
     layers: Sequence[str] = DEFAULT_LAYERS,
@@ -193,6 +193,7 @@ def run_gate(
     from tumorlib.contracts import runs
 
     run = runs.load_run(run_path)
+    config = config or run.dataset_config
     size = run.image_size
     extractor = feature_extractor(load_run_model(run), layers, probabilities=False)
 
@@ -299,7 +300,9 @@ def main(argv: list[str] | None = None) -> int:
         description="Fit the out-of-distribution input gate of a run and evaluate it.",
     )
     parser.add_argument("run", help="run folder, e.g. runs/default")
-    parser.add_argument("--config", default="clean")
+    parser.add_argument(
+        "--config", default=None, help="dataset config (default: the one the run trained on)"
+    )
     parser.add_argument("--data-dir", default=None)
     parser.add_argument(
         "--false-rejection",

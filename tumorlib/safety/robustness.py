@@ -137,7 +137,7 @@ def plot(path: Path, report: dict[str, Any]) -> Path:
 def run_robustness(
     run_path: str | Path,
     *,
-    config: str = "clean",
+    config: str | None = None,
     data_dir_: str | None = None,
     transforms: list[str] | None = None,
 ) -> dict[str, Any]:
@@ -145,6 +145,7 @@ def run_robustness(
     from tumorlib.data.second_source import default_archive, load_second_source
 
     run = load_run(run_path)
+    config = config or run.dataset_config
     model = load_run_model(run)
     size = run.image_size
     second = None
@@ -172,7 +173,9 @@ def main(argv: list[str] | None = None) -> int:
         description="Accuracy under acquisition changes on validation and the second source.",
     )
     parser.add_argument("run")
-    parser.add_argument("--config", default="clean")
+    parser.add_argument(
+        "--config", default=None, help="dataset config (default: the one the run trained on)"
+    )
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--transforms", nargs="+", choices=list(TRANSFORMS), default=None)
     args = parser.parse_args(argv)

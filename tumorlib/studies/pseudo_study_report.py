@@ -19,6 +19,7 @@ from tumorlib.contracts.runs import (
     TEST_PREDICTIONS_FILE,
     VALIDATION_PREDICTIONS_FILE,
     RunNotFoundError,
+    load_run,
     write_json,
 )
 from tumorlib.studies.pseudo_studies import (
@@ -79,7 +80,9 @@ def evaluate_run(
 
     names = list(class_names or CLASS_NAMES)
     groups = (
-        groups if groups is not None else {s: _dataset_groups(s) for s in ("validation", "test")}
+        groups
+        if groups is not None
+        else {s: _dataset_groups(s, _dataset_config(run_path)) for s in ("validation", "test")}
     )
     out: dict[str, Any] = {}
     made = {}
@@ -159,12 +162,21 @@ def evaluate_run(
     return report
 
 
-def _dataset_groups(split: str) -> np.ndarray | None:
-    """The built dataset's near-duplicate groups for ``split``, or None when it is not built."""
+def _dataset_config(run_path: str | Path) -> str:
+    """The dataset config the run was trained on (``clean`` for a folder without its record)."""
+    try:
+        return load_run(run_path).dataset_config
+    except RunNotFoundError:
+        return "clean"
+
+
+def _dataset_groups(split: str, config: str) -> np.ndarray | None:
+    """The built dataset's groups for ``split`` (near-duplicate groups; a TCGA-LGG patient is one
+    group), or None when it is not built here."""
     try:
         from tumorlib.evaluation.predictions import split_groups
 
-        return split_groups(split, "clean", None)
+        return split_groups(split, config, None)
     except (FileNotFoundError, ValueError, ImportError):
         return None
 
