@@ -2,10 +2,13 @@
 
 Why a command: the figures that decide whether the tool travels — how many real brain MRI slices
 of another source are refused as "not a brain MRI", how many are answered rather than referred,
-and how often the answered tumour / no-tumour call is right — must come from exactly what is
-deployed: the exported ``serving_default`` (in-process or over REST), not a re-implementation.
-It reads the second-source archive (``../shared/data/second_source_mri.zip``, :mod:`tumorlib.
-second_source`) in memory and writes ``REPORT/source_check.json`` and ``.png``.
+and how often an answer that is *stated* (neither referred nor flagged unfamiliar) is wrong —
+must come from exactly what is deployed: the exported ``serving_default`` (in-process or over
+REST), not a re-implementation. By default it reads the second-source archive
+(``../shared/data/second_source_mri.zip``, :mod:`tumorlib.data.second_source`: tumour or not is
+all it knows); ``--split multi_sequence/test`` reads a split of the built dataset instead (every
+class known, reported per source and sequence). Images stay in memory; it writes
+``REPORT/source_check.json`` and ``.png``.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +24,7 @@ import numpy as np
 
 from serving.clients.backend import DEFAULT_TIMEOUT_S, BackendError, Settings, make_backend
 from serving.clients.prediction import NOT_BRAIN_MRI, UNCERTAIN, Prediction
+from tumorlib.contracts.classes import CLASS_NAMES
 from tumorlib.contracts.cli import CommandError, run_command
 from tumorlib.contracts.serving_contract import DISCLAIMER, MODEL_BASE_PATH, MODEL_NAME
 from tumorlib.data.second_source import SecondSource, load_second_source
@@ -32,16 +37,62 @@ def _rate(mask: np.ndarray) -> float:
     return float(np.mean(mask)) if len(mask) else float("nan")
 
 
-def summarise(source: SecondSource, predictions: list[Prediction | str]) -> dict[str, Any]:
-    """Rates over all slices and per collection; an error string counts as not answered."""
+@dataclass(frozen=True)
+class Slices:
+    """Slices to check and what is known of them: tumour or not always; the class when known."""
+
+    images: list[bytes]
+    tumour: np.ndarray  # bool [N]
+    groups: list[str]  # collection, or source/sequence
+    labels: list[str] | None = None  # class names, when the source has them
+
+
+def second_source_slices(source: SecondSource) -> Slices:
+    return Slices(source.images, source.tumour, list(source.collection))
+
+
+def split_slices(name: str, data_dir: str | None) -> Slices:
+    """``CONFIG/SPLIT`` of the built dataset: bytes, classes, source/sequence of every slice."""
+    from tumorlib.data.pipeline import load_split
+    from tumorlib.evaluation.by_source import split_strata
+
+    config, _, split = name.partition("/")
+    if not split:
+        raise CommandError(f"--split wants CONFIG/SPLIT, e.g. multi_sequence/test; got {name!r}")
+    try:
+        rows = load_split(split, config, data_dir).map(lambda e: (e["image"], e["label"]))
+        strata = split_strata(split, config, data_dir)["stratum"]
+    except (FileNotFoundError, ValueError) as err:
+        raise CommandError(str(err)) from None
+    images, labels = [], []
+    for image, label in rows.as_numpy_iterator():
+        images.append(bytes(image))
+        labels.append(CLASS_NAMES[int(label)])
+    tumour = np.array([label != "no_tumor" for label in labels])
+    return Slices(images, tumour, list(strata), labels)
+
+
+def summarise(source: Slices, predictions: list[Prediction | str]) -> dict[str, Any]:
+    """Rates over all slices and per group; an error string counts as not answered.
+
+    *Right* is the class when the source knows it, else tumour vs no tumour. *Stated* answers
+    are classified and not flagged unfamiliar: what a reader would take at face value."""
     ok = np.array([isinstance(p, Prediction) for p in predictions])
     verdict = np.array([p.verdict if isinstance(p, Prediction) else "failed" for p in predictions])
     says_tumour = np.array(
         [isinstance(p, Prediction) and p.class_name != "no_tumor" for p in predictions]
     )
     unfamiliar = np.array([isinstance(p, Prediction) and p.unfamiliar for p in predictions])
-    right = ok & (says_tumour == source.tumour)
+    tumour_right = ok & (says_tumour == source.tumour)
+    if source.labels is None:
+        right = tumour_right
+    else:
+        right = ok & np.array(
+            [isinstance(p, Prediction) and p.class_name == label
+             for p, label in zip(predictions, source.labels)]
+        )  # fmt: skip
     answered = verdict == "classified"
+    stated = answered & ~unfamiliar
 
     def block(mask: np.ndarray) -> dict[str, Any]:
         return {
@@ -50,21 +101,28 @@ def summarise(source: SecondSource, predictions: list[Prediction | str]) -> dict
             "uncertain": _rate(verdict[mask] == UNCERTAIN),
             "failed": _rate(~ok[mask]),
             "unfamiliar_flag": _rate(unfamiliar[mask]),
-            "tumour_vs_no_tumour_accuracy": _rate(right[mask & ok]),
+            "tumour_vs_no_tumour_accuracy": _rate(tumour_right[mask & ok]),
+            "accuracy": _rate(right[mask & ok]),
             "answered": _rate(answered[mask]),
             "answered_right": _rate(right[mask & answered]),
+            "stated": _rate(stated[mask]),
+            "stated_wrong": _rate(~right[mask & stated]),
         }
 
-    collections = np.array(source.collection)
+    groups = np.array(source.groups)
     return {
-        "all": block(np.ones(len(source), bool)),
-        "by_collection": {c: block(collections == c) for c in sorted(set(source.collection))},
+        "all": block(np.ones(len(source.images), bool)),
+        "by_collection": {c: block(groups == c) for c in sorted(set(source.groups))},
+        "right_means": "the class" if source.labels is not None else "tumour vs no tumour",
         "definitions": {
             "not_brain_mri": "refused by the brain-MRI check (in_distribution false)",
             "answered": "neither refused nor referred (verdict classified)",
+            "stated": "answered and not flagged unfamiliar: taken at face value",
             "tumour_vs_no_tumour_accuracy": "argmax is not no_tumor exactly when the slice has "
             "a tumour, over every slice the model returned probabilities for",
-            "answered_right": "the same, over answered slices only",
+            "accuracy": "argmax right (see right_means), over those slices",
+            "answered_right": "right, over answered slices only",
+            "stated_wrong": "wrong, over stated answers only",
         },
     }
 
@@ -96,7 +154,7 @@ def plot(path: Path, report: dict[str, Any]) -> Path:
     ax.set_xlim(0, 1)
     ax.set_xlabel("fraction of slices")
     ax.legend(fontsize=7, loc="lower right")
-    ax.set_title("Second source through the served model")
+    ax.set_title(f"{report['source']} slices through the served model")
     return save_figure(fig, path)
 
 
@@ -107,6 +165,11 @@ def build_parser() -> argparse.ArgumentParser:
         f"referred, answered, tumour / no-tumour accuracy). {DISCLAIMER}",
     )
     parser.add_argument("--archive", help="second-source zip (default: ../shared/data/...)")
+    parser.add_argument(
+        "--split",
+        help="check a split of the built dataset instead, e.g. multi_sequence/test (classes known)",
+    )
+    parser.add_argument("--data-dir", help="TFDS data dir for --split (default data/...)")
     parser.add_argument("--serving-url", help="TF Serving REST URL, e.g. http://127.0.0.1:8501")
     parser.add_argument("--model-name", default=MODEL_NAME)
     parser.add_argument("--model-base-path", default=str(MODEL_BASE_PATH))
@@ -115,7 +178,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> None:
-    source = load_second_source(args.archive)
+    if args.split:
+        source, name = split_slices(args.split, args.data_dir), args.split
+    else:
+        source, name = second_source_slices(load_second_source(args.archive)), "second-source"
     settings = Settings(
         args.serving_url, args.model_name, Path(args.model_base_path), DEFAULT_TIMEOUT_S
     )
@@ -124,16 +190,17 @@ def run(args: argparse.Namespace) -> None:
         predictions = backend.predict(source.images, None)
     except BackendError as err:
         raise CommandError(err.message) from None
-    report = summarise(source, predictions)
+    report = {"source": name, **summarise(source, predictions)}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     report["plot"] = str(plot(out / REPORT_PLOT, report))
     (out / REPORT_JSON).write_text(json.dumps(report, indent=2))
     a = report["all"]
     print(
-        f"{a['n']} second-source slices: not a brain MRI {a['not_brain_mri']:.1%}, uncertain "
+        f"{a['n']} {name} slices: not a brain MRI {a['not_brain_mri']:.1%}, uncertain "
         f"{a['uncertain']:.1%}, answered {a['answered']:.1%} ({a['answered_right']:.1%} right "
-        f"on tumour / no tumour); tumour / no-tumour accuracy "
+        f"on {report['right_means']}); stated {a['stated']:.1%}, of them wrong "
+        f"{a['stated_wrong']:.1%}; tumour / no-tumour accuracy "
         f"{a['tumour_vs_no_tumour_accuracy']:.3f}; unfamiliar flag {a['unfamiliar_flag']:.1%}. "
         f"Written to {out / REPORT_JSON}"
     )
