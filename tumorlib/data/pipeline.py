@@ -126,6 +126,7 @@ def make_pipeline(
     shuffle_buffer: int = 4096,
     acquisition: float = 0.0,
     keep: np.ndarray | None = None,
+    weights: np.ndarray | None = None,
 ) -> tf.data.Dataset:
     """Batches of ``(images, one_hot_labels)`` from undecoded examples.
 
@@ -135,17 +136,23 @@ def make_pipeline(
     ``acquisition``: probability of acquisition changes in the augmentation (training only).
     ``keep``: each example's acceptance probability, in source order; an epoch is then
     ``round(sum(keep))`` examples drawn with them, shuffled, new draws every epoch.
+    ``weights``: each example's loss weight, in source order; batches are then
+    ``(images, one_hot_labels, weights)``, which Keras takes as sample weights.
     """
     autotune = tf.data.AUTOTUNE
+    extras = {
+        name: np.asarray(values, np.float32)
+        for name, values in (("keep", keep), ("weight", weights))
+        if values is not None
+    }
 
-    def decode_resize(example, *probability):
+    def decode_resize(example, *extra):
         image = resize(decode_image(example["image"]), image_size)  # uint8: a compact cache
         label = tf.one_hot(example["label"], NUM_CLASSES)
-        return (image, label, *probability)
+        return (image, label, *extra)
 
-    if keep is not None:
-        probabilities = tf.data.Dataset.from_tensor_slices(np.asarray(keep, np.float32))
-        examples = tf.data.Dataset.zip(examples, probabilities)
+    if extras:  # per-example values travel with the example through cache and shuffle
+        examples = tf.data.Dataset.zip(examples, tf.data.Dataset.from_tensor_slices(extras))
     ds = examples.map(decode_resize, num_parallel_calls=autotune, deterministic=True)
     if cache:
         ds = ds.cache() if cache is True else ds.cache(str(cache))
@@ -157,11 +164,17 @@ def make_pipeline(
         # One independent [2]-int seed per example, new every epoch yet fixed by `seed`.
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
         ds = tf.data.Dataset.zip(ds, seeds).map(
-            lambda pair, s: (augment(pair[0], s, acquisition), pair[1]),
+            lambda item, s: (augment(item[0], s, acquisition), *item[1:]),
             num_parallel_calls=autotune,
             deterministic=True,
         )
-    ds = ds.map(lambda image, label: (normalize(image), label), num_parallel_calls=autotune)
+
+    def finish(image, label, *extra):
+        """Normalised image and label, and the loss weight when there is one."""
+        out = (normalize(image), label)
+        return out + (extra[0]["weight"],) if weights is not None else out
+
+    ds = ds.map(finish, num_parallel_calls=autotune)
     return ds.batch(batch_size).prefetch(autotune)
 
 
@@ -174,9 +187,9 @@ def _sampled_epoch(ds: tf.data.Dataset, keep: np.ndarray, seed: int) -> tf.data.
 
     def kept(item, draw):
         uniform = tf.cast(tf.bitwise.bitwise_and(draw, 2**24 - 1), tf.float32) / scale
-        return uniform < item[2]
+        return uniform < item[2]["keep"]
 
-    ds = tf.data.Dataset.zip(ds, draws).filter(kept).map(lambda item, _: item[:2])
+    ds = tf.data.Dataset.zip(ds, draws).filter(kept).map(lambda item, _: item)
     return ds.take(max(1, int(round(float(keep.sum())))))
 
 

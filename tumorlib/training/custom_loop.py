@@ -50,23 +50,30 @@ class Phase:
     epochs: int
     patience: int
     label_smoothing: float
-    class_weights: dict[int, float]
+    class_weights: dict[int, float] | None  # None: the batches carry their loss weights
     write_dir: Path  # where this process writes: the run folder (chief) or its scratch folder
     chief_dir: Path  # the run folder: every worker restores the chief's checkpoint from it
 
 
 def _step(model: Any, strategy: tf.distribute.Strategy, phase: Phase, train: bool) -> Callable:
     """A ``tf.function`` running one global batch on every replica; returns reduced sums
-    ``[sum w*loss, sum correct, n]`` (w: class weights in training, else 1)."""
+    ``[sum w*loss, sum correct, n]`` (w: in training the batch's own weights, else the class
+    weights; in evaluation 1)."""
     import keras
 
     loss_fn = keras.losses.CategoricalCrossentropy(
         label_smoothing=phase.label_smoothing, reduction=None
     )
-    weights = tf.constant([phase.class_weights[i] for i in range(NUM_CLASSES)], tf.float32)
+    by_class = phase.class_weights or dict.fromkeys(range(NUM_CLASSES), 1.0)
+    weights = tf.constant([by_class[i] for i in range(NUM_CLASSES)], tf.float32)
 
-    def replica(x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
-        w = tf.gather(weights, tf.argmax(y, -1)) if train else tf.ones(tf.shape(y)[:1])
+    def replica(x: tf.Tensor, y: tf.Tensor, given: tf.Tensor | None = None) -> tf.Tensor:
+        if not train:
+            w = tf.ones(tf.shape(y)[:1])
+        elif given is not None:
+            w = given
+        else:
+            w = tf.gather(weights, tf.argmax(y, -1))
         n_local = tf.cast(tf.shape(y)[0], tf.float32)
         ctx = tf.distribute.get_replica_context()
         n_global = tf.cast(ctx.all_reduce(tf.distribute.ReduceOp.SUM, n_local), tf.int64)
@@ -83,8 +90,8 @@ def _step(model: Any, strategy: tf.distribute.Strategy, phase: Phase, train: boo
         return tf.stack([tf.reduce_sum(per_example * w), tf.reduce_sum(correct), n_local])
 
     @tf.function(reduce_retracing=True)
-    def step(x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
-        sums = strategy.run(replica, args=(x, y))
+    def step(*batch: tf.Tensor) -> tf.Tensor:
+        sums = strategy.run(replica, args=batch)
         return strategy.reduce(tf.distribute.ReduceOp.SUM, sums, axis=None)
 
     return step
@@ -92,8 +99,8 @@ def _step(model: Any, strategy: tf.distribute.Strategy, phase: Phase, train: boo
 
 def _epoch(step: Callable, dataset: Any) -> np.ndarray:
     total = np.zeros(3)
-    for x, y in dataset:
-        total += step(x, y).numpy()
+    for batch in dataset:  # (x, y) or (x, y, loss weights)
+        total += step(*batch).numpy()
     return total
 
 

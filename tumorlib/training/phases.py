@@ -26,9 +26,12 @@ import numpy as np
 from tumorlib.contracts.classes import NUM_CLASSES
 from tumorlib.contracts.runs import CHECKPOINT_DIR, HISTORY_FILE, LOG_DIR
 from tumorlib.training.checkpoints import backup_dir
+from tumorlib.training.sampling import Epochs
 from tumorlib.training.train_config import TrainConfig
 
 logger = logging.getLogger(__name__)
+
+NO_PLAN = Epochs()  # every slice once per epoch, the class weights of the train split
 
 PHASES = ("head", "fine_tune")
 
@@ -79,12 +82,11 @@ def one_hot(labels: np.ndarray) -> np.ndarray:
     return np.eye(NUM_CLASSES, dtype=np.float32)[labels]
 
 
-def pipelines(config: TrainConfig, augment_train: bool, strategy=None, keep=None):
+def pipelines(config: TrainConfig, augment_train: bool, strategy=None, epochs: Epochs = NO_PLAN):
     """Train and validation image pipelines (validation never augmented), global batches.
 
-    ``keep``: per-example acceptance probabilities of the train split
-    (:mod:`tumorlib.training.sampling`);
-    each epoch then draws with them."""
+    ``epochs`` (:mod:`tumorlib.training.sampling`): each epoch draws with its acceptance
+    probabilities, and its per-example loss weights ride along as sample weights."""
     from tumorlib.data.pipeline import load_split, make_pipeline
     from tumorlib.training import distribute
 
@@ -96,7 +98,8 @@ def pipelines(config: TrainConfig, augment_train: bool, strategy=None, keep=None
         load_split("train", config.dataset_config, config.data_dir),
         training=augment_train,
         acquisition=config.acquisition_augment if augment_train else 0.0,
-        keep=keep,
+        keep=epochs.keep,
+        weights=epochs.weights,
         **kw,
     )
     val = make_pipeline(
@@ -127,11 +130,11 @@ def train_head_on_features(
     weights: dict,
     strategy=None,
     chief: bool = True,
-    keep=None,
+    epochs: Epochs = NO_PLAN,
 ) -> None:
     """Phase one on cached pooled features; the fitted head is the model's head afterwards.
 
-    ``keep`` (epoch sampling) becomes per-example loss weights (times the class weights): the
+    ``epochs``' acceptance probabilities times its loss weights become per-example weights: the
     same objective, in expectation, as drawing epochs with those probabilities.
 
     Under a multi-worker strategy the chief computes the features and the others wait for its
@@ -160,35 +163,40 @@ def train_head_on_features(
     logger.info("Phase 1: head on features (%d train, %d validation)", len(x_train), len(x_val))
     batch = config.batch_size * replicas
     train_in: dict[str, Any] = dict(x=x_train, y=one_hot(y_train), batch_size=batch, shuffle=True)
-    if keep is not None:
-        per_class = np.array([weights[c] for c in range(NUM_CLASSES)], dtype=np.float32)
-        sample_weight = np.asarray(keep, np.float32) * per_class[y_train]
+    if epochs.weights is not None:
+        keep = 1.0 if epochs.keep is None else epochs.keep
+        sample_weight = np.asarray(keep * epochs.weights, np.float32)
         train_in["sample_weight"] = sample_weight / sample_weight.mean()
     val_in: Any = (x_val, one_hot(y_val))
     if config.strategy == "multi_worker":  # Keras cannot split NumPy input across workers
-        if keep is not None:
-            raise ValueError("epoch sampling with --strategy multi_worker is not supported yet")
-        train_ds = _feature_dataset(x_train, y_train, batch, config.seed)
+        train_ds = _feature_dataset(
+            x_train, y_train, batch, config.seed, train_in.get("sample_weight")
+        )
         val_ds = _feature_dataset(x_val, y_val, batch, None)
-        _custom_fit(head, train_ds, val_ds, config, run_dir, "head", weights, strategy)
+        class_weights = None if "sample_weight" in train_in else weights
+        _custom_fit(head, train_ds, val_ds, config, run_dir, "head", class_weights, strategy)
         return
     head.fit(
         **train_in,
         validation_data=val_in,
         epochs=config.head_epochs,
-        class_weight=None if keep is not None else weights,
+        class_weight=None if epochs.weights is not None else weights,
         callbacks=callbacks(run_dir, "head", config.head_patience),
         verbose=config.verbose,
     )
 
 
-def _feature_dataset(x: np.ndarray, y: np.ndarray, batch: int, seed: int | None):
-    """In-memory features as a sharded tf.data pipeline (shuffled when ``seed`` is given)."""
+def _feature_dataset(
+    x: np.ndarray, y: np.ndarray, batch: int, seed: int | None, weights: np.ndarray | None = None
+):
+    """In-memory features as a sharded tf.data pipeline (shuffled when ``seed`` is given), with
+    each example's loss weight when ``weights`` is given."""
     import tensorflow as tf
 
     from tumorlib.training import distribute
 
-    ds = tf.data.Dataset.from_tensor_slices((x, one_hot(y)))
+    columns = (x, one_hot(y)) if weights is None else (x, one_hot(y), weights)
+    ds = tf.data.Dataset.from_tensor_slices(columns)
     if seed is not None:
         ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
     return distribute.shard_by_data(ds.batch(batch))
@@ -201,31 +209,45 @@ def train_head_on_images(
     weights: dict,
     strategy=None,
     chief: bool = True,
-    keep=None,
+    epochs: Epochs = NO_PLAN,
 ) -> None:
     """Phase one through the frozen backbone on un-augmented images (``--phase1 images``)."""
-    train_ds, val_ds = pipelines(config, augment_train=False, strategy=strategy, keep=keep)
+    train_ds, val_ds = pipelines(config, augment_train=False, strategy=strategy, epochs=epochs)
     compile_model(model, config.head_learning_rate, config.label_smoothing, strategy)
     logger.info("Phase 1: head on the frozen backbone (images)")
-    _fit_phase(model, train_ds, val_ds, config, run_dir, "head", weights, strategy)
+    class_weights = None if epochs.weights is not None else weights  # else in the batches
+    _fit_phase(model, train_ds, val_ds, config, run_dir, "head", class_weights, strategy)
 
 
 def fine_tune(
-    model, config: TrainConfig, run_dir: Path, weights: dict, strategy=None, keep=None
+    model,
+    config: TrainConfig,
+    run_dir: Path,
+    weights: dict,
+    strategy=None,
+    epochs: Epochs = NO_PLAN,
 ) -> None:
     """Phase two: unfreeze the top backbone layers (already done by the caller), fit on
-    augmented images (drawn with ``keep``'s probabilities each epoch, if given)."""
+    augmented images (drawn and weighted as ``epochs`` says, if it says anything)."""
     compile_model(model, config.fine_tune_learning_rate, config.label_smoothing, strategy)
-    train_ds, val_ds = pipelines(config, augment_train=True, strategy=strategy, keep=keep)
+    train_ds, val_ds = pipelines(config, augment_train=True, strategy=strategy, epochs=epochs)
     logger.info(
         "Phase 2: fine-tuning the top %d backbone layers (BatchNorm frozen)",
         config.fine_tune_layers,
     )
-    _fit_phase(model, train_ds, val_ds, config, run_dir, "fine_tune", weights, strategy)
+    class_weights = None if epochs.weights is not None else weights  # else in the batches
+    _fit_phase(model, train_ds, val_ds, config, run_dir, "fine_tune", class_weights, strategy)
 
 
 def _fit_phase(
-    model, train_ds, val_ds, config: TrainConfig, run_dir: Path, phase: str, weights: dict, strategy
+    model,
+    train_ds,
+    val_ds,
+    config: TrainConfig,
+    run_dir: Path,
+    phase: str,
+    weights: dict | None,
+    strategy,
 ) -> None:
     """One phase on image pipelines: ``Model.fit`` with the phase's callbacks, or the custom loop
     under ``multi_worker``."""
@@ -242,7 +264,14 @@ def _fit_phase(
 
 
 def _custom_fit(
-    model, train_ds, val_ds, config: TrainConfig, run_dir: Path, phase: str, weights: dict, strategy
+    model,
+    train_ds,
+    val_ds,
+    config: TrainConfig,
+    run_dir: Path,
+    phase: str,
+    weights: dict | None,
+    strategy,
 ) -> None:
     """A phase under ``multi_worker``: the custom loop (``fit`` fails there with Keras 3)."""
     from tumorlib.training import custom_loop

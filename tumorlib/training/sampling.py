@@ -13,9 +13,13 @@ patient with 70 slices would weigh seven times one with 10. Instead every exampl
 
 The training pipeline keeps each cached example with its probability on the graph (a stateless
 Bernoulli draw, new every epoch, fixed by the seed): :func:`tumorlib.data.pipeline.make_pipeline`'s
-``keep``. Phase one (the head on cached features) weights examples by the same probabilities, and
-the class weights are those of the distribution an epoch actually draws (:meth:`class_weights`).
-On ``clean`` every probability is 1: nothing changes.
+``keep``. Phase one (the head on cached features) weights examples by the same probabilities.
+
+The loss weights balance what an epoch draws (:meth:`SamplingPlan.example_weights`): ``"class"``
+balances the four classes over the whole epoch (scikit-learn's rule, as before); ``"source_class"``
+balances the classes *within each source* — the archive is 85 % glioma, so otherwise "looks like
+this collection" would stand in for "glioma" and its no-tumour slices would be called tumours.
+On ``clean`` every probability is 1 and ``"class"`` is the class weights of old: nothing changes.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from tumorlib.contracts.classes import NUM_CLASSES
 
 DEFAULT_ARCHIVE_SHARE = 0.3
 DEFAULT_PATIENT_CAP = 16
+BALANCES = ("class", "source_class")
 
 
 @dataclass(frozen=True)
@@ -46,14 +51,30 @@ class SamplingPlan:
         """Expected examples per epoch (the sum of the probabilities)."""
         return int(round(float(self.probabilities.sum())))
 
+    @property
+    def samples(self) -> bool:
+        """Whether epochs are drawn (some probability below 1) rather than every slice once."""
+        return bool((self.probabilities < 1).any())
+
     def class_weights(self) -> dict[int, float]:
         """Balanced class weights of what an epoch draws: ``n / (k * n_c)`` over expected counts."""
-        expected = np.bincount(self.labels, weights=self.probabilities, minlength=NUM_CLASSES)
-        present = expected > 0
-        out = dict.fromkeys(range(NUM_CLASSES), 1.0)
-        total, k = expected.sum(), int(present.sum())
-        out.update({int(c): float(total / (k * expected[c])) for c in np.flatnonzero(present)})
-        return out
+        return _balanced(self.labels, self.probabilities)
+
+    def example_weights(self, balance: str = "class") -> np.ndarray:
+        """Per-example loss weights (mean 1 over what an epoch draws), balanced as ``balance``
+        says: over the whole epoch (``"class"``) or within each source (``"source_class"``)."""
+        if balance not in BALANCES:
+            raise ValueError(f"balance must be one of {', '.join(BALANCES)}, got {balance!r}")
+        weights = np.ones(len(self.labels))
+        groups = [np.ones(len(self.labels), bool)]
+        if balance == "source_class":
+            archive = self.patients != ""
+            groups = [g for g in (~archive, archive) if self.probabilities[g].sum() > 0]
+        for group in groups:
+            per_class = _balanced(self.labels[group], self.probabilities[group])
+            # each source's weights average 1 over its draws: sources keep their epoch shares
+            weights[group] = [per_class[c] for c in self.labels[group]]
+        return weights / np.average(weights, weights=self.probabilities)
 
     def summary(self) -> dict:
         """What the run record keeps: shares, caps, epoch size, draws per patient."""
@@ -71,6 +92,35 @@ class SamplingPlan:
             "max_draws_per_patient": round(max(per_patient.values(), default=0.0), 2),
             "patients": len(per_patient),
         }
+
+
+@dataclass(frozen=True)
+class Epochs:
+    """What the training pipelines take from a plan (``None``: not used).
+
+    ``keep``: acceptance probabilities (``None``: every slice once per epoch); ``weights``:
+    per-example loss weights (``None``: the class weights of the train split apply)."""
+
+    keep: np.ndarray | None = None
+    weights: np.ndarray | None = None
+
+
+def epochs(plan: SamplingPlan, balance: str = "class") -> Epochs:
+    """The plan as the pipelines take it: nothing at all when every slice is drawn once and the
+    classes are balanced over the epoch (the class weights then do exactly that)."""
+    if not plan.samples and balance == "class":
+        return Epochs()
+    return Epochs(plan.probabilities if plan.samples else None, plan.example_weights(balance))
+
+
+def _balanced(labels: np.ndarray, probabilities: np.ndarray) -> dict[int, float]:
+    """``{class: n / (k * n_c)}`` over expected counts; 1.0 for a class not drawn."""
+    expected = np.bincount(labels, weights=probabilities, minlength=NUM_CLASSES)
+    present = expected > 0
+    out = dict.fromkeys(range(NUM_CLASSES), 1.0)
+    total, k = expected.sum(), int(present.sum())
+    out.update({int(c): float(total / (k * expected[c])) for c in np.flatnonzero(present)})
+    return out
 
 
 def plan_sampling(

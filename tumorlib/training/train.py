@@ -79,6 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add("archive-share", float, "expected TCGA-LGG share of an epoch (multi_sequence)")
     add("patient-cap", int, "most slices one patient contributes per epoch")
+    parser.add_argument(
+        "--balance",
+        choices=("class", "source_class"),
+        help="loss weights balance the classes over the epoch, or within each source "
+        f"(default: {defaults.balance})",
+    )
     add("dropout", float, "head dropout")
     add("head-units", int, "hidden units in the head (0: linear head)")
     add("label-smoothing", float, "label smoothing of the cross-entropy")
@@ -294,6 +300,7 @@ def train(config: TrainConfig) -> Path:
     from tumorlib.model.classifier import set_phase, trainable_layer_counts
     from tumorlib.training import distribute, phases
     from tumorlib.training.checkpoints import backup_dir
+    from tumorlib.training.sampling import epochs
 
     started = time.perf_counter()
     distribute.set_mixed_precision(config.mixed_precision)
@@ -302,9 +309,9 @@ def train(config: TrainConfig) -> Path:
     model, run_dir, out_dir, record = _new_run(config, strategy)
     plan = _sampling_plan(config)
     weights = plan.class_weights()  # balanced over what an epoch draws
-    keep = plan.probabilities if (plan.probabilities < 1).any() else None
+    drawn = epochs(plan, config.balance)  # sampled epochs and per-source balance, if any
     record["class_weights"] = {CLASS_NAMES[i]: w for i, w in weights.items()}
-    record["sampling"] = plan.summary()
+    record["sampling"] = {**plan.summary(), "balance": config.balance}
     timings: dict[str, float] = {}
 
     set_phase(model, "head")
@@ -316,7 +323,7 @@ def train(config: TrainConfig) -> Path:
             if config.phase1 == "features"
             else phases.train_head_on_images
         )
-        fit_head = lambda: phase_one(model, config, out_dir, weights, strategy, chief, keep)  # noqa: E731
+        fit_head = lambda: phase_one(model, config, out_dir, weights, strategy, chief, drawn)  # noqa: E731
         _run_phase("head", model, run_dir, out_dir, fit_head)
     timings["phase1_s"] = time.perf_counter() - t0
 
@@ -324,7 +331,7 @@ def train(config: TrainConfig) -> Path:
     if config.fine_tune_epochs:
         set_phase(model, "fine_tune", config.fine_tune_layers)
         record["layers_phase2"] = trainable_layer_counts(model)
-        fit_all = lambda: phases.fine_tune(model, config, out_dir, weights, strategy, keep)  # noqa: E731
+        fit_all = lambda: phases.fine_tune(model, config, out_dir, weights, strategy, drawn)  # noqa: E731
         _run_phase("fine_tune", model, run_dir, out_dir, fit_all)
     timings["phase2_s"] = time.perf_counter() - t0
     phases.merge_histories(out_dir)

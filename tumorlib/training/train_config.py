@@ -34,6 +34,7 @@ class TrainConfig:
     # most slices one patient contributes per epoch. No effect on clean.
     archive_share: float = 0.3
     patient_cap: int = 16
+    balance: str = "class"  # or "source_class": classes balanced within each source
     image_size: int = 224
     alpha: float = 1.0
     weights: str | None = "imagenet"
@@ -79,6 +80,8 @@ class TrainConfig:
             )
         if not 0.0 <= self.archive_share < 1.0:
             raise ValueError(f"archive_share must be in [0, 1), got {self.archive_share}")
+        if self.balance not in ("class", "source_class"):
+            raise ValueError(f"balance must be 'class' or 'source_class', got {self.balance!r}")
         if self.patient_cap < 1:
             raise ValueError(f"patient_cap must be >= 1, got {self.patient_cap}")
         from tumorlib.training.distribute import STRATEGIES

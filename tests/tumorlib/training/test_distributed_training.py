@@ -52,7 +52,8 @@ def _argv(setup, name: str, batch: int, strategy: str, fine_tune_epochs: int = 1
     tmp = setup["tmp"]
     return [
         "--data-dir", str(setup["data_dir"]), "--weights", str(setup["weights"]),
-        "--image-size", str(SIZE), "--runs-dir", str(tmp / "runs"), "--run-name", name,
+        "--image-size", str(SIZE), "--alpha", "0.35", "--runs-dir", str(tmp / "runs"),
+        "--run-name", name,
         "--head-epochs", "4", "--head-learning-rate", "0.003", "--dropout", "0",
         "--head-patience", "10",
         "--fine-tune-epochs", str(fine_tune_epochs), "--fine-tune-layers", "40",

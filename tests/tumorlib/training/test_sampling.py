@@ -97,3 +97,33 @@ def test_pipeline_draws_epochs_with_the_plan():
     np.testing.assert_array_equal(
         np.concatenate([y.numpy().argmax(1) for _, y in again]), epochs[0]
     )
+
+
+def test_source_class_balance_weighs_each_source_s_classes_equally():
+    patients = np.array([""] * SARTAJ + PATIENTS + ["p0", "p1"])
+    labels = np.array([i % 4 for i in range(SARTAJ)] + [0] * len(PATIENTS) + [2, 2])
+    plan = plan_sampling(labels, patients, archive_share=0.3)
+    p, archive = plan.probabilities, patients != ""
+    for balance in ("class", "source_class"):
+        w = plan.example_weights(balance)
+        assert np.average(w, weights=p) == pytest.approx(1.0)
+    w = plan.example_weights("source_class")
+    mass = lambda mask: float((p * w)[mask].sum())  # noqa: E731
+    # within the archive, its two no-tumour slices weigh as much as all its gliomas
+    assert mass(archive & (labels == 2)) == pytest.approx(mass(archive & (labels == 0)))
+    # and each source keeps its share of the epoch
+    assert mass(archive) / mass(np.ones_like(archive)) == pytest.approx(0.3)
+    # the epoch-wide rule instead lets the archive's gliomas outweigh its no-tumour slices
+    w_class = plan.example_weights("class")
+    assert (p * w_class)[archive & (labels == 0)].sum() > 5 * (p * w_class)[
+        archive & (labels == 2)
+    ].sum()
+
+
+def test_weighted_pipeline_batches_carry_the_weights_in_order():
+    weights = np.arange(1, 9, dtype=np.float32)
+    ds = data.make_pipeline(
+        _examples(8, []), training=False, image_size=8, batch_size=4, weights=weights
+    )
+    got = np.concatenate([w.numpy() for _, _, w in ds])
+    np.testing.assert_array_equal(got, weights)

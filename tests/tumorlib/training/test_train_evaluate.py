@@ -29,7 +29,7 @@ SIZE = 32
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("train")
-    data_dir = build_learnable_dataset(tmp, configs=("clean", "original"))
+    data_dir = build_learnable_dataset(tmp, configs=("clean", "original", "multi_sequence"))
     images = np.concatenate(
         [x for x, _ in data.load_pipeline("train", data_dir_=data_dir, image_size=SIZE,
                                           training=False).as_numpy_iterator()]
@@ -42,7 +42,8 @@ def setup(tmp_path_factory):
 def run_dir(setup):
     argv = [
         "--data-dir", str(setup["data_dir"]), "--weights", str(setup["weights"]),
-        "--image-size", str(SIZE), "--runs-dir", str(setup["tmp"] / "runs"), "--run-name", "tiny",
+        "--image-size", str(SIZE), "--alpha", "0.35", "--runs-dir", str(setup["tmp"] / "runs"),
+        "--run-name", "tiny",
         "--head-epochs", "6", "--head-learning-rate", "0.01", "--fine-tune-epochs", "2",
         "--fine-tune-layers", "40", "--batch-size", "16", "--verbose", "0",
         "--feature-cache-dir", str(setup["tmp"] / "features"),
@@ -66,8 +67,13 @@ def test_training_improves_loss_and_writes_run_folder(run_dir):
     config = json.loads((run_dir / "config.json").read_text())
     assert config["status"] == "finished" and config["image_size"] == SIZE
     assert config["weights"].startswith("file ")
-    assert config["dataset"] == {**config["dataset"], "name": "brain_mri", "config": "clean",
-                                 "version": "1.0.0"}  # fmt: skip
+    version = str(data.builder_class().VERSION)
+    assert config["dataset"] == {**config["dataset"], "name": "brain_mri",
+                                 "config": "multi_sequence", "version": version}  # fmt: skip
+    # the default recipe draws its epochs: archive patients in, their share as asked
+    sampling = config["sampling"]
+    assert sampling["patients"] > 0 and sampling["archive_share"] == 0.3
+    assert sampling["expected_archive_draws"] / sampling["epoch_size"] == pytest.approx(0.3, 0.02)
     assert config["layers_phase1"]["backbone_trainable"] == 0
     assert 0 < config["layers_phase2"]["backbone_trainable"] < config["layers_phase2"][
         "backbone_frozen"] + config["layers_phase2"]["backbone_trainable"]  # fmt: skip
@@ -88,10 +94,12 @@ def test_evaluation_matches_sklearn_and_writes_every_plot(run_dir, setup):
     metrics = evaluate.evaluate(run_dir, "clean", "test", setup["data_dir"])
     out = run_dir / "eval" / "clean-test"
     assert json.loads((out / "metrics.json").read_text())["accuracy"] == metrics["accuracy"]
-    for name in evaluate.PLOT_FILES.values():
+    single_source = {k: v for k, v in evaluate.PLOT_FILES.items() if k != "by_source"}
+    for name in single_source.values():
         path = out / name
         assert path.is_file() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
     assert "accuracy" in (out / "summary.md").read_text()
+    assert "by_source" not in metrics and not (out / evaluate.PLOT_FILES["by_source"]).exists()
 
     # Independent recomputation from the saved model and the raw pipeline.
     run = load_run(run_dir)
@@ -116,6 +124,17 @@ def test_evaluation_matches_sklearn_and_writes_every_plot(run_dir, setup):
     assert metrics["ece_before"] == pytest.approx(expected_calibration_error(probs, y), abs=1e-6)
     scaled = apply_temperature_np(probs, run.temperature)
     assert metrics["ece_after"] == pytest.approx(expected_calibration_error(scaled, y), abs=1e-6)
+
+
+@pytest.mark.slow
+def test_evaluation_of_several_sources_reports_each_apart(run_dir, setup):
+    metrics = evaluate.evaluate(run_dir, "multi_sequence", "test", setup["data_dir"])
+    by = metrics["by_source"]
+    assert {"sartaj", "tcga_lgg/flair", "tcga_lgg/t1_precontrast"} <= set(by)
+    assert sum(m["n"] for m in by.values()) == metrics["num_examples"]
+    out = run_dir / "eval" / "multi_sequence-test"
+    assert (out / evaluate.PLOT_FILES["by_source"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| tcga_lgg/flair |" in (out / "summary.md").read_text()
 
 
 @pytest.mark.slow
@@ -158,7 +177,8 @@ def test_a_run_can_start_from_another_runs_weights(run_dir, setup, tmp_path, cap
     """--init-from: the new run's model starts as the old one (no epochs: stays it)."""
     argv = [
         "--data-dir", str(setup["data_dir"]), "--weights", str(setup["weights"]),
-        "--image-size", str(SIZE), "--runs-dir", str(tmp_path), "--run-name", "warm",
+        "--image-size", str(SIZE), "--alpha", "0.35", "--runs-dir", str(tmp_path),
+        "--run-name", "warm",
         "--head-epochs", "0", "--fine-tune-epochs", "0", "--batch-size", "16", "--verbose", "0",
         "--init-from", str(run_dir), "--acquisition-augment", "0.5",
     ]  # fmt: skip
