@@ -41,23 +41,31 @@ from tumorlib.evaluation.model_card_safety import (
 from tumorlib.evaluation.model_card_sections import (
     CardInputs,
     calibration_section,
-    data_section,
     header,
     model_section,
     performance_section,
     use_sections,
+)
+from tumorlib.evaluation.model_card_sources import (
+    data_section,
+    per_source_section,
+    served_checks_section,
+    sources_section,
 )
 
 # The card's sections, in order: each turns the card's inputs into Markdown lines.
 SECTIONS = (
     header,
     model_section,
+    sources_section,
     data_section,
     use_sections,
     performance_section,
+    per_source_section,
     calibration_section,
     abstention_section,
     gate_section,
+    served_checks_section,
     limitations_section,
 )
 

@@ -146,18 +146,32 @@ def gate_section(card: CardInputs) -> list[str]:
 
 
 def limitations_section(card: CardInputs) -> list[str]:
-    """What the model is known not to do (fixed text)."""
+    """What the model is known not to do."""
+    if card.dataset.get("config") == "multi_sequence":
+        sources = [
+            "- **Two public sources**: SARTAJ's JPEG exports (unknown scanners, protocols and "
+            "populations, tumours almost only on contrast-enhanced T1) and 80 TCGA-LGG patients "
+            "(lower-grade gliomas only, FLAIR and pre-contrast T1). No meningioma or pituitary "
+            "tumour on another sequence, no T2; performance elsewhere is measured only on the "
+            "second source and likely lower.",
+            "- **SARTAJ has no patient IDs**: its slices of one patient may sit in different "
+            "splits despite near-duplicate grouping (TCGA-LGG is split by patient).",
+        ]
+    else:
+        sources = [
+            "- **Single public source**: one Kaggle collection of JPEG exports, of unknown "
+            "scanners, protocols and populations; performance elsewhere is unknown and likely "
+            "lower. No external validation.",
+            "- **No patient IDs**: slices of one patient may sit in different splits despite "
+            "near-duplicate grouping, so test figures may be optimistic.",
+        ]
     return [
         "## Limitations",
         "",
         "- **2-D slices only**: each slice is classified alone; a radiologist reads the whole "
         "study, several sequences and the clinical history.",
-        "- **Single public source**: one Kaggle collection of JPEG exports, of unknown "
-        "scanners, protocols and populations; performance elsewhere is unknown and likely "
-        "lower. No external validation.",
-        "- **No patient IDs**: slices of one patient may sit in different splits despite "
-        "near-duplicate grouping, so test figures may be optimistic.",
-        "- Labels come from the collection, not from histopathology we could verify; some "
+        *sources,
+        "- Labels come from the collections, not from histopathology we could verify; some "
         "source images carried conflicting labels and were removed.",
         "- Three tumour types only; every other finding is forced into one of four classes "
         "unless abstention or the gate stops it.",

@@ -118,51 +118,25 @@ def model_section(card: CardInputs) -> list[str]:
     ]
 
 
-def data_section(card: CardInputs) -> list[str]:
-    """The dataset, how duplicates were removed and the split counts."""
-    ds, meta = card.dataset, card.meta
-    md = [
-        "## Data and de-duplication",
-        "",
-        f"Dataset `{ds.get('name', card.dataset_name)}` config `{ds.get('config', 'clean')}` "
-        f'version {ds.get("version", "?")}: the public SARTAJ "Brain Tumor Classification '
-        '(MRI)" collection of 2-D JPEG slices (Kaggle), a single public source with no '
-        "patient identifiers.",
-        "",
-    ]
-    if not meta:
-        return md + ["Dataset metadata (`metadata.json`) not found; pass `--data-dir`.", ""]
-    removed_exact = sum(meta.get("removed_exact_duplicate", {}).values())
-    removed_conflict = sum(meta.get("removed_label_conflict", {}).values())
-    md += [
-        f"The published train/test folders share many identical and near-identical "
-        f"images, so the `clean` config groups near-duplicates (cosine similarity ≥ "
-        f"{meta.get('near_duplicate_cosine', '?')} of thumbnails) into "
-        f"{meta.get('num_groups', '?')} groups and splits by group, so no image has a "
-        f"copy across splits. {removed_exact} exact duplicates were dropped and "
-        f"{removed_conflict} images removed from {meta.get('conflicting_groups', '?')} "
-        f"groups whose copies carried conflicting labels. Split seed "
-        f"{meta.get('split_seed', '?')}.",
-        "",
-    ]
-    if meta.get("counts"):
-        md += _counts_table(meta["counts"]) + [""]
-    return md + [f"(Source: `{card.meta_path}`.)", ""]
-
-
 def use_sections(card: CardInputs) -> list[str]:
-    """Intended and out-of-scope use (fixed text: what the model is for)."""
+    """Intended and out-of-scope use: what the model is for, given what it was trained on."""
+    sequences = (
+        "contrast-enhanced T1, FLAIR or pre-contrast T1"
+        if card.dataset.get("config") == "multi_sequence"
+        else "T1-weighted contrast-enhanced"
+    )
     return [
         "## Intended use",
         "",
-        "- Decision support for clinicians reviewing single axial/coronal/sagittal T1-weighted "
-        "contrast-enhanced brain MRI slices, to flag a likely tumour type for review.",
+        f"- Decision support for clinicians reviewing single axial/coronal/sagittal {sequences} "
+        "brain MRI slices, to flag a likely tumour type for review.",
         "- Research and teaching on trustworthy medical image classification.",
         "",
         "## Out-of-scope use",
         "",
         "- Diagnosis, treatment or triage decisions without a radiologist.",
-        "- Whole 3-D studies, other sequences or body parts, children's scans, post-operative "
+        "- Whole 3-D studies, other sequences (T2, diffusion, ...) or body parts, children's "
+        "scans, post-operative "
         "images, or tumour types other than the three classes (the model always answers one "
         "of its four classes; the input gate and abstention reduce but do not remove this).",
         "- Any population or scanner not represented in the source collection.",

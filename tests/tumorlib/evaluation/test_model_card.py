@@ -165,3 +165,49 @@ def test_an_ensemble_run_names_its_members_on_the_card():
     assert "mirrored" in line
     assert "mirrored" not in ensemble_lines({**ensemble, "tta": None})[0]
     assert ensemble_lines(None) == []
+
+
+def test_a_multi_sequence_run_names_its_sources_licences_and_figures_per_source(tmp_path):
+    from tumorlib.evaluation.by_source import metrics_by_stratum
+    from tumorlib.evaluation.model_card_sources import SOURCE_CHECKS_DIR
+
+    run = make_fixture_run(tmp_path / "runs" / "ms")
+    config = json.loads((run / "config.json").read_text())
+    config["dataset"] = {"name": "brain_mri", "config": "multi_sequence", "version": "1.1.0"}
+    write_json(run / "config.json", config)
+    labels = np.array([0, 0, 2, 1, 3])
+    strata = np.array(["tcga_lgg/flair"] * 3 + ["sartaj"] * 2)
+    by = metrics_by_stratum(np.eye(4)[[0, 2, 2, 1, 3]], labels, strata)
+    eval_dir = run / "eval" / "multi_sequence-test"
+    eval_dir.mkdir(parents=True)
+    write_json(eval_dir / "metrics.json", {"config": "multi_sequence", "split": "test",
+                                           "accuracy": 0.8, "macro_f1": 0.7, "by_source": by})  # fmt: skip
+    check = run / "safety" / SOURCE_CHECKS_DIR / "archive_test"
+    check.mkdir(parents=True)
+    block = {"n": 5, "not_brain_mri": 0.0, "uncertain": 0.2, "unfamiliar_flag": 0.0,
+             "stated": 0.8, "stated_wrong": 0.25}  # fmt: skip
+    (check / "source_check.json").write_text(
+        json.dumps({"source": "multi_sequence/test", "all": block, "by_collection": {}})
+    )
+    data_dir = tmp_path / "tfds"
+    meta_dir = data_dir / "brain_mri" / "multi_sequence" / "1.1.0"
+    meta_dir.mkdir(parents=True)
+    per_class = {c: 0 for c in CLASS_NAMES} | {"glioma": 7}
+    (meta_dir / "metadata.json").write_text(
+        json.dumps({
+            "counts": {"train": per_class},
+            "counts_by_source": {"train": {"tcga_lgg": {"flair": per_class}}},
+            "lgg": {"licence": "CC BY-NC-SA 4.0 (test)", "citation": "Buda et al.",
+                    "patients": {"train": 56, "validation": 12, "test": 12}},
+        })
+    )  # fmt: skip
+    assert main([str(run), "--data-dir", str(data_dir)]) == 0
+    md = (run / "model_card.md").read_text()
+    assert "## Training sources and licences" in md and "CC BY-NC-SA 4.0 (test)" in md
+    assert "non-commercial purposes only" in md and "--sartaj-only" in md
+    assert "| train | tcga_lgg | flair | 7 | 0 | 0 | 0 | 7 |" in md
+    assert "TCGA-LGG patients per split: train 56, validation 12, test 12" in md
+    assert "## Performance per source and sequence" in md
+    assert "| tcga_lgg/flair | 3 | 0.667 |" in md
+    assert "| multi_sequence/test | all | 5 | 0.0 % | 20.0 % | 0.0 % | 80.0 % | 25.0 % |" in md
+    assert "FLAIR or pre-contrast T1" in md and "Two public sources" in md
