@@ -180,8 +180,8 @@ def test_a_multi_sequence_run_names_its_sources_licences_and_figures_per_source(
     by = metrics_by_stratum(np.eye(4)[[0, 2, 2, 1, 3]], labels, strata)
     eval_dir = run / "eval" / "multi_sequence-test"
     eval_dir.mkdir(parents=True)
-    write_json(eval_dir / "metrics.json", {"config": "multi_sequence", "split": "test",
-                                           "accuracy": 0.8, "macro_f1": 0.7, "by_source": by})  # fmt: skip
+    metrics = {"config": "multi_sequence", "split": "test", "accuracy": 0.8, "macro_f1": 0.7}
+    write_json(eval_dir / "metrics.json", {**metrics, "by_source": by})
     check = run / "safety" / SOURCE_CHECKS_DIR / "archive_test"
     check.mkdir(parents=True)
     block = {"n": 5, "not_brain_mri": 0.0, "uncertain": 0.2, "unfamiliar_flag": 0.0,
