@@ -1,14 +1,17 @@
 """The main job, end to end on the embedded default: ``tumorlib main`` (``scripts/main``).
 
-build the dataset (both configs) -> train (two members, 320 and 384 px, combined into one
-ensemble with left-right flip TTA; docs/training.md says why) -> evaluate (clean/test,
-original/test) -> safety: abstention threshold, input gate, model card -> export to
-models/brain_mri/<version>/ -> open the upload page on the in-process model.
+build the dataset (every config) -> train one model (MobileNetV2 α 1.0 at 224 px on SARTAJ's
+``clean`` split plus the TCGA-LGG archive's training patients, epochs sampled per
+:mod:`tumorlib.training.sampling`; ``--sartaj-only`` leaves the archive out) -> evaluate
+(``multi_sequence``/test per source and sequence, ``clean``/test, ``original``/test) -> safety:
+abstention thresholds, the study rule, the input gate -> export to models/brain_mri/<version>/,
+then the served model checked on the second source and the archive's test patients, and the model
+card -> open the upload page on the in-process model.
 
 It orchestrates by calling the library's functions and the export (each step can also be run on
 its own: ``tumorlib --help`` lists them). It sits above ``serving`` for that reason: the library
 never imports deployment. The safety steps run before the export because the export embeds what
-they write (the abstention threshold and the gate's statistics) into the SavedModel;
+they write (the abstention thresholds and the gate's statistics) into the SavedModel;
 ``--skip-safety`` exports without them. Nothing assumes a checkout: the shipped hyperparameters
 are package data, other defaults are relative to the current folder.
 """
@@ -16,7 +19,6 @@ are package data, other defaults are relative to the current folder.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import sys
 from collections.abc import Iterator
@@ -26,28 +28,20 @@ from importlib import resources
 from pathlib import Path
 from typing import NoReturn
 
+from brain_mri.lgg import ARCHIVE_NAME
 from tumorlib.contracts.cli import EXPECTED_ERRORS, CommandError, run_command
 from tumorlib.contracts.serving_contract import MODEL_BASE_PATH, MODEL_NAME
 from tumorlib_cli import page
-from tumorlib_cli.build import add_dataset_arguments, build_dataset
+from tumorlib_cli.build import (
+    add_dataset_arguments,
+    build_dataset,
+    buildable_configs,
+    default_manual_dir,
+)
 
 # The head chosen by the KerasTuner search on clean/validation (docs/tuning.md), shipped as
 # package data; the main job trains with it unless told otherwise.
 DEFAULT_HPARAMS = resources.files("tuning") / "best_hparams.json"
-# The shipped recipe: one member per input size (same head hyperparameters and seed), averaged
-# with flip TTA by tumorlib.training.ensemble_run. Chosen on clean/validation (docs/training.md).
-DEFAULT_MEMBER_SIZES = (320, 384)
-# The second stage of each member (docs/training.md, "Acquisition stage"): continue fine-tuning
-# from the member's own weights with acquisition changes in half of the augmented slices — other
-# sequences, bias field, noise, blur, frames, burnt-in text — so the classifier holds on what other
-# hospitals send. Chosen on clean/validation and measured on the second source.
-ACQUISITION_STAGE = {
-    "acquisition_augment": 0.5,
-    "head_epochs": 0,
-    "fine_tune_epochs": 8,
-    "fine_tune_learning_rate": 1e-4,
-    "fine_tune_patience": 3,
-}
 STEPS = ("build", "train", "evaluate", "safety", "export")
 # What a failing step raises; reported as "<step> failed: ..." and exit code 1.
 STEP_ERRORS: tuple[type[BaseException], ...] = (*EXPECTED_ERRORS, OSError)
@@ -62,24 +56,27 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--run", help="reuse this trained run folder instead of training")
     parser.add_argument("--run-name", default="", help="name of the new run folder")
     parser.add_argument(
-        "--member-sizes",
-        type=_sizes,
-        default=DEFAULT_MEMBER_SIZES,
-        help="input sizes of the trained members, comma-separated (default "
-        f"{','.join(map(str, DEFAULT_MEMBER_SIZES))}: an ensemble with flip TTA; one size: a "
-        "single model, e.g. 224 for a quick run)",
+        "--image-size", type=int, default=None, help="input size of the model (default 224)"
     )
+    parser.add_argument(
+        "--alpha",
+        type=float,
+        choices=(0.35, 1.0),
+        default=None,
+        help="MobileNetV2 width (default 1.0; the weights must be in Keras's cache or online)",
+    )
+    parser.add_argument(
+        "--sartaj-only",
+        action="store_true",
+        help="train on SARTAJ only, without the TCGA-LGG archive (CC BY-NC-SA 4.0: "
+        "non-commercial use); the archive's test patients are still measured",
+    )
+    parser.add_argument("--seed", type=int, default=None, help="training seed (default 42)")
     parser.add_argument(
         "--hparams",
         default=None,
         help="head hyperparameters JSON for training (default: the shipped search result, "
         "tuning/best_hparams.json; 'none': tumorlib.training.train's untuned defaults)",
-    )
-    parser.add_argument(
-        "--no-acquisition-stage",
-        action="store_true",
-        help="skip each member's second stage (fine-tuning with acquisition changes); faster, "
-        "less robust to other hospitals' scans",
     )
     parser.add_argument(
         "--stop-after",
@@ -89,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--skip-safety",
         action="store_true",
-        help="skip abstention, input gate and model card; the export then has no abstain or "
+        help="skip abstention, study rule and input gate; the export then has no abstain or "
         "in_distribution outputs (use only to save time on a throw-away run)",
     )
     parser.add_argument(
@@ -101,16 +98,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--app-port", type=int, default=page.DEFAULT_PORT, help="port of the upload page"
     )
     return parser
-
-
-def _sizes(text: str) -> tuple[int, ...]:
-    try:
-        sizes = tuple(int(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected sizes like 320,384, got {text!r}") from None
-    if not sizes or min(sizes) < 32:
-        raise argparse.ArgumentTypeError(f"sizes must be at least 32, got {text!r}")
-    return sizes
 
 
 def step(title: str) -> None:
@@ -126,76 +113,64 @@ def failing_as(what: str) -> Iterator[None]:
         raise CommandError(f"{what} failed: {err}") from err
 
 
-def train_config(size: int, run_name: str, data_dir_: str, hparams: str | None):
-    """The :class:`TrainConfig` of one member: shipped (or given, or no) hyperparameters."""
+def train_config(args: argparse.Namespace, run_name: str, data_dir_: str):
+    """The :class:`TrainConfig` of the shipped recipe: the library's defaults, the shipped (or
+    given, or no) head hyperparameters, and what the command line overrides."""
     from tumorlib.training.train_config import TrainConfig, hparams_to_config, load_hparams
 
-    values: dict = {"data_dir": data_dir_, "image_size": size, "run_name": run_name}
+    values: dict = {"data_dir": data_dir_, "run_name": run_name}
+    hparams = args.hparams
     if hparams is None or hparams.lower() != "none":
         with resources.as_file(DEFAULT_HPARAMS if hparams is None else Path(hparams)) as path:
             values.update(hparams_to_config(load_hparams(path)))
             values["hparams_file"] = str(Path(path).resolve())
+    for name in ("image_size", "alpha", "seed"):
+        if getattr(args, name) is not None:
+            values[name] = getattr(args, name)
+    if args.sartaj_only:
+        values["dataset_config"] = "clean"
     config = TrainConfig(**values)
     config.validate()
     return config
 
 
 def train_recipe(args: argparse.Namespace, data_dir_: str) -> Path:
-    """Train one member per size; with several sizes, combine them into an ensemble run."""
-    from tumorlib.training import ensemble_run as ensemble
+    """Train the one model the export serves (one backbone pass per slice)."""
     from tumorlib.training import train
 
     name = args.run_name or "shipped-" + datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    sizes = args.member_sizes
-    members: list[Path] = []
-    stage = not args.no_acquisition_stage
-    for i, size in enumerate(sizes, start=1):
-        step(f"2/6 training member {i}/{len(sizes)}: {size} px")
-        run_name = name if len(sizes) == 1 and not stage else f"{name}-{size}px"
-        with failing_as(f"training at {size} px"):
-            member = train.train(train_config(size, run_name, data_dir_, args.hparams))
-        if stage:
-            step(f"2/6 member {i}/{len(sizes)}, second stage: fine-tuning with acquisition changes")
-            final = name if len(sizes) == 1 else f"{run_name}-acquisition"
-            config = dataclasses.replace(
-                train_config(size, final, data_dir_, args.hparams),
-                **ACQUISITION_STAGE,
-                init_from=str(member),
-            )
-            config.validate()
-            with failing_as(f"acquisition stage at {size} px"):
-                member = train.train(config)
-        members.append(member)
-    if len(members) == 1:
-        return members[0]
-    step(f"2/6 ensemble of {len(members)} members with flip TTA (calibrated on validation)")
-    with failing_as("ensemble"):
-        return ensemble.make_ensemble_run([*members], run_name=name, tta=True, data_dir=data_dir_)
+    config = train_config(args, name, data_dir_)
+    step(
+        f"2/6 training: MobileNetV2 α {config.alpha} at {config.image_size} px on "
+        f"brain_mri/{config.dataset_config}"
+    )
+    with failing_as("training"):
+        return train.train(config)
 
 
-def evaluation_steps(run_dir: Path, data_dir_: str) -> None:
-    """Test-split metrics on both configs (the original one shows the leakage it has)."""
-    from tumorlib.data.pipeline import CONFIGS
+def evaluation_steps(run_dir: Path, data_dir_: str, configs: tuple[str, ...]) -> None:
+    """Test-split metrics on every built config: multi_sequence per source and sequence, and the
+    original one shows the leakage it has."""
     from tumorlib.evaluation import evaluate
 
-    for config in CONFIGS:
+    for config in configs:
         step(f"3/6 evaluation on {config}/test")
         with failing_as(f"evaluation on {config}/test"):
             evaluate.evaluate(run_dir, config=config, split="test", data_dir=data_dir_)
 
 
 def safety_steps(run_dir: Path, data_dir_: str) -> None:
-    """Abstention threshold, input gate, then the model card that reports both.
+    """Abstention thresholds, the study rule and the input gate, each chosen on the validation
+    split of the run's own dataset config.
 
     Each writes into the run folder; a failure stops the job before the export, so no model
     reaches the page without the checks the operator asked for.
     """
     from tumorlib.contracts.runs import PSEUDO_STUDIES_DIR, SAFETY_DIR
-    from tumorlib.evaluation import model_card
     from tumorlib.safety import abstention_report, input_gate
     from tumorlib.studies import pseudo_study_report
 
-    step("4/6 abstention threshold (chosen on clean/validation, checked on clean/test)")
+    step("4/6 abstention thresholds (chosen on validation, checked on test)")
     with failing_as("abstention"):
         report = abstention_report.run_abstention(run_dir, data_dir_=data_dir_)
     chosen, test = report["chosen_on_validation"], report["test"]
@@ -203,19 +178,15 @@ def safety_steps(run_dir: Path, data_dir_: str) -> None:
         f"threshold {chosen['threshold']:.4f} (validation coverage {chosen['coverage']:.3f}); "
         f"test coverage {test['coverage']:.3f}, accepted accuracy {test['accepted_accuracy']:.4f}"
     )
-    step("4/6 study rule (chosen on clean/validation pseudo-studies, checked on clean/test)")
+    step("4/6 study rule (chosen on validation pseudo-studies, checked on test)")
     with failing_as("study rule"):
         studies = pseudo_study_report.evaluate_run(
             run_dir, run_dir / SAFETY_DIR / PSEUDO_STUDIES_DIR
         )
     print("\n".join(pseudo_study_report.summary_lines(studies)))
-    step("4/6 input gate (brain-MRI check and familiarity; clean/train, thresholds on validation)")
+    step("4/6 input gate (brain-MRI check and familiarity; train split, thresholds on validation)")
     with failing_as("input gate"):
         input_gate.run_gate(run_dir, data_dir_=data_dir_)
-    step("4/6 model card")
-    with failing_as("model card"):
-        md_path, html_path = model_card.write_card(run_dir, data_dir=data_dir_)
-    print(f"wrote {md_path} and {html_path}")
 
 
 def export_step(run_dir: Path, model_base_path: str) -> Path:
@@ -226,6 +197,44 @@ def export_step(run_dir: Path, model_base_path: str) -> Path:
         target = export.export_run(run_dir, model_base_path=model_base_path)
     print(f"exported {run_dir} -> {target} (version {target.name})")
     return target
+
+
+def served_checks(run_dir: Path, model_base_path: str, data_dir_: str) -> None:
+    """The exported model, every check on, on data it never saw: the second source and the
+    TCGA-LGG archive's test patients (``tumorlib source-check``). Skipped, with a line saying
+    so, where that data is not here."""
+    from serving.clients.backend import DEFAULT_TIMEOUT_S, Settings
+    from tumorlib.contracts.runs import SAFETY_DIR
+    from tumorlib.data.second_source import default_archive, load_second_source
+    from tumorlib.evaluation.model_card_sources import SOURCE_CHECKS_DIR
+    from tumorlib_cli import source_check
+
+    settings = Settings(None, MODEL_NAME, Path(model_base_path), DEFAULT_TIMEOUT_S)
+    out = run_dir / SAFETY_DIR / SOURCE_CHECKS_DIR
+    step("5/6 the served model on the second source and the archive's test patients")
+    checks = []
+    if default_archive() is not None:
+        slices = source_check.second_source_slices(load_second_source())
+        checks.append(("second_source", slices, "second-source"))
+    try:
+        slices = source_check.split_slices("multi_sequence/test", data_dir_)
+        archive = [i for i, g in enumerate(slices.groups) if g != "sartaj"]
+        checks.append(("archive_test", source_check.subset(slices, archive), "TCGA-LGG test"))
+    except CommandError:
+        print("multi_sequence is not built here: the archive's test patients are not checked")
+    for folder, slices, name in checks:
+        with failing_as(f"served check on {name}"):
+            report = source_check.check_served(slices, name, settings, out / folder)
+        print(source_check.summary_line(report))
+
+
+def card_step(run_dir: Path, data_dir_: str) -> None:
+    from tumorlib.evaluation import model_card
+
+    step("5/6 model card")
+    with failing_as("model card"):
+        md_path, html_path = model_card.write_card(run_dir, data_dir=data_dir_)
+    print(f"wrote {md_path} and {html_path}")
 
 
 def open_page(model_base_path: str, port: int) -> NoReturn:
@@ -250,8 +259,15 @@ def run_job(args: argparse.Namespace) -> int:
 
     data_dir_ = str(data_dir(args.data_dir))
     step(f"1/6 dataset -> {data_dir_}")
+    configs = buildable_configs(args.manual_dir)
+    if "multi_sequence" not in configs and not (args.sartaj_only or args.run):
+        raise CommandError(
+            f"the TCGA-LGG archive ({ARCHIVE_NAME}) is not in the manual dir "
+            f"({args.manual_dir or default_manual_dir()}): put it there (see "
+            "../shared/data/README.md), or pass --sartaj-only to train on SARTAJ alone"
+        )
     with failing_as("dataset build"):
-        build_dataset(args.manual_dir, data_dir_)
+        build_dataset(args.manual_dir, data_dir_, configs)
     if args.stop_after == "build":
         return 0
     if args.run:
@@ -261,16 +277,18 @@ def run_job(args: argparse.Namespace) -> int:
         run_dir = train_recipe(args, data_dir_)
     if args.stop_after == "train":
         return 0
-    evaluation_steps(run_dir, data_dir_)
+    evaluation_steps(run_dir, data_dir_, configs)
     if args.stop_after == "evaluate":
         return 0
     if args.skip_safety:
-        step("4/6 safety steps skipped (--skip-safety): no abstention, gate or model card")
+        step("4/6 safety steps skipped (--skip-safety): no abstention, study rule or gate")
     else:
         safety_steps(run_dir, data_dir_)
     if args.stop_after == "safety":
         return 0
     export_step(run_dir, args.model_base_path)
+    served_checks(run_dir, args.model_base_path, data_dir_)
+    card_step(run_dir, data_dir_)
     if args.stop_after == "export":
         return 0
     open_page(args.model_base_path, args.app_port)

@@ -72,6 +72,17 @@ def split_slices(name: str, data_dir: str | None) -> Slices:
     return Slices(images, tumour, list(strata), labels)
 
 
+def subset(source: Slices, rows: list[int]) -> Slices:
+    """The slices at ``rows`` (e.g. one source of a split)."""
+    labels = None if source.labels is None else [source.labels[i] for i in rows]
+    return Slices(
+        [source.images[i] for i in rows],
+        source.tumour[rows],
+        [source.groups[i] for i in rows],
+        labels,
+    )
+
+
 def summarise(source: Slices, predictions: list[Prediction | str]) -> dict[str, Any]:
     """Rates over all slices and per group; an error string counts as not answered.
 
@@ -177,6 +188,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_served(source: Slices, name: str, settings: Settings, out: Path) -> dict[str, Any]:
+    """Ask the served model about every slice; write ``out/source_check.json`` and ``.png``."""
+    try:
+        backend = make_backend(settings)
+        predictions = backend.predict(source.images, None)
+    except BackendError as err:
+        raise CommandError(err.message) from None
+    report = {"source": name, **summarise(source, predictions)}
+    out.mkdir(parents=True, exist_ok=True)
+    report["plot"] = str(plot(out / REPORT_PLOT, report))
+    (out / REPORT_JSON).write_text(json.dumps(report, indent=2))
+    return report
+
+
+def summary_line(report: dict[str, Any]) -> str:
+    a = report["all"]
+    return (
+        f"{a['n']} {report['source']} slices: not a brain MRI {a['not_brain_mri']:.1%}, "
+        f"uncertain {a['uncertain']:.1%}, answered {a['answered']:.1%} "
+        f"({a['answered_right']:.1%} right on {report['right_means']}); stated {a['stated']:.1%}, "
+        f"of them wrong {a['stated_wrong']:.1%}; tumour / no-tumour accuracy "
+        f"{a['tumour_vs_no_tumour_accuracy']:.3f}; unfamiliar flag {a['unfamiliar_flag']:.1%}."
+    )
+
+
 def run(args: argparse.Namespace) -> None:
     if args.split:
         source, name = split_slices(args.split, args.data_dir), args.split
@@ -185,25 +221,9 @@ def run(args: argparse.Namespace) -> None:
     settings = Settings(
         args.serving_url, args.model_name, Path(args.model_base_path), DEFAULT_TIMEOUT_S
     )
-    try:
-        backend = make_backend(settings)
-        predictions = backend.predict(source.images, None)
-    except BackendError as err:
-        raise CommandError(err.message) from None
-    report = {"source": name, **summarise(source, predictions)}
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    report["plot"] = str(plot(out / REPORT_PLOT, report))
-    (out / REPORT_JSON).write_text(json.dumps(report, indent=2))
-    a = report["all"]
-    print(
-        f"{a['n']} {name} slices: not a brain MRI {a['not_brain_mri']:.1%}, uncertain "
-        f"{a['uncertain']:.1%}, answered {a['answered']:.1%} ({a['answered_right']:.1%} right "
-        f"on {report['right_means']}); stated {a['stated']:.1%}, of them wrong "
-        f"{a['stated_wrong']:.1%}; tumour / no-tumour accuracy "
-        f"{a['tumour_vs_no_tumour_accuracy']:.3f}; unfamiliar flag {a['unfamiliar_flag']:.1%}. "
-        f"Written to {out / REPORT_JSON}"
-    )
+    report = check_served(source, name, settings, out)
+    print(f"{summary_line(report)} Written to {out / REPORT_JSON}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -67,6 +67,8 @@ def _record_steps(monkeypatch, fail: str | None = None) -> list[str]:
         return step
 
     monkeypatch.setattr(main_job, "build_dataset", lambda *a: calls.append("build"))
+    monkeypatch.setattr(main_job, "buildable_configs", lambda manual_dir: data.CONFIGS)
+    monkeypatch.setattr(main_job, "served_checks", recorder("served_checks"))
     for module, function, name in (
         (evaluate, "evaluate", "evaluate"),
         (abstention_report, "run_abstention", "abstention"),
@@ -88,17 +90,20 @@ def test_safety_steps_run_on_the_run_between_evaluate_and_export(tmp_path, monke
     names = [c.split()[0] for c in calls]
     evaluations = ["evaluate"] * len(data.CONFIGS)
     assert names == ["build", *evaluations, "abstention", "study_rule", "input_gate",
-                     "model_card", "export"]  # fmt: skip
+                     "export", "served_checks", "model_card"]  # fmt: skip
     data_dir = f"--data-dir {tmp_path / 'd'}"
     studies = Path(run) / "safety" / "pseudo_studies"
-    safety = calls[1 + len(evaluations) : 5 + len(evaluations)]
+    safety = calls[1 + len(evaluations) : 4 + len(evaluations)]
     assert safety == [f"abstention {run} {data_dir}", f"study_rule {run} {studies}",
-                      f"input_gate {run} {data_dir}", f"model_card {run} {data_dir}"]  # fmt: skip
-    assert calls[-1] == f"export {run} --model-base-path {models}"
+                      f"input_gate {run} {data_dir}"]  # fmt: skip
+    # the card comes last: it reports what the served model said on the other data
+    assert calls[-3:] == [f"export {run} --model-base-path {models}",
+                          f"served_checks {run} {models} {tmp_path / 'd'}",
+                          f"model_card {run} {data_dir}"]  # fmt: skip
 
     calls.clear()
     assert main_job.main([*argv, "--stop-after", "safety"]) == 0
-    assert calls[-1].startswith("model_card")
+    assert calls[-1].startswith("input_gate")
 
 
 def test_skip_safety_exports_without_the_safety_steps(tmp_path, monkeypatch, capsys):
@@ -107,7 +112,8 @@ def test_skip_safety_exports_without_the_safety_steps(tmp_path, monkeypatch, cap
             "--stop-after", "export"]  # fmt: skip
     assert main_job.main(argv) == 0
     evaluations = ["evaluate"] * len(data.CONFIGS)
-    assert [c.split()[0] for c in calls] == ["build", *evaluations, "export"]
+    steps = ["build", *evaluations, "export", "served_checks", "model_card"]
+    assert [c.split()[0] for c in calls] == steps
     assert "safety steps skipped" in capsys.readouterr().out
 
 
@@ -119,67 +125,49 @@ def test_a_failing_safety_step_stops_the_job_before_the_export(tmp_path, monkeyp
     assert "input gate failed" in capsys.readouterr().err
 
 
-def _train_calls(monkeypatch, tmp_path, extra: list[str]):
-    """The TrainConfigs the train step would use and the ensemble call it would make
-    (training and ensembling replaced by recorders)."""
-    from tumorlib.training import ensemble_run as ensemble
+def _train_config(monkeypatch, tmp_path, extra: list[str]):
+    """The TrainConfig the train step would use (training replaced by a recorder)."""
     from tumorlib.training import train
 
-    seen, combined = [], []
+    seen = []
 
     def fake_train(config):
         seen.append(config)
         return tmp_path / config.run_name
 
-    def fake_ensemble(members, **kwargs):
-        combined.append((members, kwargs))
-        return tmp_path / kwargs["run_name"]
-
     monkeypatch.setattr(main_job, "build_dataset", lambda *a: None)
+    monkeypatch.setattr(main_job, "buildable_configs", lambda manual_dir: data.CONFIGS)
     monkeypatch.setattr(train, "train", fake_train)
-    monkeypatch.setattr(ensemble, "make_ensemble_run", fake_ensemble)
     argv = ["--data-dir", str(tmp_path), "--stop-after", "train", *extra]
     assert main_job.main(argv) == 0
-    return seen, combined
+    (config,) = seen
+    return config
 
 
-def _train_config(monkeypatch, tmp_path, extra: list[str]):
-    seen, _ = _train_calls(monkeypatch, tmp_path, [*extra, "--member-sizes", "224"])
-    return seen[0]
+def test_default_recipe_trains_one_model_on_both_sources(tmp_path, monkeypatch):
+    config = _train_config(monkeypatch, tmp_path, ["--run-name", "ship"])
+    assert config.run_name == "ship" and config.dataset_config == "multi_sequence"
+    assert (config.alpha, config.image_size) == (1.0, 224)
+    extra = ["--sartaj-only", "--alpha", "0.35", "--image-size", "256", "--seed", "7"]
+    sartaj = _train_config(monkeypatch, tmp_path, extra)
+    assert sartaj.dataset_config == "clean"
+    assert (sartaj.alpha, sartaj.image_size, sartaj.seed) == (0.35, 256, 7)
 
 
-def test_default_recipe_trains_a_member_per_size_and_ensembles_them(tmp_path, monkeypatch):
-    seen, combined = _train_calls(monkeypatch, tmp_path, ["--run-name", "ship"])
-    assert [c.image_size for c in seen] == [320, 320, 384, 384]
-    assert list(main_job.DEFAULT_MEMBER_SIZES) == [320, 384]
-    assert [c.run_name for c in seen] == [
-        "ship-320px", "ship-320px-acquisition", "ship-384px", "ship-384px-acquisition"
-    ]  # fmt: skip
-    assert len({c.seed for c in seen}) == 1 and len({c.head_units for c in seen}) == 1
-    # Each member's second stage starts from its first and adds acquisition changes.
-    first, second = seen[0], seen[1]
-    assert first.acquisition_augment == 0.0 and first.init_from is None
-    assert second.init_from == str(tmp_path / "ship-320px") and second.head_epochs == 0
-    assert second.acquisition_augment == main_job.ACQUISITION_STAGE["acquisition_augment"] > 0
-    ((members, kwargs),) = combined
-    assert members == [tmp_path / "ship-320px-acquisition", tmp_path / "ship-384px-acquisition"]
-    assert kwargs["run_name"] == "ship" and kwargs["tta"] is True
+def test_without_the_archive_the_job_asks_for_it_or_sartaj_only(tmp_path, monkeypatch, capsys):
+    from tumorlib.training import train
 
-    seen, combined = _train_calls(monkeypatch, tmp_path, ["--member-sizes", "224"])
-    assert [c.image_size for c in seen] == [224, 224] and combined == []
-    assert seen[1].init_from == str(tmp_path / seen[0].run_name)
-
-    seen, combined = _train_calls(
-        monkeypatch, tmp_path, ["--member-sizes", "224", "--no-acquisition-stage"]
-    )
-    assert [c.acquisition_augment for c in seen] == [0.0] and combined == []
-
-
-def test_member_sizes_must_be_sizes(tmp_path, capsys):
-    for bad in ("abc", "16", ""):
-        with pytest.raises(SystemExit):
-            main_job.main(["--data-dir", str(tmp_path), "--member-sizes", bad])
-        assert "--member-sizes" in capsys.readouterr().err
+    built = []
+    monkeypatch.setattr(main_job, "build_dataset", lambda *a: built.append(a[2]))
+    monkeypatch.setattr(train, "train", lambda config: tmp_path / "r")
+    manual = tmp_path / "manual"
+    manual.mkdir()
+    argv = ["--manual-dir", str(manual), "--data-dir", str(tmp_path), "--stop-after", "train"]
+    assert main_job.main(argv) == 1
+    err = capsys.readouterr().err
+    assert "extra_sequences_mri.zip" in err and "--sartaj-only" in err and built == []
+    assert main_job.main([*argv, "--sartaj-only"]) == 0
+    assert built == [("clean", "original")]
 
 
 def test_training_uses_the_shipped_search_result_unless_told_none(tmp_path, monkeypatch):
@@ -218,6 +206,11 @@ def test_main_job_exports_a_model_that_carries_abstention_and_the_gate(tmp_path)
     assert code == 0
     for name in ("abstention.json", "input_gate.npz", "input_gate.json", "model_card.md"):
         assert (run / name).is_file(), name
+    # the served model was checked on the dummy archive's test patients, and the card says so
+    check = json.loads((run / "safety" / "source_checks" / "archive_test" / "source_check.json")
+                       .read_text())  # fmt: skip
+    assert check["source"] == "TCGA-LGG test" and check["all"]["n"] > 0
+    assert "## The served model on other data" in (run / "model_card.md").read_text()
     meta = json.loads((models / "1" / "assets" / "metadata.json").read_text())
     assert meta["abstention"]["threshold"] > 0 and meta["input_gate"]["layers"]
     outputs = tf.saved_model.load(str(models / "1")).signatures["serving_default"]
