@@ -36,12 +36,22 @@ NO_PLAN = Epochs()  # every slice once per epoch, the class weights of the train
 PHASES = ("head", "fine_tune")
 
 
-def callbacks(run_dir: Path, phase: str, patience: int, monitor: str = "val_loss") -> list:
-    """Early stopping, best checkpoint, LR schedule, TensorBoard, CSV log and backup of a phase."""
+def callbacks(
+    run_dir: Path, phase: str, patience: int, monitor: str = "val_loss", plateau: bool = True
+) -> list:
+    """Early stopping, best checkpoint, LR schedule, TensorBoard, CSV log and backup of a phase
+    (``plateau=False``: the optimizer follows a schedule of its own, no ReduceLROnPlateau)."""
     import keras
 
     checkpoint = run_dir / CHECKPOINT_DIR / f"{phase}_best.keras"
     resuming = backup_dir(run_dir, phase).exists()
+    rate = (
+        keras.callbacks.ReduceLROnPlateau(
+            monitor=monitor, factor=0.3, patience=max(1, patience // 2), min_lr=1e-6, verbose=1
+        )
+        if plateau
+        else _scheduled_rate_logger()
+    )
     return [
         # First, so a restored epoch counter is in place before the others start.
         keras.callbacks.BackupAndRestore(str(backup_dir(run_dir, phase))),
@@ -51,16 +61,29 @@ def callbacks(run_dir: Path, phase: str, patience: int, monitor: str = "val_loss
         keras.callbacks.ModelCheckpoint(
             checkpoint, monitor=monitor, save_best_only=True, verbose=0
         ),
-        keras.callbacks.ReduceLROnPlateau(
-            monitor=monitor, factor=0.3, patience=max(1, patience // 2), min_lr=1e-6, verbose=1
-        ),
+        rate,
         keras.callbacks.TensorBoard(log_dir=str(run_dir / LOG_DIR / phase)),
         keras.callbacks.CSVLogger(str(run_dir / LOG_DIR / f"history_{phase}.csv"), append=resuming),
     ]
 
 
-def compile_model(model, learning_rate: float, label_smoothing: float, strategy=None) -> None:
-    """Adam + label-smoothed categorical cross-entropy + accuracy, in ``strategy``'s scope."""
+def _scheduled_rate_logger():
+    """A callback that logs the rate a schedule has reached (Keras logs NaN for schedules), so
+    the CSV log and TensorBoard show it; it runs before them."""
+    import keras
+
+    class ScheduledRate(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if logs is not None:
+                rate = self.model.optimizer.learning_rate
+                logs["learning_rate"] = float(keras.ops.convert_to_numpy(rate))
+
+    return ScheduledRate()
+
+
+def compile_model(model, learning_rate, label_smoothing: float, strategy=None) -> None:
+    """Adam + label-smoothed categorical cross-entropy + accuracy, in ``strategy``'s scope;
+    ``learning_rate`` is a number or a Keras schedule."""
     import contextlib
 
     scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
@@ -68,7 +91,7 @@ def compile_model(model, learning_rate: float, label_smoothing: float, strategy=
         _compile(model, learning_rate, label_smoothing)
 
 
-def _compile(model, learning_rate: float, label_smoothing: float) -> None:
+def _compile(model, learning_rate, label_smoothing: float) -> None:
     import keras
 
     model.compile(
@@ -228,8 +251,16 @@ def fine_tune(
     epochs: Epochs = NO_PLAN,
 ) -> None:
     """Phase two: unfreeze the top backbone layers (already done by the caller), fit on
-    augmented images (drawn and weighted as ``epochs`` says, if it says anything)."""
-    compile_model(model, config.fine_tune_learning_rate, config.label_smoothing, strategy)
+    augmented images (drawn and weighted as ``epochs`` says, if it says anything). With
+    ``fine_tune_schedule="cosine"`` the learning rate falls along a cosine over all
+    ``fine_tune_epochs`` (to 3 % of the start) instead of dropping on plateaus."""
+    rate = config.fine_tune_learning_rate
+    if config.fine_tune_schedule == "cosine":
+        import keras
+
+        steps = config.fine_tune_epochs * _batches_per_epoch(config, strategy, epochs)
+        rate = keras.optimizers.schedules.CosineDecay(rate, decay_steps=steps, alpha=0.03)
+    compile_model(model, rate, config.label_smoothing, strategy)
     train_ds, val_ds = pipelines(config, augment_train=True, strategy=strategy, epochs=epochs)
     logger.info(
         "Phase 2: fine-tuning the top %d backbone layers (BatchNorm frozen)",
@@ -237,6 +268,20 @@ def fine_tune(
     )
     class_weights = None if epochs.weights is not None else weights  # else in the batches
     _fit_phase(model, train_ds, val_ds, config, run_dir, "fine_tune", class_weights, strategy)
+
+
+def _batches_per_epoch(config: TrainConfig, strategy, epochs: Epochs) -> int:
+    """How many global batches one training epoch has (sampled epochs: their expected size)."""
+    import math
+
+    from tumorlib.evaluation.predictions import split_labels
+
+    replicas = strategy.num_replicas_in_sync if strategy is not None else 1
+    if epochs.keep is not None:
+        n = max(1, int(round(float(np.sum(epochs.keep)))))
+    else:
+        n = len(split_labels("train", config.dataset_config, config.data_dir))
+    return math.ceil(n / (config.batch_size * replicas))
 
 
 def _fit_phase(
@@ -257,9 +302,10 @@ def _fit_phase(
     if config.strategy == "multi_worker":
         _custom_fit(model, train_ds, val_ds, config, run_dir, phase, weights, strategy)
         return
+    plateau = head or config.fine_tune_schedule == "plateau"
     model.fit(
         train_ds, validation_data=val_ds, epochs=epochs, class_weight=weights,
-        verbose=config.verbose, callbacks=callbacks(run_dir, phase, patience),
+        verbose=config.verbose, callbacks=callbacks(run_dir, phase, patience, plateau=plateau),
     )  # fmt: skip
 
 

@@ -99,6 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("fine-tune-layers", int, "top backbone layers unfrozen in phase two")
     add("fine-tune-learning-rate", float, "Adam learning rate of phase two")
     add("fine-tune-patience", int, "early-stopping patience of phase two")
+    parser.add_argument(
+        "--fine-tune-schedule",
+        choices=("plateau", "cosine"),
+        help="phase two's learning rate: reduced on plateaus, or a cosine over all epochs "
+        f"(default: {defaults.fine_tune_schedule})",
+    )
     add("seed", int, "random seed")
     add("acquisition-augment", float, "probability of acquisition changes in augmentation")
     add("init-from", str, "a finished run folder whose weights this run starts from")

@@ -50,6 +50,9 @@ class TrainConfig:
     fine_tune_layers: int = 100
     fine_tune_learning_rate: float = 3e-4
     fine_tune_patience: int = 6
+    # "plateau": ReduceLROnPlateau on validation loss; "cosine": a cosine decay over all
+    # fine_tune_epochs (a known length: the main job's time is predictable).
+    fine_tune_schedule: str = "plateau"
     seed: int = 42
     feature_cache_dir: str | None = None  # None: data/features under the current directory
     verbose: int | str = "auto"
@@ -80,6 +83,12 @@ class TrainConfig:
             )
         if not 0.0 <= self.archive_share < 1.0:
             raise ValueError(f"archive_share must be in [0, 1), got {self.archive_share}")
+        if self.fine_tune_schedule not in ("plateau", "cosine"):
+            raise ValueError(
+                f"fine_tune_schedule must be 'plateau' or 'cosine', got {self.fine_tune_schedule!r}"
+            )
+        if self.fine_tune_schedule == "cosine" and self.strategy == "multi_worker":
+            raise ValueError("the multi-worker loop lowers the rate on plateaus only: use plateau")
         if self.balance not in ("class", "source_class"):
             raise ValueError(f"balance must be 'class' or 'source_class', got {self.balance!r}")
         if self.patient_cap < 1:

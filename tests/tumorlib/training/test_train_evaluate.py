@@ -246,3 +246,21 @@ def test_bad_hparams_and_config_files_are_clear_errors(tmp_path):
         train.config_from_args(["--label-smoothing", "1.5"])
     with pytest.raises(ValueError, match="acquisition_augment"):
         train.config_from_args(["--acquisition-augment", "2"])
+
+
+@pytest.mark.slow
+def test_a_cosine_fine_tune_lowers_the_rate_every_epoch(setup, tmp_path):
+    argv = [
+        "--data-dir", str(setup["data_dir"]), "--weights", str(setup["weights"]),
+        "--image-size", str(SIZE), "--alpha", "0.35", "--runs-dir", str(tmp_path),
+        "--run-name", "cos", "--head-epochs", "1", "--fine-tune-epochs", "3",
+        "--fine-tune-layers", "20", "--fine-tune-patience", "5", "--batch-size", "16",
+        "--fine-tune-learning-rate", "0.001", "--fine-tune-schedule", "cosine",
+        "--verbose", "0", "--feature-cache-dir", str(setup["tmp"] / "features"),
+    ]  # fmt: skip
+    assert train.main(argv) == 0
+    history = pd.read_csv(tmp_path / "cos" / "history.csv")
+    rates = history[history["phase"] == "fine_tune"]["learning_rate"].tolist()
+    assert len(rates) == 3 and rates[0] < 0.001 and rates[0] > rates[1] > rates[2] > 0.00003
+    config = json.loads((tmp_path / "cos" / "config.json").read_text())
+    assert config["fine_tune_schedule"] == "cosine"
