@@ -258,6 +258,10 @@ def run_job(args: argparse.Namespace) -> int:
     from tumorlib.data.pipeline import data_dir
 
     data_dir_ = str(data_dir(args.data_dir))
+    if not sys.stdout.isatty():  # a log file: no redrawn progress bars from TFDS
+        import tensorflow_datasets as tfds
+
+        tfds.disable_progress_bar()
     step(f"1/6 dataset -> {data_dir_}")
     configs = buildable_configs(args.manual_dir)
     if "multi_sequence" not in configs and not (args.sartaj_only or args.run):

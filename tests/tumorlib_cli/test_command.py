@@ -213,3 +213,19 @@ def test_manual_dir_default_is_shared_data_from_env_or_beside_the_cwd(tmp_path, 
     (tmp_path / "elsewhere" / "data").mkdir(parents=True)
     monkeypatch.setenv(ENV_SHARED, str(tmp_path / "elsewhere"))
     assert default_manual_dir() == (tmp_path / "elsewhere" / "data").resolve()
+
+
+def test_long_work_logs_one_line_per_epoch_in_a_file_and_a_bar_on_a_terminal(monkeypatch):
+    import io
+
+    from tumorlib.contracts.cli import progress_verbosity
+
+    monkeypatch.setattr("sys.stdout", io.StringIO())  # a log file
+    assert progress_verbosity() == 2 and progress_verbosity(0) == 0
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.setattr("sys.stdout", Terminal())
+    assert progress_verbosity("auto") == 1

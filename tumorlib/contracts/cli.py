@@ -44,6 +44,14 @@ def setup_logging(verbose: bool = False) -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+def progress_verbosity(requested: int | str = "auto") -> int | str:
+    """Keras's ``verbose`` for long work: ``"auto"`` is a redrawn bar on a terminal, one line per
+    epoch (or prediction) in a log file, where a redrawn bar would be thousands of lines."""
+    if requested != "auto":
+        return requested
+    return 1 if sys.stdout.isatty() else 2
+
+
 def run_command(
     body: Callable[[], int | None],
     expected: tuple[type[BaseException], ...] = EXPECTED_ERRORS,

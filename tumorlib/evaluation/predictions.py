@@ -11,6 +11,8 @@ import os
 
 import numpy as np
 
+from tumorlib.contracts.cli import progress_verbosity
+
 
 def split_labels(split: str, config: str, data_dir: str | os.PathLike | None) -> np.ndarray:
     """Integer labels of a split in source order (no image decoding)."""
@@ -45,7 +47,7 @@ def predict_split(
         batch_size=batch_size,
         cache=False,
     )
-    probabilities = model.predict(pipeline.map(lambda x, y: x), verbose=verbose)
+    probabilities = model.predict(pipeline.map(lambda x, y: x), verbose=progress_verbosity(verbose))
     return np.asarray(probabilities), split_labels(split, config, data_dir)
 
 

@@ -152,7 +152,8 @@ def split_features(
         cache=False,
     )
     chunks, start = [], 0
-    for x, _ in tqdm(ds, desc=f"embed {split}" + (" (changed)" if acquisition_seed else "")):
+    desc = f"embed {split}" + (" (changed)" if acquisition_seed else "")
+    for x, _ in tqdm(ds, desc=desc, disable=None):  # no redrawn bar in a log file
         chunks.append(_features_of(extractor, x, layers, _seeds(acquisition_seed, start, len(x))))
         start += len(x)
     return _concat(chunks)

@@ -84,7 +84,7 @@ def measure(
 
     no_tumour = CLASS_NAMES.index("no_tumor")
     out: dict[str, Any] = {}
-    for name in tqdm(["none", *transforms], desc="robustness"):
+    for name in tqdm(["none", *transforms], desc="robustness", disable=None):
         transform = None if name == "none" else name
         images, labels = validation
         probs = apply_temperature_np(

@@ -23,6 +23,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from tumorlib.contracts.cli import progress_verbosity
 from tumorlib.data import pipeline as data_lib
 from tumorlib.images.preprocessing import DEFAULT_IMAGE_SIZE
 from tumorlib.model.classifier import (
@@ -104,7 +105,7 @@ def compute_features(
     pipeline = data_lib.make_pipeline(
         examples, training=False, image_size=image_size, batch_size=batch_size, cache=False
     )
-    features = extractor.predict(pipeline.map(lambda x, y: x), verbose=verbose)
+    features = extractor.predict(pipeline.map(lambda x, y: x), verbose=progress_verbosity(verbose))
     labels = np.concatenate(
         list(examples.map(lambda e: e["label"]).batch(4096).as_numpy_iterator())
     )

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from tumorlib.contracts.classes import NUM_CLASSES
+from tumorlib.contracts.cli import progress_verbosity
 from tumorlib.contracts.runs import CHECKPOINT_DIR, HISTORY_FILE, LOG_DIR
 from tumorlib.training.checkpoints import backup_dir
 from tumorlib.training.sampling import Epochs
@@ -172,7 +173,7 @@ def train_head_on_features(
         weights=config.weights,
         data_dir_=config.data_dir,
         backbone=_feature_backbone(model, config),
-        verbose=config.verbose,
+        verbose=progress_verbosity(config.verbose),
         wait_s=0.0 if chief else features_lib.WORKER_WAIT_S,
     )
     if config.feature_cache_dir:
@@ -205,7 +206,7 @@ def train_head_on_features(
         epochs=config.head_epochs,
         class_weight=None if epochs.weights is not None else weights,
         callbacks=callbacks(run_dir, "head", config.head_patience),
-        verbose=config.verbose,
+        verbose=progress_verbosity(config.verbose),
     )
 
 
@@ -304,9 +305,13 @@ def _fit_phase(
         return
     plateau = head or config.fine_tune_schedule == "plateau"
     model.fit(
-        train_ds, validation_data=val_ds, epochs=epochs, class_weight=weights,
-        verbose=config.verbose, callbacks=callbacks(run_dir, phase, patience, plateau=plateau),
-    )  # fmt: skip
+        train_ds,
+        validation_data=val_ds,
+        epochs=epochs,
+        class_weight=weights,
+        verbose=progress_verbosity(config.verbose),
+        callbacks=callbacks(run_dir, phase, patience, plateau=plateau),
+    )
 
 
 def _custom_fit(
