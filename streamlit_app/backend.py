@@ -33,6 +33,7 @@ from serving.clients.backend import (
 )
 from serving.clients.backend import make_backend as make_serving_backend
 from serving.clients.rest import TFServingClient
+from tumorlib.contracts.display import safe_url
 from tumorlib.contracts.serving_contract import MODEL_BASE_PATH, MODEL_NAME
 
 ENV_URL = "TUMORLIB_SERVING_URL"
@@ -124,12 +125,13 @@ def normalize_url(url: str) -> str:
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
         raise BackendError(
             "config",
-            f"{url!r} is not a TF Serving URL; expected something like http://127.0.0.1:8501.",
+            f"{safe_url(url)!r} is not a TF Serving URL; expected something like "
+            "http://127.0.0.1:8501.",
         )
     try:
         parsed.port  # noqa: B018 - raises ValueError for a malformed port
     except ValueError:
-        raise BackendError("config", f"{url!r} has an invalid port number.") from None
+        raise BackendError("config", f"{safe_url(url)!r} has an invalid port number.") from None
     return url.strip().rstrip("/")
 
 

@@ -34,6 +34,7 @@ from serving.clients.backend import (
 from serving.clients.prediction import Prediction
 from tumorlib.contracts.classes import CLASS_NAMES, DISPLAY_NAMES
 from tumorlib.contracts.cli import EXIT_FAILURE, CommandError, run_command
+from tumorlib.contracts.display import csv_cell
 from tumorlib.contracts.serving_contract import (
     DISCLAIMER,
     MODEL_BASE_PATH,
@@ -179,9 +180,10 @@ def csv_rows(
 
 
 def write_csv(rows: list[dict], out: IO[str]) -> None:
+    """The CSV, every cell neutralised (file names and messages are not formulas)."""
     writer = csv.DictWriter(out, fieldnames=FIELDS, restval="")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows({k: csv_cell(v) for k, v in row.items()} for row in rows)
 
 
 def build_parser() -> argparse.ArgumentParser:

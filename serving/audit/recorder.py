@@ -40,7 +40,7 @@ class Input:
 def backend_name(backend: Backend) -> str:
     """``in-process`` or the REST base URL (without credentials)."""
     if isinstance(backend, RestBackend):
-        return str(backend.client.base_url)
+        return str(backend.client.display_url)
     return IN_PROCESS
 
 

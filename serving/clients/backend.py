@@ -162,7 +162,7 @@ class RestBackend(Backend):
     def __init__(self, client: TFServingClient, max_images: int = MAX_CHUNK_IMAGES) -> None:
         self.client = client
         self.max_images = max_images
-        self.label = f"TF Serving REST at {client.base_url} (model {client.model_name!r})"
+        self.label = f"TF Serving REST at {client.display_url} (model {client.model_name!r})"
 
     def health(self) -> Health:
         """Model status endpoint: healthy when a version is AVAILABLE; that version is used.
@@ -176,7 +176,7 @@ class RestBackend(Backend):
             raise rest_error(err, self.client) from None
         except (KeyError, TypeError, ValueError):
             raise BackendError(
-                "error", f"{self.client.base_url} did not answer like TF Serving's model status."
+                "error", f"{self.client.display_url} did not answer like TF Serving's model status."
             ) from None
         available = [int(s["version"]) for s in statuses if s.get("state") == "AVAILABLE"]
         if not available:
@@ -307,17 +307,17 @@ def rest_error(err: TFServingError, client: TFServingClient) -> BackendError:
     if isinstance(err, TFServingUnavailable):
         return BackendError(
             "unavailable",
-            f"TF Serving at {client.base_url} is down or too slow (timeout {client.timeout:g} s): "
-            f"{err.message}. Start it (e.g. `tumorlib serve`), check the URL, or clear "
-            "the URL to use the in-process model.",
+            f"TF Serving at {client.display_url} is down or too slow (timeout "
+            f"{client.timeout:g} s): {err.message}. Start it (e.g. `tumorlib serve`), check the "
+            "URL, or clear the URL to use the in-process model.",
         )
     if err.status_code == 404:
         return BackendError(
             "model_missing",
-            f"TF Serving at {client.base_url} does not serve a model named "
+            f"TF Serving at {client.display_url} does not serve a model named "
             f"{client.model_name!r}: {err.message}",
         )
-    return BackendError("error", f"TF Serving at {client.base_url} answered: {err}")
+    return BackendError("error", f"TF Serving at {client.display_url} answered: {err}")
 
 
 # -- construction ------------------------------------------------------------------------------

@@ -4,8 +4,12 @@ Sends images as ``{"b64": ...}`` in the row (``instances``) format TF Serving do
 ``serving_default`` outputs back into :class:`~serving.clients.prediction.Prediction` objects (and
 the ``explain`` signature's into :class:`~serving.clients.prediction.Explanation`), and turns
 TF Serving's ``{"error": ...}`` bodies into exceptions that carry the server's message and HTTP
-status. Connection failures and "try again" answers (429, 503) are retried with exponential
-backoff; other errors are the caller's to fix and are raised at once.
+status. Every call follows the one client policy (:mod:`serving.common.http_policy`): ``timeout``
+is the whole call's budget, retries and back-off included (a command's ``deadline`` cuts it
+further), connection failures and "try again" answers (429, 503) are retried within it — a
+``:predict`` is a pure computation, so its POST counts as idempotent — and an answer larger than
+``max_response_bytes`` is refused while it streams. Other errors are the caller's to fix and are
+raised at once. The URL appears in messages without credentials (:func:`safe_url`).
 
 Deliberately free of TensorFlow: a thin web front end can use it without importing TF.
 """
@@ -14,16 +18,20 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 from collections.abc import Sequence
 from typing import Any
 
 import requests
 
 from serving.clients.prediction import ExplainUnavailable, Explanation, Prediction
+from serving.common.deadline import Deadline, DeadlineExceeded
+from serving.common.http_policy import ClientPolicy, ResponseTooLarge, make_session
+from tumorlib.contracts.display import printable, safe_url, without_credentials
 from tumorlib.contracts.serving_contract import EXPLAIN_SIGNATURE, METADATA_SIGNATURE, MODEL_NAME
 
 RETRY_STATUSES = frozenset({429, 503})
+# Grad-CAM heatmaps of a full chunk as JSON are tens of MB; nothing TF Serving answers is larger.
+MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 
 
 class TFServingError(RuntimeError):
@@ -50,13 +58,26 @@ class TFServingClient:
         retries: int = 3,
         backoff: float = 0.5,
         session: requests.Session | None = None,
+        deadline: Deadline | None = None,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
     ) -> None:
+        """``timeout``: seconds for one call with its retries; ``deadline``: the command's."""
         self.base_url = base_url.rstrip("/")
+        self.display_url = safe_url(self.base_url)  # for messages, labels and the audit record
         self.model_name = model_name
         self.timeout = timeout
         self.retries = retries
         self.backoff = backoff
-        self._session = session or requests.Session()
+        self.policy = ClientPolicy(
+            call_s=timeout,
+            command=deadline,
+            max_response_bytes=max_response_bytes,
+            retries=retries,
+            backoff_s=backoff,
+            retry_statuses=RETRY_STATUSES,
+            idempotent={"GET", "HEAD", "POST"},  # :predict and the metadata POST change nothing
+        )
+        self._session = session or make_session(self.policy)
         self._metadata_cache: dict[int, dict] = {}
         self._class_names: dict[int | None, tuple[str, ...]] = {}
 
@@ -153,28 +174,26 @@ class TFServingClient:
 
     def _request(self, method: str, path: str, body: Any = None) -> dict:
         url = self.base_url + path
-        last: TFServingError | None = None
-        for attempt in range(self.retries + 1):
-            if attempt:
-                time.sleep(self.backoff * 2 ** (attempt - 1))
+        shown = self.display_url + path
+        try:
+            response = self._session.request(method, url, json=body)
+        except DeadlineExceeded as err:
+            raise TFServingUnavailable(
+                f"TF Serving at {shown} did not answer within {err.budget_s:g} s"
+            ) from None
+        except ResponseTooLarge as err:
+            raise TFServingError(f"TF Serving at {shown} answered too much ({err})") from None
+        except (requests.ConnectionError, requests.Timeout) as err:
+            detail = printable(without_credentials(str(err), self.base_url))
+            raise TFServingUnavailable(f"cannot reach TF Serving at {shown}: {detail}") from None
+        if response.status_code == 200:
             try:
-                response = self._session.request(method, url, json=body, timeout=self.timeout)
-            except (requests.ConnectionError, requests.Timeout) as err:
-                last = TFServingUnavailable(f"cannot reach TF Serving at {url}: {err}")
-                continue
-            if response.status_code == 200:
-                try:
-                    return response.json()
-                except ValueError:
-                    raise TFServingError(f"{url} returned invalid JSON", 200) from None
-            error = _error_message(response)
-            if response.status_code in RETRY_STATUSES:
-                cls = TFServingUnavailable if response.status_code == 503 else TFServingError
-                last = cls(error, response.status_code)
-                continue
-            raise TFServingError(error, response.status_code)
-        assert last is not None
-        raise last
+                return response.json()
+            except ValueError:
+                raise TFServingError(f"{shown} returned invalid JSON", 200) from None
+        error = _error_message(response)
+        cls = TFServingUnavailable if response.status_code == 503 else TFServingError
+        raise cls(error, response.status_code)
 
 
 def _error_message(response: requests.Response) -> str:
@@ -188,5 +207,5 @@ def _error_message(response: requests.Response) -> str:
     except ValueError:
         payload = None
     if isinstance(payload, dict) and isinstance(payload.get("error"), str):
-        return payload["error"]
+        return printable(payload["error"], limit=1000)
     return f"the server answered HTTP {response.status_code} without a TF Serving error message"

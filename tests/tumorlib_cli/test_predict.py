@@ -8,15 +8,19 @@ import csv
 import io
 import socket
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from serving.clients.backend import InProcessBackend
+from tests.fixtures import audit as audit_fixtures
 from tests.tumorlib.inputs.test_dicom import PATIENT, make_dicom, ramp
 from tumorlib.contracts.classes import CLASS_NAMES
 from tumorlib_cli.predict import main
+
+audit_env = audit_fixtures.audit_env
 
 
 def encode(array: np.ndarray, fmt: str) -> bytes:
@@ -146,3 +150,40 @@ def test_missing_path_and_dead_server_are_clear_errors(inputs, tmp_path, capsys)
     )
     err = capsys.readouterr().err
     assert code == 1 and "error:" in err and "Traceback" not in err
+
+
+def test_a_password_in_the_serving_url_is_never_printed_or_stored(
+    serving_stack, audit_env, tmp_path, capsys, monkeypatch
+):
+    """The credentials log in, but neither the terminal, the CSV nor the audit record has them."""
+    from serving.audit.store import AuditStore
+
+    secret = "svc-" + "pa55word"
+    url = serving_stack.server.url.replace("http://", f"http://svc:{secret}@")
+    monkeypatch.chdir(tmp_path)
+    image = Path("=cmd|calc.png")  # a file name that a spreadsheet would run as a formula
+    image.write_bytes(
+        encode(np.random.default_rng(3).integers(0, 255, (40, 40, 3), np.uint8), "PNG")
+    )
+    out = tmp_path / "out.csv"
+    assert main([str(image), "--serving-url", url, "--output", str(out), "--no-progress"]) == 0
+    dead = f"http://svc:{secret}@127.0.0.1:{_closed_port()}"
+    assert main([str(image), "--serving-url", dead, "--no-progress"]) == 1
+    printed = "".join(capsys.readouterr())
+    store = AuditStore(f"sqlite:///{audit_env}")
+    try:
+        records = store.rows("prediction")
+    finally:
+        store.engine.dispose()
+    assert records and {r["backend"] for r in records} == {serving_stack.server.url}
+    csv_text = out.read_text()
+    for text in (printed, csv_text, str(records)):
+        assert secret not in text and "svc:" not in text
+    assert "Traceback" not in printed and "127.0.0.1" in printed
+    assert read_rows(out)[0]["path"].startswith("'")  # the formula is text, not a formula
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

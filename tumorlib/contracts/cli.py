@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 from collections.abc import Callable
+
+from tumorlib.contracts.display import printable
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -30,18 +33,33 @@ EXPECTED_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+# Our own packages log their progress at INFO; every other library speaks from WARNING up.
+OWN_LOGGERS = ("tumorlib", "tumorlib_cli", "serving", "tuning", "brain_mri", "streamlit_app")
+# Libraries whose messages quote header values (a patient's name, a malformed birth date) or URLs
+# with their query (a QIDO search by PatientID, in urllib3's "Retrying ..." lines): they never
+# reach the terminal, whatever the level (tumorlib.inputs.dicom also silences pydicom's logger for
+# every caller). What they would have said reaches the user as our own words.
+QUOTING_LIBRARIES = ("pydicom", "highdicom", "dicomweb_client", "urllib3")
+ERROR_LIMIT = 2000
+
+
 def setup_logging(verbose: bool = False) -> None:
-    """Library diagnostics to stderr; command results stay on stdout. Idempotent."""
+    """Diagnostics to stderr, ours from INFO, libraries' from WARNING; results stay on stdout.
+
+    Idempotent. Libraries that quote DICOM header values are kept off the terminal entirely.
+    """
     root = logging.getLogger()
     if not root.handlers:
         logging.basicConfig(
-            level=logging.DEBUG if verbose else logging.INFO,
+            level=logging.DEBUG if verbose else logging.WARNING,
             format="%(levelname)s %(name)s: %(message)s",
             stream=sys.stderr,
         )
-    # TensorFlow and absl are chatty at INFO; their warnings still show.
-    for name in ("tensorflow", "absl", "h5py", "matplotlib", "PIL"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    for name in OWN_LOGGERS:
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.INFO)
+    for name in QUOTING_LIBRARIES:
+        logging.getLogger(name).setLevel(logging.CRITICAL + 1)
+        warnings.filterwarnings("ignore", module=rf"{name}(\..*)?$")
 
 
 def progress_verbosity(requested: int | str = "auto") -> int | str:
@@ -64,7 +82,7 @@ def run_command(
     try:
         code = body()
     except expected as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {printable(err, ERROR_LIMIT)}", file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

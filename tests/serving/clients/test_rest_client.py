@@ -3,13 +3,24 @@ and the ``explain`` (Grad-CAM) signature through REST and in-process alike."""
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
-import requests
 
+from serving.clients.backend import RestBackend, rest_error
 from serving.clients.inprocess import InProcessModel
 from serving.clients.prediction import NOT_BRAIN_MRI, ExplainUnavailable
 from serving.clients.rest import TFServingClient, TFServingError, TFServingUnavailable
+from tests.fixtures.http_servers import (
+    always,
+    endless,
+    hostile_server,
+    response,
+    script,
+    silent,
+    trickle,
+)
 from tests.fixtures.serving import (
     FIXTURE_IMAGE_SIZE,
     FIXTURE_TEMPERATURE,
@@ -126,24 +137,22 @@ def test_server_errors_carry_tf_serving_message(stack, client):
 
 
 def test_unreachable_server_is_retried_then_unavailable():
-    calls = []
+    """A server that hangs up before answering is tried again (the call is idempotent), then
+    reported unavailable; a closed port likewise, within the call's budget."""
 
-    class CountingSession(requests.Session):
-        def request(self, *args, **kwargs):
-            calls.append(args)
-            return super().request(*args, **kwargs)
+    def hang_up(conn, _request, _server):
+        raise OSError("closed without an answer")
 
-    client = TFServingClient(
-        f"http://127.0.0.1:{free_port()}",
-        retries=2,
-        backoff=0.01,
-        timeout=2,
-        session=CountingSession(),
-    )
+    with hostile_server(hang_up) as server:
+        client = TFServingClient(server.url, retries=2, backoff=0.01, timeout=5)
+        with pytest.raises(TFServingUnavailable, match="cannot reach"):
+            client.status()
+        assert len(server.requests) == 3
+        assert not client.is_healthy()
+    start = time.monotonic()
     with pytest.raises(TFServingUnavailable, match="cannot reach"):
-        client.status()
-    assert len(calls) == 3
-    assert not client.is_healthy()
+        TFServingClient(f"http://127.0.0.1:{free_port()}", retries=2, timeout=2).status()
+    assert time.monotonic() - start < 2 + 1.5
 
 
 class _Response:
@@ -167,21 +176,59 @@ class _ScriptedSession:
 
 
 def test_503_and_429_are_retried_but_400_is_not():
-    ok = _Response(200, {"model_version_status": [{"version": "1", "state": "AVAILABLE"}]})
-    session = _ScriptedSession(
-        [_Response(503, {"error": "loading"}), _Response(429, {"error": "queue full"}), ok]
-    )
-    client = TFServingClient(retries=3, backoff=0.001, session=session)
-    assert client.status()["model_version_status"][0]["version"] == "1"
-    assert session.calls == 3
+    ok = response(200, b'{"model_version_status": [{"version": "1", "state": "AVAILABLE"}]}')
+    answers = [response(503, b'{"error": "loading"}'), response(429, b'{"error": "queue full"}')]
+    with hostile_server(script(*answers, ok)) as server:
+        client = TFServingClient(server.url, retries=3, backoff=0.001)
+        assert client.status()["model_version_status"][0]["version"] == "1"
+        assert len(server.requests) == 3
 
-    session = _ScriptedSession([_Response(400, {"error": "Missing 'inputs' or 'instances' key"})])
-    client = TFServingClient(retries=3, backoff=0.001, session=session)
-    with pytest.raises(TFServingError, match="Missing 'inputs'") as info:
-        client.status()
-    assert info.value.status_code == 400 and session.calls == 1
+    bad = response(400, b"{\"error\": \"Missing 'inputs' or 'instances' key\"}")
+    with hostile_server(script(bad)) as server:
+        client = TFServingClient(server.url, retries=3, backoff=0.001)
+        with pytest.raises(TFServingError, match="Missing 'inputs'") as info:
+            client.status()
+        assert info.value.status_code == 400 and len(server.requests) == 1
 
-    session = _ScriptedSession([_Response(503, {"error": "unavailable"})] * 2)
-    client = TFServingClient(retries=1, backoff=0.001, session=session)
-    with pytest.raises(TFServingUnavailable, match="unavailable"):
-        client.status()
+    with hostile_server(always(503, b'{"error": "unavailable"}')) as server:
+        client = TFServingClient(server.url, retries=1, backoff=0.001)
+        with pytest.raises(TFServingUnavailable, match="unavailable"):
+            client.status()
+        assert len(server.requests) == 2
+
+
+def test_a_silent_or_trickling_server_costs_the_timeout_not_retries_times_it():
+    """The timeout is the whole call's: with 3 retries and back-off, still about 1 s."""
+    for handler in (silent, trickle(0.2)):
+        with hostile_server(handler) as server:
+            client = TFServingClient(server.url, timeout=1.0, retries=3)
+            start = time.monotonic()
+            with pytest.raises(TFServingUnavailable, match="did not answer within 1 s"):
+                client.predict(make_images(1))
+            assert time.monotonic() - start < 1.0 + 1.5
+
+
+def test_a_3_gb_answer_is_refused_at_the_cap_while_it_streams():
+    with hostile_server(endless(3 * 1024**3)) as server:
+        client = TFServingClient(server.url, timeout=60, max_response_bytes=4 * 1024 * 1024)
+        with pytest.raises(TFServingError, match="answered too much"):
+            client.status()
+        time.sleep(0.2)
+        assert server.sent < 3 * 1024**3 / 20
+
+
+def test_a_password_in_the_url_never_reaches_a_message():
+    secret = "pw-" + "s3cret"
+    with hostile_server(always(500, b"<html>internal</html>")) as server:
+        url = server.url.replace("http://", f"http://svc:{secret}@")
+        client = TFServingClient(url, retries=0)
+        with pytest.raises(TFServingError) as info:
+            client.status()
+        assert b"Authorization: Basic" in server.requests[0]  # still used to log in
+    words = [str(info.value), client.display_url, RestBackend(client).label]
+    dead = TFServingClient(f"http://svc:{secret}@127.0.0.1:{free_port()}", retries=0, timeout=2)
+    with pytest.raises(TFServingUnavailable) as down:
+        dead.status()
+    words += [str(down.value), rest_error(down.value, dead).message]
+    assert all(secret not in w and "svc:" not in w for w in words), words
+    assert "127.0.0.1" in words[-1]
