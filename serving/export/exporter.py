@@ -76,8 +76,12 @@ def export_run(
     *,
     model_name: str = MODEL_NAME,
     verify: bool = True,
+    warmup: bool = True,
 ) -> Path:
-    """Export ``run_path`` as the next version under ``model_base_path``; return its folder."""
+    """Export ``run_path`` as the next version under ``model_base_path``; return its folder.
+
+    ``warmup`` writes TF Serving's warm-up records (:mod:`serving.export.warmup`) beside it.
+    """
     from tumorlib.model.gradcam import has_gradcam_parts
 
     run = load_run(run_path)
@@ -99,6 +103,10 @@ def export_run(
     staging = Path(tempfile.mkdtemp(prefix=".export-", dir=base))
     try:
         saved = _save(staging, model, run, metadata, safety, explain)
+        if warmup:
+            from serving.export.warmup import write_warmup_requests
+
+            write_warmup_requests(saved, model_name, run.image_size, set(metadata["signatures"]))
         if verify:
             from serving.export.verify import verify_export
 
@@ -156,11 +164,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-verify", action="store_true", help="skip the reload-and-compare check"
     )
+    parser.add_argument(
+        "--no-warmup",
+        action="store_true",
+        help="write no assets.extra/tf_serving_warmup_requests (first requests then pay the "
+        "runtime's lazy initialisation)",
+    )
     args = parser.parse_args(argv)
 
     def body() -> None:
         target = export_run(
-            args.run, args.model_base_path, model_name=args.model_name, verify=not args.no_verify
+            args.run,
+            args.model_base_path,
+            model_name=args.model_name,
+            verify=not args.no_verify,
+            warmup=not args.no_warmup,
         )
         print(f"exported {args.run} -> {target} (version {target.name})")
         print(describe_export(target))

@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from serving.common.warmup_records import warmup_path
 from serving.export.distribution import validation_distribution
 from serving.export.safety import NO_SAFETY, Safety, finite_or_none, read_json
 from tumorlib.contracts.classes import CLASS_NAMES, DISPLAY_NAMES
@@ -170,6 +171,12 @@ def describe_export(target: Path) -> str:
     """One line per signature and safety piece, so a missing step is visible at export time."""
     meta = read_exported_metadata(target)
     lines = [f"  {name}: {', '.join(keys)}" for name, keys in meta["signatures"].items()]
+    warmup = warmup_path(target)
+    lines.append(
+        f"  warm-up: {warmup.relative_to(target)}"
+        if warmup.is_file()
+        else "  warm-up: none (first requests after each load pay TensorFlow's set-up)"
+    )
     abstention, gate = meta.get("abstention"), meta.get("input_gate")
     if not abstention:
         lines.append("  abstention: none (run `python -m tumorlib.abstention RUN` first to add it)")

@@ -29,7 +29,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from serving.server import metrics
 from serving.server.config import BatchingOptions
+from serving.server.limits import check_task_size
 from serving.server.status import InvalidArgument, ResourceExhausted, Unavailable
 
 RunBatch = Callable[[list[bytes]], dict[str, np.ndarray]]
@@ -68,11 +70,7 @@ class Batcher:
     def submit(self, images: Sequence[bytes]) -> Future:
         """Enqueue one request; the future resolves to its slice of the batch outputs."""
         task = _Task(list(images))
-        if len(task.images) > self.options.max_batch_size:  # TF's batch scheduler's check
-            raise InvalidArgument(
-                f"Task size {len(task.images)} is larger than maximum input batch size "
-                f"{self.options.max_batch_size}"
-            )
+        check_task_size(len(task.images), self.options.max_batch_size)
         with self._cond:
             if self._closed:
                 raise Unavailable("the model version is being unloaded")
@@ -142,6 +140,13 @@ class Batcher:
         return batch
 
     def _process(self, batch: list[_Task]) -> None:
+        started = time.monotonic()
+        pool = metrics.QUEUING_LATENCY.labels(self.options.thread_pool_name)
+        for task in batch:  # what TF Serving's batching session records per task and batch
+            metrics.INPUT_BATCH_SIZE.observe(len(task.images))
+            pool.observe((started - task.enqueued) * 1e6)
+        metrics.PROCESSED_BATCH_SIZE.observe(sum(len(task.images) for task in batch))
+        metrics.WRAPPED_RUN_COUNT.inc()
         try:
             self._run_tasks(batch)
         finally:

@@ -13,6 +13,8 @@ import logging
 import resource
 from dataclasses import dataclass
 
+from serving.server.status import InvalidArgument
+
 log = logging.getLogger("serving.server.local")
 
 MIB = 1024 * 1024
@@ -32,6 +34,15 @@ class ServerLimits:
     max_header_bytes: int = 16 * 1024  # h11's max_incomplete_event_size
     max_queued_requests: int = 128
     max_queued_request_bytes: int = 64 * MIB
+
+
+def check_task_size(size: int, max_size: int | None) -> None:
+    """Refuse a request of more instances than the server takes, in TF's batch scheduler's
+    words; REST checks before decoding, gRPC before converting, the batcher on submit."""
+    if max_size is not None and size > max_size:
+        raise InvalidArgument(
+            f"Task size {size} is larger than maximum input batch size {max_size}"
+        )
 
 
 def add_limit_flags(parser: argparse.ArgumentParser) -> None:

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from serving.server.limits import check_task_size
 from serving.server.status import InvalidArgument, Unimplemented
 from tumorlib.contracts.serving_contract import SERVING_SIGNATURE
 
@@ -92,10 +93,8 @@ def parse_predict_body(
 
 
 def _check_task_size(values: Any, max_instances: int | None) -> None:
-    if max_instances is not None and isinstance(values, list) and len(values) > max_instances:
-        raise InvalidArgument(
-            f"Task size {len(values)} is larger than maximum input batch size {max_instances}"
-        )
+    if isinstance(values, list):
+        check_task_size(len(values), max_instances)
 
 
 def _parse_rows(instances: Any, input_names: list[str]) -> dict[str, list[bytes]]:

@@ -1,10 +1,14 @@
 """Canonical error codes and their HTTP statuses, as TF Serving's ``http_server.cc`` maps them.
 
 The local server raises these; the REST layer turns each into ``{"error": message}`` with the
-HTTP status TF Serving would send for the same code, so a client cannot tell the servers apart.
+HTTP status TF Serving would send for the same code, and the gRPC layer into the same code and
+message (:mod:`serving.common.status_codes` holds both mappings), so a client cannot tell the
+servers apart.
 """
 
 from __future__ import annotations
+
+from serving.common.status_codes import http_status
 
 
 class ServingStatusError(Exception):
@@ -17,37 +21,46 @@ class ServingStatusError(Exception):
         super().__init__(message)
         self.message = message
 
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        if "http_status" not in cls.__dict__:  # TF Serving's HTTP status for the code
+            cls.http_status = http_status(cls.code)
+
 
 class InvalidArgument(ServingStatusError):
-    code, http_status = "INVALID_ARGUMENT", 400
+    code = "INVALID_ARGUMENT"
 
 
 class FailedPrecondition(ServingStatusError):
-    code, http_status = "FAILED_PRECONDITION", 400
+    code = "FAILED_PRECONDITION"
 
 
 class NotFound(ServingStatusError):
-    code, http_status = "NOT_FOUND", 404
+    code = "NOT_FOUND"
 
 
 class ResourceExhausted(ServingStatusError):
-    code, http_status = "RESOURCE_EXHAUSTED", 429
+    code = "RESOURCE_EXHAUSTED"
 
 
 class Unimplemented(ServingStatusError):
-    code, http_status = "UNIMPLEMENTED", 501
+    code = "UNIMPLEMENTED"
 
 
 class Unavailable(ServingStatusError):
-    code, http_status = "UNAVAILABLE", 503
+    code = "UNAVAILABLE"
 
 
 class DeadlineExceeded(ServingStatusError):
-    code, http_status = "DEADLINE_EXCEEDED", 504
+    code = "DEADLINE_EXCEEDED"
+
+
+class Cancelled(ServingStatusError):
+    code = "CANCELLED"
 
 
 class Internal(ServingStatusError):
-    code, http_status = "INTERNAL", 500
+    code = "INTERNAL"
 
 
 class PayloadTooLarge(ServingStatusError):

@@ -13,27 +13,22 @@ from serving.clients.rest import TFServingClient
 from serving.export.exporter import export_run
 from serving.server.batching import Batcher
 from serving.server.config import BatchingOptions
-from serving.server.local import _str2bool_argv, build_arg_parser
+from serving.server.local import build_arg_parser
 from serving.server.status import InvalidArgument, ResourceExhausted
 from tests.fixtures.serving import make_images
 
 
 def test_flags_match_tensorflow_model_server_and_default_to_localhost():
     args = build_arg_parser().parse_args([])
-    assert args.rest_api_port == 8501
+    assert args.rest_api_port == 8501 and args.port == 8500
     assert args.host == "127.0.0.1"
     assert args.model_name == "brain_mri" and not args.enable_batching
     args = build_arg_parser().parse_args(
-        _str2bool_argv(
-            ["--enable_batching=true", "--model_config_file=x", "--batching_parameters_file=y"]
-        )
+        ["--enable_batching=true", "--model_config_file=x", "--batching_parameters_file=y"]
     )
     assert args.enable_batching and args.model_config_file == "x"
-    assert (
-        not build_arg_parser()
-        .parse_args(_str2bool_argv(["--enable_batching=false"]))
-        .enable_batching
-    )
+    assert not build_arg_parser().parse_args(["--enable_batching=false"]).enable_batching
+    assert build_arg_parser().parse_args(["--enable_batching"]).enable_batching
 
 
 def _echo_batch(images):
