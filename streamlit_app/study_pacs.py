@@ -42,7 +42,7 @@ def sidebar(secrets: Mapping[str, Any]) -> list[tuple[str, bytes]]:
     pacs = Pacs(url, user=secrets.get("pacs_user"), password=secrets.get("pacs_password"))
     with st.sidebar:
         st.header("Open from PACS")
-        st.caption(f"DICOMweb at {pacs.url}")
+        st.caption(f"DICOMweb at {pacs.display_url}")
         if st.button("Refresh the list", key="pacs_refresh"):
             st.session_state.pop(LISTED_KEY, None)
         try:
@@ -76,7 +76,7 @@ def _choose_and_open(pacs: Pacs) -> None:
 def _listed(pacs: Pacs, what: str, find) -> list:
     """QIDO-RS answers kept in the session (not re-queried on every click) until "Refresh"."""
     listed: dict = st.session_state.setdefault(LISTED_KEY, {})
-    key = (pacs.url, what)
+    key = (pacs.display_url, what)
     if key not in listed:
         listed[key] = find()
     return listed[key]

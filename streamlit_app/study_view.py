@@ -34,7 +34,6 @@ from tumorlib.contracts.classes import CLASS_NAMES
 from tumorlib.contracts.serving_contract import (
     DISCLAIMER,
     NOT_BRAIN_MRI_MESSAGE,
-    UNCERTAIN_MESSAGE,
     UNFAMILIAR_MESSAGE,
 )
 from tumorlib.inputs.dicom import DICOM_SUFFIXES, is_dicom, silence_pydicom_logging
@@ -44,10 +43,10 @@ from tumorlib.studies.study import (
     SLICE_FAILED,
     SLICE_NOT_BRAIN_MRI,
     SLICE_UNCERTAIN,
-    STUDY_UNCERTAIN,
     SliceOutcome,
     StudyResult,
 )
+from tumorlib.studies.study import verdict_words as study_verdict_words
 from tumorlib.studies.verdict import NO_TUMOR
 
 ARCHIVE_SUFFIXES = (".zip",)
@@ -181,9 +180,7 @@ def verdict_words(result: StudyResult) -> str:
     verdict = result.verdict
     if verdict.n_classified + verdict.n_uncertain == 0:
         return NO_USABLE_SLICES
-    if verdict.verdict == STUDY_UNCERTAIN:
-        return UNCERTAIN_MESSAGE
-    return display_name(verdict.verdict)
+    return study_verdict_words(verdict.verdict)
 
 
 def show_result(result: StudyResult, index: int, backend: Backend, version: int | None) -> None:

@@ -7,36 +7,32 @@ same study, where the viewer (OHIF, the PACS's own) shows them next to the image
 (``docs/pacs.md``). ``tumorlib pacs studies`` lists studies without patient attributes.
 
 The password is read from ``$TUMORLIB_PACS_PASSWORD`` only, never from the command line (where
-``ps`` and shell history would keep it). Nothing printed carries a patient attribute.
+``ps`` and shell history would keep it). Nothing printed carries a patient attribute; what the PACS
+says (descriptions) is escaped; the URL is shown without credentials. ``--timeout`` bounds each
+call to the PACS or the model server, retries included; ``--deadline`` the whole command.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from pathlib import Path
 
-from serving.clients.backend import DEFAULT_TIMEOUT_S, BackendError, Settings, make_backend
-from serving.pacs.dicomweb import (
-    DEFAULT_TIMEOUT_S as PACS_TIMEOUT_S,
+from serving.clients.backend import (
+    DEFAULT_TIMEOUT_S,
+    BackendError,
+    Settings,
+    make_backend,
+    rest_client,
 )
-from serving.pacs.dicomweb import (
-    PASSWORD_ENV,
-    USER_ENV,
-    Pacs,
-    PacsError,
-    SeriesReport,
-    classify_study,
-)
-from tumorlib.contracts.classes import DISPLAY_NAMES
+from serving.common.deadline import Deadline
+from serving.pacs.dicomweb import DEFAULT_DEADLINE_S, PASSWORD_ENV, USER_ENV, Pacs, PacsError
+from serving.pacs.dicomweb import DEFAULT_TIMEOUT_S as PACS_TIMEOUT_S
+from serving.pacs.round_trip import SeriesReport, choose_series, classify_study
 from tumorlib.contracts.cli import CommandError, run_command
-from tumorlib.contracts.serving_contract import (
-    DISCLAIMER,
-    MODEL_BASE_PATH,
-    MODEL_NAME,
-    UNCERTAIN_MESSAGE,
-)
-from tumorlib.studies.study import STUDY_UNCERTAIN
+from tumorlib.contracts.serving_contract import DISCLAIMER, MODEL_BASE_PATH, MODEL_NAME
+from tumorlib.studies.study import verdict_words
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,11 +71,34 @@ def _pacs_arguments(parser: argparse.ArgumentParser) -> None:
         "--url", required=True, help="DICOMweb root, e.g. http://127.0.0.1:8042/dicom-web"
     )
     parser.add_argument("--user", help=f"HTTP basic user (default ${USER_ENV})")
-    parser.add_argument("--timeout", type=float, default=PACS_TIMEOUT_S, help="seconds per call")
+    parser.add_argument(
+        "--timeout",
+        type=positive_seconds,
+        default=PACS_TIMEOUT_S,
+        help=f"seconds per call, retries included (default {PACS_TIMEOUT_S:g})",
+    )
+    parser.add_argument(
+        "--deadline",
+        type=positive_seconds,
+        default=DEFAULT_DEADLINE_S,
+        help=f"seconds for the whole command (default {DEFAULT_DEADLINE_S:g})",
+    )
+
+
+def positive_seconds(text: str) -> float:
+    """A number of seconds above zero (a usage error otherwise)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
 
 
 def _pacs(args: argparse.Namespace) -> Pacs:
-    return Pacs(args.url, user=args.user, timeout_s=args.timeout)
+    args.command_deadline = getattr(args, "command_deadline", None) or Deadline(args.deadline)
+    return Pacs(args.url, user=args.user, timeout_s=args.timeout, deadline=args.command_deadline)
 
 
 def list_studies(args: argparse.Namespace) -> None:
@@ -101,11 +120,13 @@ def classify(args: argparse.Namespace) -> None:
     settings = Settings(
         args.serving_url, args.model_name, Path(args.model_base_path), DEFAULT_TIMEOUT_S
     )
-    pacs.list_series(args.study)  # the PACS answers (and lets us in) before a model is loaded
+    # The PACS answers (lets us in, has the study and an MR series) before a model is loaded.
+    chosen = choose_series(pacs, args.study, args.series)
     try:
-        backend = make_backend(settings)
+        make_client = functools.partial(rest_client, deadline=args.command_deadline)
+        backend = make_backend(settings, make_client=make_client)
         reports = classify_study(
-            pacs, args.study, backend, None, series_uid=args.series, store=not args.no_store
+            pacs, args.study, backend, None, store=not args.no_store, chosen=chosen
         )
     except BackendError as err:
         raise CommandError(err.message) from None
@@ -117,11 +138,7 @@ def classify(args: argparse.Namespace) -> None:
 def describe(report: SeriesReport) -> str:
     """One series' outcome in words (UIDs, counts, verdict; never patient attributes)."""
     verdict = report.result.verdict
-    name = (
-        UNCERTAIN_MESSAGE
-        if verdict.verdict == STUDY_UNCERTAIN
-        else DISPLAY_NAMES.get(verdict.verdict, verdict.verdict)
-    )
+    name = verdict_words(verdict.verdict)
     lines = [
         f"series {report.series_uid} ({report.description or 'no description'}): {name}",
         f"  {verdict.reason}",

@@ -22,17 +22,16 @@ from typing import Any
 
 from serving.clients.backend import DEFAULT_TIMEOUT_S, Backend, BackendError, Settings, make_backend
 from serving.clients.study import classify_series
-from tumorlib.contracts.classes import DISPLAY_NAMES
 from tumorlib.contracts.cli import CommandError, run_command
+from tumorlib.contracts.display import printable
 from tumorlib.contracts.runs import STUDY_RULE_FILE
 from tumorlib.contracts.serving_contract import (
     DISCLAIMER,
     MODEL_BASE_PATH,
     MODEL_NAME,
-    UNCERTAIN_MESSAGE,
 )
 from tumorlib.studies.readers import PLANES, collect_files, read_series
-from tumorlib.studies.study import STUDY_UNCERTAIN, StudyResult
+from tumorlib.studies.study import StudyResult, verdict_words
 
 MAX_KEY_SLICES_SHOWN = 5
 
@@ -127,7 +126,7 @@ def write_dicom(
 ) -> None:
     """One folder of DICOM results per series (the folder itself when there is one series)."""
     try:
-        from serving.pacs.results import write_study_results
+        from serving.pacs.results import DicomResultsError, write_study_results
     except ImportError:
         raise CommandError("DICOM results are not available in this installation") from None
     for i, result in enumerate(results, start=1):
@@ -135,20 +134,26 @@ def write_dicom(
             print(f"series {i}: not DICOM, no DICOM results written", file=sys.stderr)
             continue
         folder = out_dir if len(results) == 1 else out_dir / f"series-{i}"
-        paths = write_study_results(result, backend, version, folder)
+        try:
+            paths = write_study_results(result, backend, version, folder)
+        except DicomResultsError:
+            raise
+        except (ValueError, TypeError, AttributeError, KeyError) as err:
+            # Never the library's message: it may quote a header value (a malformed birth date).
+            raise CommandError(
+                f"series {i}: the DICOM results could not be built ({type(err).__name__}): the "
+                "series' headers are not valid enough to copy"
+            ) from None
         print(f"series {i}: {len(paths)} DICOM file(s) written to {folder}", file=sys.stderr)
-
-
-def verdict_words(verdict: str) -> str:
-    return UNCERTAIN_MESSAGE if verdict == STUDY_UNCERTAIN else DISPLAY_NAMES.get(verdict, verdict)
 
 
 def describe(result: StudyResult, number: int, total: int) -> list[str]:
     """A few lines a person reads: the series, the verdict and why, the key slices, warnings."""
     series, v = result.series, result.verdict
-    title = series.description or series.kind
+    title = printable(series.description or series.kind)  # from the file: escaped
     lines = [
-        f"Series {number}/{total}: {series.modality or '?'} {title!r}, {v.n_slices} slices "
+        f"Series {number}/{total}: {printable(series.modality or '?', 16)} '{title}', "
+        f"{v.n_slices} slices "
         f"({v.n_classified} classified, {v.n_uncertain} uncertain, {v.n_not_brain_mri} not a "
         f"brain MRI, {v.n_failed} refused or failed)",
         f"  Verdict: {verdict_words(v.verdict)}. {v.reason}",
@@ -163,9 +168,9 @@ def describe(result: StudyResult, number: int, total: int) -> list[str]:
         lines.append("  Key slices: " + "; ".join(shown))
     problems = sorted({o.message for o in result.slices if o.message})
     for message in problems[:3]:
-        lines.append(f"  Refused: {message}")
+        lines.append(f"  Refused: {printable(message, 400)}")
     for warning in series.warnings:
-        lines.append(f"  Warning: {warning}")
+        lines.append(f"  Warning: {printable(warning, 400)}")
     return lines
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from serving.clients.prediction import ExplainUnavailable, Explanation, Prediction
 from serving.clients.rest import TFServingClient, TFServingError, TFServingUnavailable
+from serving.common.deadline import Deadline
 from serving.common.versions import find_latest_version, list_versions
 from tumorlib.contracts.serving_contract import EXPLAIN_SIGNATURE, MODEL_BASE_PATH, MODEL_NAME
 
@@ -323,9 +324,11 @@ def rest_error(err: TFServingError, client: TFServingClient) -> BackendError:
 # -- construction ------------------------------------------------------------------------------
 
 
-def rest_client(url: str, model_name: str, timeout_s: float) -> TFServingClient:
-    """A REST client with the client's own retry policy (the batch CLI's default)."""
-    return TFServingClient(url, model_name=model_name, timeout=timeout_s)
+def rest_client(
+    url: str, model_name: str, timeout_s: float, deadline: Deadline | None = None
+) -> TFServingClient:
+    """A REST client on the client policy: ``timeout_s`` per call, ``deadline`` per command."""
+    return TFServingClient(url, model_name=model_name, timeout=timeout_s, deadline=deadline)
 
 
 def load_model(model_base_path: str, version: int) -> Any:

@@ -9,7 +9,8 @@ from tumorlib._exports import lazy_exports
 _EXPORTS = {
     "Pacs": "dicomweb",
     "PacsError": "dicomweb",
-    "classify_study": "dicomweb",
+    "classify_study": "round_trip",
+    "choose_series": "round_trip",
     "write_study_results": "results",
     "study_result_datasets": "results",
     "make_structured_report": "sr",

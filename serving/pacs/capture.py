@@ -12,6 +12,7 @@ ReferencedImageSequence. TensorFlow-free: it receives the overlays already drawn
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import highdicom as hd
 import numpy as np
@@ -35,6 +36,8 @@ SC_SERIES_DESCRIPTION = "tumorlib Grad-CAM (decision support)"
 CAPTION = "Grad-CAM {label} — decision support, not a diagnosis"
 MIN_WIDTH = 512  # overlays are at the model's input size (224-384 px): scaled up to be read
 BANNER_HEIGHT = 40
+CAPTION_FONT = "DejaVuSans.ttf"
+CAPTION_SIZE = 16
 
 
 def caption(class_name: str) -> str:
@@ -49,9 +52,22 @@ def with_caption(overlay: np.ndarray, text: str) -> np.ndarray:
     image = image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
     canvas = Image.new("RGB", (image.width, image.height + BANNER_HEIGHT), (0, 0, 0))
     canvas.paste(image, (0, 0))
-    font = ImageFont.load_default(size=16)
-    ImageDraw.Draw(canvas).text((8, image.height + 10), text, fill=(255, 255, 255), font=font)
+    ImageDraw.Draw(canvas).text(
+        (8, image.height + 10), text, fill=(255, 255, 255), font=caption_font()
+    )
     return np.asarray(canvas, dtype=np.uint8)
+
+
+def caption_font(size: int = CAPTION_SIZE) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    """DejaVu Sans, which matplotlib ships with every install: it has the em dash and every
+    Latin letter of the caption. Pillow's default font draws the dash as an empty box."""
+    import matplotlib
+
+    path = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / CAPTION_FONT
+    try:
+        return ImageFont.truetype(str(path), size)
+    except OSError:  # a stripped matplotlib: the default font, dash and all
+        return ImageFont.load_default(size=size)
 
 
 def patient_orientation(header: Dataset, frame: int | None = None) -> tuple[str, str] | None:
@@ -135,6 +151,9 @@ def make_secondary_captures(
         )
         if orientation is None:  # Type 2: empty says "not known" rather than guessing
             capture.PatientOrientation = ""
+        # General Series Laterality (Type 2C): the source's, else present and empty (a brain
+        # is not a paired structure); dciodvfy reports its absence as an error.
+        capture.Laterality = str(source.get("Laterality", "") or "")
         capture.BurnedInAnnotation = "YES"
         capture.ImageComments = words
         capture.DerivationDescription = f"{words} (slice {ref.label or ref.index + 1})"

@@ -7,12 +7,15 @@ travel with it (the disclaimer, the aggregation rule, the reason). Comprehensive
 findings, numbers, text and image references in one tree, highdicom builds and validates it,
 and viewers (OHIF's SR viewport, dcm4che's and Orthanc's viewers) render it as a readable tree.
 
-The tree (codes in :data:`VERDICT_CODES` and ``docs/pacs.md``)::
+Findings are coded in standard schemes a PACS, a registry or a viewer understands (SNOMED CT for
+the tumour types, DICOM for "no abnormality"; :data:`VERDICT_CODES`); only what no standard names
+— the container of study scores, the slice counts, the disclaimer — uses the declared private
+scheme ``99TUMORLIB``. The tree (``docs/pacs.md``)::
 
     CONTAINER  Diagnostic Imaging Report (LN 18748-4)
       HAS OBS CONTEXT  device observer (TID 1004): tumorlib, the model name
       HAS CONCEPT MOD  Algorithm Name / Version / Parameters (TID 4019): model, version, rule
-      CONTAINS  CODE Finding (DCM 121071) = the study verdict (99TUMORLIB code)
+      CONTAINS  CODE Finding (DCM 121071) = the study verdict (SCT / DCM code)
                   HAS PROPERTIES  TEXT Comment (DCM 121106) = the reason, in words
                   INFERRED FROM   IMAGE Best illustration of finding (DCM 121080), per key slice
       CONTAINS  CONTAINER Study probabilities (99TUMORLIB)
@@ -27,6 +30,9 @@ has signed.
 from __future__ import annotations
 
 import copy
+import datetime as dt
+import re
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -37,30 +43,47 @@ from pydicom.sr.coding import Code
 from pydicom.uid import generate_uid
 
 import tumorlib
-from tumorlib.contracts.classes import CLASS_NAMES, DISPLAY_NAMES
-from tumorlib.contracts.serving_contract import DISCLAIMER, MODEL_NAME, UNCERTAIN_MESSAGE
-from tumorlib.studies.study import STUDY_UNCERTAIN, SliceRef, StudyResult
+from tumorlib.contracts.classes import CLASS_NAMES
+from tumorlib.contracts.serving_contract import DISCLAIMER, MODEL_NAME
+from tumorlib.inputs.dicom import silence_pydicom_logging
+from tumorlib.studies.study import (
+    STUDY_TUMOUR_TYPE_UNCERTAIN,
+    STUDY_UNCERTAIN,
+    SliceRef,
+    StudyResult,
+)
 
 MANUFACTURER = "tumorlib"
 SR_SERIES_NUMBER = 9001
 SR_SERIES_DESCRIPTION = "tumorlib study classification (decision support)"
 UTF8 = "ISO_IR 192"  # the verdict wording and the disclaimer use an em dash
 
-# A private coding scheme for what SNOMED CT / DICOM do not name the way the model does (its four
-# classes, "uncertain", the slice counts). Declared in CodingSchemeIdentificationSequence; code
-# values fit the 16-character Code Value (SH).
+# A private coding scheme only for what no standard names (the study-score container, the slice
+# counts, the disclaimer). Declared in CodingSchemeIdentificationSequence; code values fit the
+# 16-character Code Value (SH).
 SCHEME = "99TUMORLIB"
 SCHEME_NAME = "tumorlib brain MRI classification codes"
+SNOMED = "SCT"
+DICOM = "DCM"
 
 
 def _code(value: str, meaning: str) -> Code:
     return Code(value, SCHEME, meaning)
 
 
+# Each study verdict as a standard finding: the three tumour types (SNOMED CT disorders), "no
+# tumour" as DICOM's "No abnormality" (CID 6030's term for a negative read), a tumour of
+# unsupported type as SNOMED CT's "Neoplasm of brain", and "uncertain" as SNOMED CT's
+# "Indeterminate" qualifier.
 VERDICT_CODES: dict[str, Code] = {
-    **{name: _code(name.upper().replace("_", "-"), DISPLAY_NAMES[name]) for name in CLASS_NAMES},
-    STUDY_UNCERTAIN: _code("UNCERTAIN", UNCERTAIN_MESSAGE),
+    "glioma": Code("393564001", SNOMED, "Glioma"),
+    "meningioma": Code("302820008", SNOMED, "Intracranial meningioma"),
+    "pituitary": Code("254956000", SNOMED, "Pituitary adenoma"),
+    "no_tumor": Code("111286", DICOM, "No abnormality"),
+    STUDY_TUMOUR_TYPE_UNCERTAIN: Code("126952004", SNOMED, "Neoplasm of brain"),
+    STUDY_UNCERTAIN: Code("82334004", SNOMED, "Indeterminate"),
 }
+assert set(CLASS_NAMES) <= set(VERDICT_CODES), "every class needs a standard code"
 STUDY_PROBABILITIES = _code("STUDY-PROBS", "Study-level class probabilities")
 SLICE_OUTCOMES = _code("SLICE-OUTCOMES", "Slice outcomes")
 DISCLAIMER_CODE = _code("DISCLAIMER", "Decision support disclaimer")
@@ -87,6 +110,9 @@ _TYPE2 = (
 )
 
 
+silence_pydicom_logging()  # pydicom's records quote header values (a malformed birth date)
+
+
 class DicomResultsError(ValueError):
     """The study cannot have DICOM results (not DICOM, no headers, nothing to reference)."""
 
@@ -107,15 +133,49 @@ def require_dicom(result: StudyResult) -> list[Dataset]:
 
 
 def evidence_copies(headers: Sequence[Dataset]) -> list[Dataset]:
-    """Copies of the headers with missing Type 2 patient/study attributes present but empty."""
+    """Copies of the headers with missing Type 2 patient/study attributes present but empty, and
+    malformed dates and times emptied: a PatientBirthDate of ``not-a-date`` would otherwise stop
+    highdicom with a message quoting it (and reach a terminal)."""
     copies = []
-    for header in headers:
-        item = copy.deepcopy(header)
-        for keyword in _TYPE2:
-            if keyword not in item:
-                setattr(item, keyword, "")
-        copies.append(item)
+    with warnings.catch_warnings():  # pydicom's warnings quote the values they dislike
+        warnings.simplefilter("ignore")
+        for header in headers:
+            item = copy.deepcopy(header)
+            for keyword in _TYPE2:
+                if keyword not in item:
+                    setattr(item, keyword, "")
+            _empty_malformed_dates(item)
+            copies.append(item)
     return copies
+
+
+_DATE_PATTERNS = {
+    "DA": re.compile(r"^\d{8}$"),
+    "TM": re.compile(r"^\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?$"),
+    "DT": re.compile(r"^\d{4}(\d{2}(\d{2}(\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?)?)?)?([+-]\d{4})?$"),
+}
+
+
+def _empty_malformed_dates(item: Dataset) -> None:
+    """Top-level DA/TM/DT values that are not well formed become empty (Type 2: unknown)."""
+    for element in item:
+        pattern = _DATE_PATTERNS.get(str(element.VR))
+        if pattern is None or element.value in (None, ""):
+            continue
+        values = element.value if isinstance(element.value, list | tuple) else [element.value]
+        text = [str(v).strip() for v in values]
+        if not all(pattern.match(v) and _plausible(element.VR, v) for v in text):
+            element.value = ""
+
+
+def _plausible(vr: str, value: str) -> bool:
+    if vr != "DA":
+        return True
+    try:
+        dt.date(int(value[:4]), int(value[4:6]), int(value[6:8]))
+    except ValueError:
+        return False
+    return True
 
 
 def slice_ref(result: StudyResult, index: int) -> SliceRef:

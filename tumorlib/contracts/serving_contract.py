@@ -40,6 +40,8 @@ METADATA_ASSET = "metadata.json"  # under the version's assets/
 
 # What the user reads when a safety check withholds an answer; every surface uses these words.
 UNCERTAIN_MESSAGE = "Uncertain — refer to a radiologist"
+# A study whose slices show a tumour but do not support one type (too few confident slices agree).
+TUMOUR_TYPE_UNCERTAIN_MESSAGE = "Tumour — type uncertain, refer to a radiologist"
 NOT_BRAIN_MRI_MESSAGE = "This does not look like a brain MRI slice — not classified"
 UNFAMILIAR_MESSAGE = (
     "Unfamiliar acquisition — a brain MRI unlike the training data (sequence, contrast, scanner "

@@ -17,6 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from tumorlib.contracts.classes import DISPLAY_NAMES
+from tumorlib.contracts.serving_contract import TUMOUR_TYPE_UNCERTAIN_MESSAGE, UNCERTAIN_MESSAGE
+
 SeriesKind = Literal["dicom", "nifti"]
 
 # Per-slice outcomes, in the precedence the single-image path uses (serving.clients.prediction).
@@ -27,6 +30,18 @@ SLICE_FAILED = "failed"  # refused by the input policy or could not be read / pr
 
 # The study verdict when no tumour class (and not "no tumour") can be stated.
 STUDY_UNCERTAIN = "uncertain"
+# The study verdict when the slices show a tumour but do not support one tumour type: the
+# confidently classified slices (not the abstained ones) must name it (tumorlib.studies.verdict).
+STUDY_TUMOUR_TYPE_UNCERTAIN = "tumour_type_uncertain"
+
+
+def verdict_words(verdict: str) -> str:
+    """A study verdict in the words every view prints (CLI, PACS command, page, SR meaning)."""
+    if verdict == STUDY_UNCERTAIN:
+        return UNCERTAIN_MESSAGE
+    if verdict == STUDY_TUMOUR_TYPE_UNCERTAIN:
+        return TUMOUR_TYPE_UNCERTAIN_MESSAGE
+    return DISPLAY_NAMES.get(verdict, verdict)
 
 
 @dataclass(frozen=True)
@@ -104,7 +119,8 @@ class SliceOutcome:
 class StudyVerdict:
     """The study-level answer and the evidence behind it.
 
-    ``verdict`` is a class name ("glioma", ..., "no_tumor") or :data:`STUDY_UNCERTAIN`.
+    ``verdict`` is a class name ("glioma", ..., "no_tumor"), :data:`STUDY_TUMOUR_TYPE_UNCERTAIN`
+    or :data:`STUDY_UNCERTAIN`.
     ``key_slices`` are indices (``SliceRef.index``) of the slices that drove it, strongest first.
     """
 

@@ -7,7 +7,12 @@ answered (the input gate accepted them; "uncertain" slices count — their proba
 still the model's best estimate), where a slice's tumour evidence is ``1 - p(no_tumor)``:
 
 - **a tumour class** when the mean tumour evidence of those slices is at least
-  ``tumour_threshold`` *and* at least ``min_agreement`` of them name the same tumour class;
+  ``tumour_threshold`` *and* at least ``min_agreement`` of them name the same tumour class —
+  and at least as many slices (``ceil(min_agreement * top_k)``) that look like a tumour were
+  *classified* (not abstained) naming it: an abstained slice's probabilities count as tumour
+  evidence, but never as support for a type;
+- **tumour, type uncertain** when the evidence and the vote say tumour but the classified slices
+  do not support the type (20 of 21 slices abstained, or all of them): refer;
 - **no tumour** when even those slices' mean tumour evidence is at most ``no_tumour_max``;
 - **uncertain** otherwise (evidence in between, disagreeing tumour types, or no slice answered).
 
@@ -20,6 +25,7 @@ calibrated probabilities. TensorFlow-free (numpy).
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 
@@ -30,6 +36,7 @@ from tumorlib.studies.study import (
     SLICE_FAILED,
     SLICE_NOT_BRAIN_MRI,
     SLICE_UNCERTAIN,
+    STUDY_TUMOUR_TYPE_UNCERTAIN,
     STUDY_UNCERTAIN,
     SliceOutcome,
     StudyVerdict,
@@ -110,6 +117,16 @@ def aggregate(
     n_top = len(top)
     few = f" (only {len(answered)} slice(s) answered)" if len(answered) < rule.top_k else ""
     decision = int(decide(np.asarray(mean_evidence), np.asarray(agreement), rule))
+    supporting = _classified_votes(answered, probs, names, tumour_names[best], rule)
+    needed = math.ceil(rule.min_agreement * n_top - 1e-9)
+    if decision == 0 and supporting < needed:
+        reason = (
+            f"The {n_top} most tumour-like slices{few} show tumour evidence {mean_evidence:.2f} "
+            f"(threshold {rule.tumour_threshold:.2f}), but only {supporting} tumour-like "
+            f"slice(s) were classified as {tumour_names[best]} without abstaining ({needed} "
+            "needed): the type is not supported; refer to a radiologist."
+        )
+        return _verdict(STUDY_TUMOUR_TYPE_UNCERTAIN, scores, key, counts, rule, reason)
     if decision == 0:
         name = tumour_names[best]
         reason = (
@@ -137,6 +154,28 @@ def aggregate(
             "(tumour); refer to a radiologist."
         )
     return _verdict(STUDY_UNCERTAIN, scores, key, counts, rule, reason)
+
+
+def _classified_votes(
+    answered: Sequence[SliceOutcome],
+    probs: np.ndarray,
+    names: Sequence[str],
+    tumour: str,
+    rule: StudyRule,
+) -> int:
+    """How many answered slices were classified (not abstained), look like a tumour (evidence at
+    least ``tumour_threshold``) and have ``tumour`` as their most likely tumour class: the only
+    slices that may support stating a type."""
+    tumour_columns = [i for i, name in enumerate(names) if name != NO_TUMOR]
+    wanted = tumour_columns.index(names.index(tumour))
+    evidence = 1.0 - probs[:, names.index(NO_TUMOR)]
+    return sum(
+        1
+        for i, outcome in enumerate(answered)
+        if outcome.outcome == SLICE_CLASSIFIED
+        and evidence[i] >= rule.tumour_threshold
+        and int(np.argmax(probs[i, tumour_columns])) == wanted
+    )
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ and its SR and Grad-CAM captures come back in the same study; refused credential
 from __future__ import annotations
 
 import io
+import warnings
 from collections.abc import Iterator
 
 import pydicom
@@ -11,14 +12,18 @@ import pytest
 import requests
 from dicomweb_client.api import DICOMwebClient
 
-from serving.pacs.dicomweb import PASSWORD_ENV, USER_ENV, Pacs, PacsError, classify_study
+from serving.pacs.dicomweb import PASSWORD_ENV, USER_ENV, Pacs, PacsError
+from serving.pacs.round_trip import classify_study
 from serving.pacs.sr import DISCLAIMER_CODE, SCHEME, VERDICT_CODES
+from tests.fixtures.dicom_validation import dciodvfy_errors
 from tests.fixtures.orthanc import OrthancServer, start_orthanc
 from tests.fixtures.studies import PATIENT_ID, PATIENT_NAME, make_dicom_series, make_sr, phantom
 from tumorlib.contracts.serving_contract import DISCLAIMER
+from tumorlib.studies.study import verdict_words
 from tumorlib_cli.__main__ import main as tumorlib
 
 pytestmark = pytest.mark.slow
+STANDARD_VALUES = {code.value for code in VERDICT_CODES.values()}
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +82,7 @@ def test_classify_stores_an_sr_and_captures_in_the_study(
     credentials,
     fixture_export,
     capsys,
+    tmp_path,
 ):
     base = ["pacs", "classify", "--url", orthanc.dicomweb_url, "--study", study["study_uid"]]
     model = ["--model-base-path", str(fixture_export)]
@@ -104,15 +110,18 @@ def test_classify_stores_an_sr_and_captures_in_the_study(
         if i.ValueType == "CODE"
         for c in i.ConceptCodeSequence
     }
-    assert {(c.value, SCHEME) for c in VERDICT_CODES.values()} & verdicts
+    assert {(c.value, c.scheme_designator) for c in VERDICT_CODES.values()} & verdicts
+    assert all(scheme != SCHEME for _, scheme in verdicts if _ in STANDARD_VALUES)
     # The study verdict (the Finding with the reason under it) is what the command printed.
     (verdict,) = [
         i.ConceptCodeSequence[0]
         for i in sr.ContentSequence
         if i.ValueType == "CODE" and i.ConceptNameCodeSequence[0].CodeValue == "121071"
     ]
-    assert verdict.CodingSchemeDesignator == SCHEME
-    assert f"): {verdict.CodeMeaning}\n" in out
+    printed = next(line for line in out.splitlines() if line.startswith("series "))
+    stated = [v for v, code in VERDICT_CODES.items() if code.value == verdict.CodeValue]
+    assert stated and printed.endswith(f"): {verdict_words(stated[0])}")
+    assert verdict.CodingSchemeDesignator in ("SCT", "DCM")
     texts = {
         i.ConceptNameCodeSequence[0].CodeValue: i.TextValue for i in items if i.ValueType == "TEXT"
     }
@@ -126,6 +135,8 @@ def test_classify_stores_an_sr_and_captures_in_the_study(
     assert len(captures) == len(key_refs)  # the fixture model has Grad-CAM: one per key slice
     capture_refs = {c.SourceImageSequence[0].ReferencedSOPInstanceUID for c in captures}
     assert capture_refs == set(key_refs)
+    for stored_object in [sr, *captures]:  # what the PACS keeps is valid DICOM: no errors
+        assert dciodvfy_errors(stored_object, tmp_path) == []
     for capture in captures:
         assert capture.StudyInstanceUID == study["study_uid"]
         assert capture.BurnedInAnnotation == "YES"
@@ -225,3 +236,76 @@ def test_a_study_without_mr_series_is_a_clear_error(orthanc: OrthancServer):
         classify_study(pacs, study_uid, backend=None, version=None)  # type: ignore[arg-type]
     with pytest.raises(PacsError, match="has no series 1.2.3"):
         pacs.retrieve_series(study_uid, "1.2.3")
+
+
+def _hostile_study(orthanc: OrthancServer) -> str:
+    """A study whose tags attack the terminal and the date parser: an escape sequence in the
+    descriptions, a birth date that is not a date (what pydicom and highdicom quote)."""
+    from pydicom.uid import generate_uid
+
+    study_uid = generate_uid()
+    files = []
+    for name, data in make_dicom_series(phantom(4, size=40, seed=3), study_uid=study_uid):
+        ds = pydicom.dcmread(io.BytesIO(data))
+        ds.StudyDescription = "MR \x1b[2J\x1b[31mBRAIN"
+        ds.SeriesDescription = "T1 \x1b]0;owned\x07AX"
+        with warnings.catch_warnings():  # pydicom objects to it, quoting it: that is the point
+            warnings.simplefilter("ignore")
+            ds.PatientBirthDate = HOSTILE_BIRTH_DATE
+        buffer = io.BytesIO()
+        ds.save_as(buffer, enforce_file_format=True)
+        files.append((name, buffer.getvalue()))
+    orthanc.upload(files)
+    return study_uid
+
+
+HOSTILE_BIRTH_DATE = "not-a-date-SECRET"
+
+
+def test_hostile_tags_never_reach_the_terminal_and_results_are_still_stored(
+    orthanc: OrthancServer, credentials, fixture_export, capsys, tmp_path
+):
+    study_uid = _hostile_study(orthanc)
+    assert tumorlib(["pacs", "studies", "--url", orthanc.dicomweb_url]) == 0
+    base = ["pacs", "classify", "--url", orthanc.dicomweb_url, "--study", study_uid]
+    assert tumorlib([*base, "--model-base-path", str(fixture_export), "--no-store"]) == 0
+    assert tumorlib([*base, "--model-base-path", str(fixture_export)]) == 0
+    out, err = capsys.readouterr()
+    for secret in ("SECRET", PATIENT_NAME, PATIENT_ID, "\x1b", "\x07"):
+        assert secret not in out + err, secret
+    assert "\\x1b[2J" in out  # the description is shown, escaped
+    stored = _series(orthanc, study_uid)
+    (sr,) = stored["SR"]
+    assert sr.PatientBirthDate == "" and sr.PatientID == PATIENT_ID
+    for stored_object in [sr, *stored["OT"]]:
+        assert dciodvfy_errors(stored_object, tmp_path) == []
+
+
+def test_a_missing_study_is_reported_before_any_model_is_loaded(
+    orthanc: OrthancServer, credentials, tmp_path, capsys
+):
+    no_model = tmp_path / "no-models-here"
+    argv = ["pacs", "classify", "--url", orthanc.dicomweb_url, "--study", "1.2.3.4.5.6.7"]
+    assert tumorlib([*argv, "--model-base-path", str(no_model)]) == 1
+    err = capsys.readouterr().err
+    assert "has no study 1.2.3.4.5.6.7" in err and "No exported model" not in err
+
+
+def test_the_rest_root_instead_of_the_dicomweb_root_is_named(orthanc, credentials, capsys):
+    assert tumorlib(["pacs", "studies", "--url", orthanc.url]) == 1
+    err = capsys.readouterr().err
+    assert f"is {orthanc.url} the DICOMweb root" in err
+    assert "Traceback" not in err and "Expecting value" not in err
+
+
+def test_the_patient_and_accession_filters_find_only_their_study(
+    orthanc: OrthancServer, study, credentials, capsys
+):
+    url = ["pacs", "studies", "--url", orthanc.dicomweb_url]
+    assert tumorlib([*url, "--patient-id", PATIENT_ID]) == 0
+    assert study["study_uid"] in capsys.readouterr().out
+    assert tumorlib([*url, "--patient-id", "NO-SUCH-PATIENT"]) == 0
+    out, err = capsys.readouterr()
+    assert study["study_uid"] not in out and "0 studies" in err
+    assert tumorlib([*url, "--accession", "NO-SUCH-ACCESSION"]) == 0
+    assert study["study_uid"] not in capsys.readouterr().out

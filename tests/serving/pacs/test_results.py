@@ -4,6 +4,8 @@ pixels, the files written, and the refusal for NIfTI."""
 from __future__ import annotations
 
 import io
+import logging
+import warnings
 
 import highdicom as hd
 import numpy as np
@@ -15,7 +17,13 @@ from pydicom.uid import ComprehensiveSRStorage, SecondaryCaptureImageStorage
 import tumorlib
 from serving.clients.backend import Backend
 from serving.clients.prediction import Explanation
-from serving.pacs.capture import BANNER_HEIGHT, MIN_WIDTH, caption, patient_orientation
+from serving.pacs.capture import (
+    BANNER_HEIGHT,
+    MIN_WIDTH,
+    caption,
+    caption_font,
+    patient_orientation,
+)
 from serving.pacs.results import (
     DicomResultsError,
     make_secondary_captures,
@@ -25,6 +33,7 @@ from serving.pacs.results import (
     write_study_results,
 )
 from serving.pacs.sr import COUNT_CODES, SCHEME, VERDICT_CODES
+from tests.fixtures.dicom_validation import dciodvfy_errors
 from tests.fixtures.studies import (
     PATIENT_ID,
     PATIENT_NAME,
@@ -36,6 +45,7 @@ from tumorlib.contracts.classes import CLASS_NAMES
 from tumorlib.contracts.serving_contract import DISCLAIMER, MODEL_NAME
 from tumorlib.studies.study import (
     SLICE_CLASSIFIED,
+    STUDY_TUMOUR_TYPE_UNCERTAIN,
     STUDY_UNCERTAIN,
     Series,
     SliceOutcome,
@@ -135,7 +145,7 @@ def test_sr_round_trip_carries_verdict_probabilities_counts_references_and_discl
     ]
     assert len(finding) == 1
     verdict_code = finding[0].ConceptCodeSequence[0]
-    assert (verdict_code.CodeValue, verdict_code.CodingSchemeDesignator) == ("GLIOMA", SCHEME)
+    assert (verdict_code.CodeValue, verdict_code.CodingSchemeDesignator) == ("393564001", "SCT")
 
     # Key slices: image references to the source instances, strongest first.
     images = [i for i in _items(finding[0].ContentSequence) if i.ValueType == "IMAGE"]
@@ -144,19 +154,21 @@ def test_sr_round_trip_carries_verdict_probabilities_counts_references_and_discl
     assert all(i.RelationshipType == "INFERRED FROM" for i in images)
 
     probabilities = {}
+    class_of = {
+        (VERDICT_CODES[n].value, VERDICT_CODES[n].scheme_designator): n for n in CLASS_NAMES
+    }
     for item in items:
-        if item.ValueType == "CODE" and item.ConceptCodeSequence[0].CodeValue in {
-            VERDICT_CODES[n].value for n in CLASS_NAMES
-        }:
+        concept = item.ConceptCodeSequence[0] if item.ValueType == "CODE" else None
+        key = (concept.CodeValue, concept.CodingSchemeDesignator) if concept else None
+        if key in class_of:
             nums = [c for c in item.get("ContentSequence", []) if c.ValueType == "NUM"]
             if nums:
-                value = float(nums[0].MeasuredValueSequence[0].NumericValue)
-                probabilities[item.ConceptCodeSequence[0].CodeMeaning] = value
+                probabilities[class_of[key]] = float(nums[0].MeasuredValueSequence[0].NumericValue)
     assert probabilities == {
-        "Glioma": 0.71,
-        "Meningioma": 0.12,
-        "No tumour": 0.05,
-        "Pituitary tumour": 0.12,
+        "glioma": 0.71,
+        "meningioma": 0.12,
+        "no_tumor": 0.05,
+        "pituitary": 0.12,
     }
 
     counts = {
@@ -197,8 +209,12 @@ def test_sr_references_frames_of_a_multiframe_instance_and_codes_uncertain():
     images = [i for i in items if i.ValueType == "IMAGE"]
     assert len(images) == 1
     assert images[0].ReferencedSOPSequence[0].ReferencedFrameNumber == 3
-    codes = {i.ConceptCodeSequence[0].CodeValue for i in items if i.ValueType == "CODE"}
-    assert "UNCERTAIN" in codes
+    codes = {
+        (i.ConceptCodeSequence[0].CodeValue, i.ConceptCodeSequence[0].CodingSchemeDesignator)
+        for i in items
+        if i.ValueType == "CODE"
+    }
+    assert ("82334004", "SCT") in codes  # SNOMED CT "Indeterminate"
     assert len(ds.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence) == 1
 
 
@@ -323,3 +339,61 @@ def test_capture_orientation_follows_the_source(orientation, letters):
     header.ImageOrientationPatient = list(orientation)
     assert patient_orientation(header) == letters
     assert patient_orientation(pydicom.Dataset()) is None
+
+
+def test_findings_use_standard_codes_never_the_private_scheme():
+    for verdict, (value, scheme) in {
+        "glioma": ("393564001", "SCT"),
+        "meningioma": ("302820008", "SCT"),
+        "pituitary": ("254956000", "SCT"),
+        "no_tumor": ("111286", "DCM"),
+        STUDY_TUMOUR_TYPE_UNCERTAIN: ("126952004", "SCT"),
+        STUDY_UNCERTAIN: ("82334004", "SCT"),
+    }.items():
+        ds = make_structured_report(make_result(verdict=verdict))
+        findings = [
+            i.ConceptCodeSequence[0]
+            for i in _items(ds.ContentSequence)
+            if i.ValueType == "CODE" and i.ConceptNameCodeSequence[0].CodeValue == "121071"
+        ]
+        assert findings and all(f.CodingSchemeDesignator != SCHEME for f in findings)
+        stated = [f for f in findings if f.CodeValue == value]
+        assert stated and {f.CodingSchemeDesignator for f in stated} == {scheme}
+
+
+def test_the_sr_and_the_captures_pass_dciodvfy_with_no_errors(tmp_path):
+    result = make_result(key=(3, 1))
+    heatmap = np.linspace(0, 1, 32 * 32, dtype=np.float32).reshape(32, 32)
+    paths = write_study_results(result, HeatmapBackend(heatmap), None, tmp_path)
+    assert len(paths) == 3
+    for path in paths:
+        assert dciodvfy_errors(path) == [], path.name
+    capture = pydicom.dcmread(paths[1])
+    assert "Laterality" in capture and capture.Laterality == ""
+
+
+def test_a_malformed_birth_date_is_emptied_and_never_quoted(capsys, caplog):
+    caplog.set_level(logging.DEBUG)
+    result = make_result(n=3, key=(1,))
+    secret = "not-a-date-SECRET-1970"
+    with warnings.catch_warnings():  # setting them here makes pydicom complain, quoting them
+        warnings.simplefilter("ignore")
+        for header in result.series.headers:
+            header.PatientBirthDate = secret
+            header.StudyTime = "noon-SECRET"
+    capsys.readouterr()
+    caplog.clear()  # from here on, only what the results code says
+    sr = make_structured_report(result)
+    capture = make_secondary_captures(result, {1: np.zeros((8, 8, 3), np.uint8)})[0]
+    for ds in (sr, capture):
+        back = pydicom.dcmread(io.BytesIO(to_bytes(ds)))
+        assert back.PatientBirthDate == "" and back.PatientID == PATIENT_ID
+    assert "SECRET" not in "".join(capsys.readouterr()) + caplog.text
+    assert result.series.headers[0].PatientBirthDate == secret  # the source is left alone
+
+
+def test_the_caption_font_draws_the_em_dash_not_an_empty_box():
+    font = caption_font()
+    left, top, right, bottom = font.getbbox("—")
+    assert right - left > 3 * (bottom - top)  # a dash: wide and thin; a missing glyph: a box
+    assert font.getbbox("—") != font.getbbox("\uffff")

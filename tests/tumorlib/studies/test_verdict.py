@@ -10,9 +10,11 @@ from tumorlib.studies.study import (
     SLICE_FAILED,
     SLICE_NOT_BRAIN_MRI,
     SLICE_UNCERTAIN,
+    STUDY_TUMOUR_TYPE_UNCERTAIN,
     STUDY_UNCERTAIN,
     SliceOutcome,
     SliceRef,
+    verdict_words,
 )
 from tumorlib.studies.verdict import DEFAULT_RULE, StudyRule, aggregate
 
@@ -115,3 +117,31 @@ def test_a_stricter_rule_refers_what_the_default_answers():
     assert aggregate(study(lesion), CLASS_NAMES).verdict == "glioma"
     strict = StudyRule(tumour_threshold=0.8, no_tumour_max=0.2)
     assert aggregate(study(lesion), CLASS_NAMES, strict).verdict == STUDY_UNCERTAIN
+
+
+def test_abstained_slices_are_evidence_of_a_tumour_but_never_of_its_type():
+    """The FLAIR glioma series: 20 of 21 slices abstained, one classified; the abstained ones
+    lean meningioma. Tumour evidence, yes; a type, no."""
+    lean = probs(meningioma=0.55, glioma=0.30, no_tumor=0.05, pituitary=0.10)
+    outcomes = [outcome(i, lean, SLICE_UNCERTAIN) for i in range(20)]
+    outcomes.append(outcome(20, probs(glioma=0.9, no_tumor=0.1)))
+    rule = StudyRule(top_k=5)
+    verdict = aggregate(outcomes, CLASS_NAMES, rule)
+    assert verdict.verdict == STUDY_TUMOUR_TYPE_UNCERTAIN
+    assert verdict_words(verdict.verdict) == "Tumour — type uncertain, refer to a radiologist"
+    assert "the type is not supported" in verdict.reason and "meningioma" in verdict.reason
+    assert verdict.n_uncertain == 20 and verdict.n_classified == 1
+
+    every_slice_abstained = [outcome(i, lean, SLICE_UNCERTAIN) for i in range(10)]
+    assert aggregate(every_slice_abstained, CLASS_NAMES).verdict == STUDY_TUMOUR_TYPE_UNCERTAIN
+    normal_but_abstained = [outcome(i, NORMAL, SLICE_UNCERTAIN) for i in range(10)]
+    assert aggregate(normal_but_abstained, CLASS_NAMES).verdict == "no_tumor"
+
+
+def test_a_type_is_stated_when_enough_classified_slices_name_it():
+    lean = probs(meningioma=0.85, no_tumor=0.15)
+    outcomes = [outcome(0, lean), outcome(1, lean), outcome(2, lean, SLICE_UNCERTAIN)]
+    outcomes += [outcome(i, NORMAL) for i in range(3, 30)]
+    assert aggregate(outcomes, CLASS_NAMES).verdict == "meningioma"  # 2 of 3 >= 60 %
+    outcomes[1] = outcome(1, lean, SLICE_UNCERTAIN)
+    assert aggregate(outcomes, CLASS_NAMES).verdict == STUDY_TUMOUR_TYPE_UNCERTAIN  # 1 of 3
