@@ -19,6 +19,7 @@ import io
 import logging
 import warnings
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -89,6 +90,9 @@ def silence_pydicom_logging() -> None:
         logger.addHandler(logging.NullHandler())
 
 
+silence_pydicom_logging()  # at import too: before any caller of ours touches pydicom
+
+
 def check_header(data: bytes, *, max_pixels: int = MAX_PIXELS) -> None:
     """Refuse a DICOM whose header declares too much, before any pixel data is read.
 
@@ -150,6 +154,12 @@ def _pixels(ds) -> np.ndarray:
     try:
         return ds.pixel_array
     except (NotImplementedError, RuntimeError) as err:
+        compressed = bool(getattr(syntax, "is_compressed", False))
+        if compressed and _decoder_available(syntax):  # a decoder ran and failed: bad data
+            raise DicomError(
+                f"the pixel data compressed as {name!r} is corrupt or truncated "
+                f"({type(err).__name__}); export the series again"
+            ) from None
         if "plugin" in str(err).lower() or "handler" in str(err).lower() or syntax is not None:
             raise DicomError(
                 f"cannot decode pixel data compressed as {name!r}: no decoder installed "
@@ -161,6 +171,16 @@ def _pixels(ds) -> np.ndarray:
         raise DicomError(
             f"DICOM pixel data is malformed or truncated ({type(err).__name__})"
         ) from None
+
+
+def _decoder_available(syntax: Any) -> bool:
+    """True when pydicom has a working decoder for ``syntax`` (so a failure is the data's)."""
+    try:
+        from pydicom.pixels import get_decoder
+
+        return bool(get_decoder(syntax).is_available)
+    except Exception:  # noqa: BLE001 - an unknown syntax has no decoder
+        return False
 
 
 def percentile_window(values: np.ndarray) -> tuple[float, float]:

@@ -18,11 +18,16 @@ from tumorlib.inputs.policy import InputRejected, megabytes
 # still bounds the work one upload can ask for. The byte caps bound memory: a study is read in
 # memory (nothing is written to disk), so every cap is checked before the bytes are produced.
 MAX_SERIES_SLICES = 512
+MAX_STUDY_SLICES = 1024  # every series of one study together: a few series, not a whole archive
 MAX_STUDY_BYTES = 512 * 1024 * 1024  # all files of one study together, after unzipping
 MAX_STUDY_FILES = 4096  # files in one folder or zip (a series is one file per slice)
 # A DICOM slice deflates 2-10x (more with a black background); 200x is only reached by a bomb.
 MAX_ZIP_RATIO = 200
-MAX_VOLUME_VOXELS = 512 * 512 * 512  # a NIfTI volume (after gunzip: also <= MAX_STUDY_BYTES)
+# A NIfTI volume: a 1 mm brain is 256^3 = 16.8 M voxels; twice that leaves room (512 x 512 x 128)
+# and bounds the decoded volume to ~130 MB as float32, so one file cannot cost gigabytes.
+MAX_VOLUME_VOXELS = 2 * 256 * 256 * 256
+# Modalities a brain MRI study's image series may have: the model knows MR only.
+IMAGE_MODALITIES = ("MR",)
 ZIP_SIGNATURE = b"PK\x03\x04"
 EMPTY_ZIP_SIGNATURE = b"PK\x05\x06"
 GZIP_SIGNATURE = b"\x1f\x8b"
@@ -37,8 +42,23 @@ SERIES_TOO_MANY_SLICES = (
     "The series has {count} slices; the limit is {limit}. Upload a series of at most {limit} "
     "slices (a brain MRI series usually has 20-200)."
 )
+STUDY_TOO_MANY_SLICES = (
+    "The study's series hold {count} slices together; the limit is {limit}. Upload fewer series "
+    "at a time."
+)
 STUDY_EMPTY = "No DICOM images or NIfTI volumes were found{detail}."
+SERIES_NOT_MR = (
+    "{count} {modality} series {were} skipped: the model reads brain MRI (modality MR) only."
+)
+SLICE_NOT_MR = "This slice is {modality}, not MR: the model reads brain MRI only."
+STUDY_NOT_MR = (
+    "No MR series to classify (modalities: {modalities}); the model reads brain MRI only."
+)
 ZIP_EMPTY = "The zip file is empty."
+ZIP_LISTS_TOO_MANY = (
+    "The zip file's directory lists more than {limit} files (its end record claims {declared}); "
+    "the limit is {limit}. Upload one series at a time."
+)
 ZIP_UNREADABLE = "The zip file is malformed ({problem}); create it again."
 ZIP_UNSAFE_NAME = (
     "The zip file holds a member whose name points outside the archive ({name!r}: an absolute "
@@ -46,6 +66,17 @@ ZIP_UNSAFE_NAME = (
 )
 ZIP_NESTED = "The zip file holds another zip ({name!r}); zip the series files directly."
 ZIP_ENCRYPTED = "The zip file is encrypted; upload it without a password."
+ZIP_METHOD = (
+    "A member of the zip file is compressed with method {method}, which this reader does not "
+    "support (stored, deflate, bzip2 and LZMA are); create the zip again with deflate."
+)
+ZIP_DAMAGED = {
+    "crc": "a member's checksum does not match its content: the file is damaged",
+    "deflate": "a member's compressed data is corrupt",
+    "truncated": "a member ends before its declared size: the file is truncated",
+    "sizes": "a member is longer than its declared size",
+    "header": "a member's local header is damaged",
+}
 ZIP_RATIO = (
     "A member of the zip file expands {ratio:.0f}-fold (limit {limit}x); "
     "this is a decompression bomb, not a series."
@@ -58,6 +89,10 @@ VOLUME_GZIP_TOO_LARGE = (
 VOLUME_TOO_LARGE = (
     "The NIfTI volume is {shape} ({voxels} voxels); the limit is {limit} voxels. "
     "Upload a single brain volume."
+)
+VOLUME_4D = (
+    "The NIfTI file holds {volumes} volumes ({shape}: a time series, e.g. fMRI or diffusion); "
+    "one 3-D volume is needed. Extract one first (e.g. fslroi in.nii.gz out.nii.gz 0 1)."
 )
 SLICE_SIZE_MISMATCH = (
     "This slice is {width} x {height} pixels but the rest of the series is {series_width} x "
@@ -78,6 +113,14 @@ def check_study_files(count: int, *, max_files: int = MAX_STUDY_FILES) -> None:
     if count > max_files:
         raise InputRejected(
             "study_too_many_files", STUDY_TOO_MANY_FILES.format(count=count, limit=max_files)
+        )
+
+
+def check_study_slices(count: int, *, max_slices: int = MAX_STUDY_SLICES) -> None:
+    """Refuse a study whose series together hold more slices than one study may."""
+    if count > max_slices:
+        raise InputRejected(
+            "study_too_many_slices", STUDY_TOO_MANY_SLICES.format(count=count, limit=max_slices)
         )
 
 
@@ -138,11 +181,47 @@ def zip_declared_entries(data: bytes) -> int | None:
     return count
 
 
+def zip_directory_entries(data: bytes, limit: int) -> int | None:
+    """The members the central directory really lists, counted up to ``limit + 1``.
+
+    Walks the same bytes ``zipfile`` would parse (the directory's declared size, ending where the
+    end record or the zip64 end record starts), so an end record that says 1 member while the
+    directory holds a million cannot make ``zipfile`` build a million objects first. None: no
+    end record.
+    """
+    eocd = data.rfind(EMPTY_ZIP_SIGNATURE, max(0, len(data) - 65557))
+    if eocd < 0 or eocd + 22 > len(data):
+        return None
+    size = int(struct.unpack("<I", data[eocd + 12 : eocd + 16])[0])
+    end = eocd
+    locator = eocd - 20
+    if locator >= 0 and data[locator : locator + 4] == b"PK\x06\x07":
+        record = locator - 56  # where zipfile reads the zip64 end record
+        if record >= 0 and data[record : record + 4] == b"PK\x06\x06":
+            size = int(struct.unpack("<Q", data[record + 40 : record + 48])[0])
+            end = record
+    position, count = max(0, end - size), 0
+    while position + 46 <= end and data[position : position + 4] == b"PK\x01\x02":
+        lengths = struct.unpack("<HHH", data[position + 28 : position + 34])
+        position += 46 + sum(int(n) for n in lengths)
+        count += 1
+        if count > limit:
+            break
+    return count
+
+
 def check_zip_entries(data: bytes, *, max_files: int = MAX_STUDY_FILES) -> None:
-    """Refuse a zip declaring more members than a study may hold, before it is opened."""
-    count = zip_declared_entries(data)
-    if count is not None:
-        check_study_files(count, max_files=max_files)
+    """Refuse a zip declaring — or, whatever it declares, listing — more members than a study
+    may hold, before it is opened."""
+    declared = zip_declared_entries(data)
+    if declared is not None:
+        check_study_files(declared, max_files=max_files)
+    listed = zip_directory_entries(data, max_files)
+    if listed is not None and listed > max_files:
+        raise InputRejected(
+            "study_too_many_files",
+            ZIP_LISTS_TOO_MANY.format(limit=max_files, declared=declared),
+        )
 
 
 class StudyError(InputRejected):

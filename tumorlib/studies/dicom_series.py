@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from tumorlib.contracts.display import printable
 from tumorlib.inputs import policy, study_policy
 from tumorlib.inputs.dicom import (
     DicomError,
@@ -29,10 +30,9 @@ from tumorlib.inputs.dicom import (
 )
 from tumorlib.inputs.policy import InputRejected
 from tumorlib.inputs.study_policy import whole_study
+from tumorlib.studies.geometry import frame_geometry, gap_warnings, order_instances
 from tumorlib.studies.study import Series, SliceRef, StudySlice
 
-# A spacing this much above the typical one marks missing slices (1.5: one slice gone at most).
-GAP_FACTOR = 1.5
 DECODE_THREADS = max(1, min(4, os.cpu_count() or 1))
 DECODE_CHUNK = 16  # slices per decoding task
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"  # DICOMDIR: an index, not an image
@@ -58,8 +58,14 @@ class _Instance:
 # -- DICOM --------------------------------------------------------------------------------------
 
 
-def read_dicom_series(files: list[tuple[str, bytes]], notes: list[str]) -> list[Series]:
-    """Group by SeriesInstanceUID, order, check, then decode the accepted slices."""
+def read_dicom_series(
+    files: list[tuple[str, bytes]], notes: list[str], not_mr: list[str] | None = None
+) -> list[Series]:
+    """Group by SeriesInstanceUID, order, check, then decode the accepted slices.
+
+    Series with no MR instance are left out with a note (their modalities go to ``not_mr``); in
+    a mixed series, each instance of another modality is a refused slice. A file that should be
+    an image but lacks its image attributes is reported as truncated, not as a report."""
     groups: dict[str, list[_Instance]] = {}
     unreadable: Counter[str] = Counter()  # reason in words -> files
     non_image = 0
@@ -72,8 +78,11 @@ def read_dicom_series(files: list[tuple[str, bytes]], notes: list[str]) -> list[
         except DicomError as err:
             unreadable[policy.DICOM_UNUSABLE.format(problem=err)] += 1
             continue
-        if str(header.get("SOPClassUID", "")) == MEDIA_STORAGE_DIRECTORY or "Rows" not in header:
-            non_image += 1  # SR, KO, presentation states: part of a study, not an image
+        if "Rows" not in header:
+            if _is_image_class(header):
+                unreadable[policy.DICOM_UNUSABLE.format(problem=TRUNCATED)] += 1
+            else:
+                non_image += 1  # SR, KO, presentation states, DICOMDIR: not an image
             continue
         uid = str(header.get("SeriesInstanceUID", "") or "")
         groups.setdefault(uid, []).append(_instance(name, data, header))
@@ -81,7 +90,42 @@ def read_dicom_series(files: list[tuple[str, bytes]], notes: list[str]) -> list[
         notes.append(f"{count} file(s) skipped: {reason}")
     if non_image:
         notes.append(f"{non_image} DICOM file(s) are not images (e.g. reports) and were skipped.")
-    return [_build_series(uid, instances) for uid, instances in groups.items()]
+    kept = {uid: group for uid, group in groups.items() if _has_mr(group)}
+    skipped = Counter(
+        _modality(group[0].header) for uid, group in groups.items() if uid not in kept
+    )
+    for modality, count in sorted(skipped.items()):
+        were = "was" if count == 1 else "were"
+        notes.append(study_policy.SERIES_NOT_MR.format(count=count, modality=modality, were=were))
+    if not_mr is not None:
+        not_mr.extend(skipped)
+    return [_build_series(uid, instances) for uid, instances in kept.items()]
+
+
+TRUNCATED = "the file is truncated or lacks its image attributes (Rows, Columns)"
+
+
+def _modality(header: Any) -> str:
+    return printable(str(header.get("Modality", "") or "").strip().upper(), 16)
+
+
+def _has_mr(group: list[_Instance]) -> bool:
+    """A series to classify: some instance is MR (or none says what it is)."""
+    modalities = {_modality(i.header) for i in group}
+    return bool(modalities & set(study_policy.IMAGE_MODALITIES)) or modalities == {""}
+
+
+def _is_image_class(header: Any) -> bool:
+    """True when the SOP class (or the file meta's) is an image storage class, or is unknown:
+    such a file without Rows was cut short, it is not a report."""
+    if str(header.get("SOPClassUID", "")) == MEDIA_STORAGE_DIRECTORY:
+        return False
+    meta = getattr(header, "file_meta", None)
+    uid = header.get("SOPClassUID") or (meta.get("MediaStorageSOPClassUID") if meta else None)
+    if not uid:
+        return True
+    name = str(getattr(uid, "name", "") or "")
+    return "Image" in name or name == str(uid)  # an unnamed (private) class: assume an image
 
 
 def _instance(name: str, data: bytes, header: Any) -> _Instance:
@@ -102,8 +146,11 @@ def _instance(name: str, data: bytes, header: Any) -> _Instance:
     except (TypeError, ValueError):
         frames, size = 1, (0, 0)
     problem = None
+    modality = _modality(header)
     try:
         check_dataset_header(header)
+        if modality and modality not in study_policy.IMAGE_MODALITIES:
+            raise InputRejected("slice_not_mr", study_policy.SLICE_NOT_MR.format(modality=modality))
     except InputRejected as err:
         problem = err.message
         frames = 1  # a refused file is one refused slice, whatever its header claims
@@ -127,56 +174,6 @@ def _instance(name: str, data: bytes, header: Any) -> _Instance:
         problem,
         frame_positions,
     )
-
-
-def frame_geometry(header: Any, frames: int) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """Per-frame positions and the orientation of an enhanced multi-frame header (functional
-    groups: PlanePositionSequence per frame, PlaneOrientationSequence shared or per frame)."""
-
-    def vector(item: Any, sequence: str, key: str, n: int) -> np.ndarray | None:
-        try:
-            values = np.asarray([float(v) for v in item[sequence][0][key].value], dtype=float)
-        except (KeyError, IndexError, TypeError, ValueError, AttributeError):
-            return None
-        return values if values.shape == (n,) and np.all(np.isfinite(values)) else None
-
-    per_frame = header.get("PerFrameFunctionalGroupsSequence") or []
-    shared = header.get("SharedFunctionalGroupsSequence") or []
-    orientation = None
-    for item in [*shared[:1], *per_frame[:1]]:
-        orientation = vector(item, "PlaneOrientationSequence", "ImageOrientationPatient", 6)
-        if orientation is not None:
-            break
-    if len(per_frame) != frames:
-        return None, orientation
-    positions = [
-        vector(item, "PlanePositionSequence", "ImagePositionPatient", 3) for item in per_frame
-    ]
-    if any(p is None for p in positions):
-        return None, orientation
-    return np.stack(positions), orientation  # type: ignore[arg-type]
-
-
-def order_instances(instances: list[_Instance]) -> tuple[list[_Instance], list[float] | None, str]:
-    """Order along the slice normal when every file has one position and one orientation;
-    else by InstanceNumber; else by name. Returns the order, positions (mm) and how."""
-    orientations = [i.orientation for i in instances if i.orientation is not None]
-    single = all(i.frames == 1 for i in instances)
-    if (
-        single
-        and len(orientations) == len(instances)
-        and all(i.position is not None for i in instances)
-        and all(np.allclose(o, orientations[0], atol=1e-3) for o in orientations)
-    ):
-        normal = np.cross(orientations[0][:3], orientations[0][3:])
-        keyed = sorted(
-            ((float(np.dot(i.position, normal)), i.instance_number or 0, i.name), i)  # type: ignore[arg-type]
-            for i in instances
-        )
-        return [i for _, i in keyed], [k[0] for k, _ in keyed], "position"
-    if all(i.instance_number is not None for i in instances):
-        return sorted(instances, key=lambda i: (i.instance_number, i.name)), None, "instance"
-    return sorted(instances, key=lambda i: i.name), None, "name"
 
 
 def _build_series(uid: str, instances: list[_Instance]) -> Series:
@@ -296,27 +293,6 @@ def _at(positions: list[float] | None, k: int) -> float | None:
 
 def _str_or_none(value: Any) -> str | None:
     return str(value) if value else None
-
-
-def gap_warnings(positions: Sequence[float]) -> list[str]:
-    """Missing slices (a step well above the typical spacing) and duplicated positions."""
-    if len(positions) < 3:
-        return []
-    steps = np.diff(np.asarray(positions, dtype=float))
-    spacing = float(np.median(steps))
-    out = []
-    if spacing <= 1e-6:
-        return ["Most slices share one position: this does not look like one volume."]
-    duplicates = int(np.sum(steps <= 1e-3 * spacing))
-    if duplicates:
-        out.append(f"{duplicates} slice(s) repeat the position of the slice before them.")
-    for k in np.flatnonzero(steps > GAP_FACTOR * spacing):
-        missing = round(float(steps[k]) / spacing) - 1
-        out.append(
-            f"About {max(missing, 1)} slice(s) appear to be missing between slice {k + 1} and "
-            f"slice {k + 2} (a {steps[k]:.1f} mm step; the series spacing is {spacing:.1f} mm)."
-        )
-    return out
 
 
 def _refuse_odd_sizes(ordered: list[_Instance], warnings: list[str]) -> None:

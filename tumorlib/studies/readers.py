@@ -23,9 +23,12 @@ from __future__ import annotations
 import io
 import os
 import zipfile
+import zlib
 from collections.abc import Sequence
+from lzma import LZMAError
 from pathlib import Path
 
+from tumorlib.contracts.display import printable
 from tumorlib.inputs import study_policy
 from tumorlib.inputs.dicom import is_dicom
 from tumorlib.inputs.policy import InputRejected
@@ -76,10 +79,19 @@ def read_series(
         elif not _ignorable(name):
             skipped.append(name)
     notes: list[str] = []
-    series = read_dicom_series(dicoms, notes) if dicoms else []
-    series += [read_nifti(data, name=name, axis=axis) for name, data in volumes]
+    not_mr: list[str] = []  # modalities of the DICOM series left out
+    series = read_dicom_series(dicoms, notes, not_mr) if dicoms else []
+    used = sum(s.n_slices for s in series)
+    whole_study(study_policy.check_study_slices, used, max_slices=study_policy.MAX_STUDY_SLICES)
+    for name, data in volumes:  # each volume's slice count is checked from its header first
+        budget = study_policy.MAX_STUDY_SLICES - used
+        series.append(read_nifti(data, name=name, axis=axis, study_slices_left=budget))
+        used += series[-1].n_slices
     if skipped:
         notes.append(f"{len(skipped)} file(s) that are neither DICOM nor NIfTI were skipped.")
+    if not series and not_mr:
+        found = ", ".join(sorted(set(not_mr)))
+        raise StudyError("study_not_mr", study_policy.STUDY_NOT_MR.format(modalities=found))
     if not series:
         detail = f" ({'; '.join(notes)})" if notes else ""
         raise StudyError("study_empty", study_policy.STUDY_EMPTY.format(detail=detail))
@@ -141,13 +153,15 @@ def _expand(files: Sequence[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
 
 def read_zip(data: bytes, *, budget: int = study_policy.MAX_STUDY_BYTES) -> list[tuple[str, bytes]]:
     """The members of an in-memory zip, every one checked from the central directory first:
-    names (no absolute paths or ``..``), nested zips, count, total size, compression ratio."""
+    the directory's real length (whatever the end record claims), names (no absolute paths or
+    ``..``), nested zips, compression methods, count, total size, compression ratio. A damaged
+    member (checksum, deflate stream, sizes) is refused in words, never a traceback."""
     whole_study(study_policy.check_zip_entries, data)
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
-    except (zipfile.BadZipFile, OSError, ValueError) as err:
+    except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError) as err:
         raise StudyError(
-            "zip_unreadable", study_policy.ZIP_UNREADABLE.format(problem=err)
+            "zip_unreadable", study_policy.ZIP_UNREADABLE.format(problem=printable(err, 120))
         ) from None
     with archive:
         infos = [i for i in archive.infolist() if not i.is_dir()]
@@ -159,22 +173,43 @@ def read_zip(data: bytes, *, budget: int = study_policy.MAX_STUDY_BYTES) -> list
                 study_policy.check_zip_member(info.filename, info.compress_size, info.file_size)
                 if info.flag_bits & 0x1:
                     raise InputRejected("zip_encrypted", study_policy.ZIP_ENCRYPTED)
+                if info.compress_type not in ZIP_METHODS:
+                    method = study_policy.ZIP_METHOD.format(method=info.compress_type)
+                    raise InputRejected("zip_method", method)
             study_policy.check_study_bytes(sum(i.file_size for i in infos), max_bytes=budget)
         except InputRejected as err:
             raise StudyError(err.reason, err.message) from None
-        out = []
-        for info in infos:
-            if _ignorable(info.filename):
-                continue
-            with archive.open(info) as member:
-                # Read one byte past the declared size: a lying directory cannot inflate more.
-                content = member.read(info.file_size + 1)
-            if len(content) > info.file_size:
-                raise StudyError(
-                    "zip_unreadable", study_policy.ZIP_UNREADABLE.format(problem="sizes")
-                )
-            out.append((info.filename, content))
-        return out
+        return [
+            (info.filename, _zip_member(archive, info))
+            for info in infos
+            if not _ignorable(info.filename)
+        ]
+
+
+ZIP_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA)
+
+
+def _zip_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
+    """One member, never more than its declared size; damage in words (``ZIP_DAMAGED``)."""
+    try:
+        with archive.open(info) as member:
+            # Read one byte past the declared size: a lying directory cannot inflate more.
+            content = member.read(info.file_size + 1)
+    except zipfile.BadZipFile as err:
+        problem = "crc" if "CRC" in str(err) else "header"
+        raise _damaged(problem) from None
+    except zlib.error:
+        raise _damaged("deflate") from None
+    except (EOFError, OSError, ValueError, NotImplementedError, RuntimeError, LZMAError):
+        raise _damaged("truncated") from None
+    if len(content) != info.file_size:
+        raise _damaged("sizes" if len(content) > info.file_size else "truncated")
+    return content
+
+
+def _damaged(problem: str) -> StudyError:
+    words = study_policy.ZIP_DAMAGED[problem]
+    return StudyError("zip_unreadable", study_policy.ZIP_UNREADABLE.format(problem=words))
 
 
 def _ignorable(name: str) -> bool:

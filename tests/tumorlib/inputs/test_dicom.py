@@ -141,15 +141,23 @@ def test_rle_lossless_compressed_file_decodes_to_the_same_image():
     np.testing.assert_array_equal(decoded.frames[0], read_dicom(plain).frames[0])
 
 
-def test_compression_without_a_decoder_is_a_clear_error():
+def test_compression_without_a_decoder_is_a_clear_error(monkeypatch):
+    """Without a JPEG 2000 decoder the words say so; with one (Pillow's, here), the same broken
+    codestream is called corrupt — never "no decoder installed"."""
     data = make_dicom(ramp())
     import pydicom
+
+    import tumorlib.inputs.dicom as dicom
 
     ds = pydicom.dcmread(io.BytesIO(data))
     ds.file_meta.TransferSyntaxUID = JPEG2000Lossless
     ds.PixelData = encapsulate([b"\xff\x4f\xff\x51" + b"\x00" * 64])
     buffer = io.BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
+    if dicom._decoder_available(JPEG2000Lossless):
+        with pytest.raises(DicomError, match="JPEG 2000.*corrupt or truncated"):
+            read_dicom(buffer.getvalue())
+    monkeypatch.setattr(dicom, "_decoder_available", lambda syntax: False)
     with pytest.raises(DicomError, match="JPEG 2000.*no decoder installed"):
         read_dicom(buffer.getvalue())
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import base64
 import io
-import logging
 import struct
+import subprocess
+import sys
 import time
 import tracemalloc
 import warnings
@@ -24,6 +25,7 @@ import pytest
 import requests
 from PIL import Image
 
+from tests.fixtures.paths import REPO_ROOT
 from tests.fixtures.serving import make_images
 from tests.tumorlib.inputs.test_dicom import PATIENT, make_dicom, ramp
 from tumorlib.inputs import policy
@@ -186,26 +188,39 @@ def test_dicom_bomb_is_refused_before_its_pixels_are_touched():
     assert on_page.value.message == DICOM_MESSAGE
 
 
-def test_dicom_header_values_never_reach_a_log(caplog):
-    """pydicom logs through ``logging`` too (every element in debug mode): silenced."""
-    import pydicom
+def test_dicom_header_values_never_reach_a_log(tmp_path):
+    """pydicom logs through ``logging`` too (every element in debug mode): silenced.
 
-    from tumorlib.inputs.dicom import read_dicom
+    Run in a fresh interpreter, so no earlier test can have silenced pydicom already: logging at
+    DEBUG to stderr, pydicom's own debug mode switched on after our import (as a user might), then
+    a DICOM whose malformed PatientAge quotes the patient is read."""
+    import pydicom
 
     ds = pydicom.dcmread(io.BytesIO(make_dicom(ramp())))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ds.PatientAge = f"{PATIENT}-NOT-AN-AGE"  # malformed AS value: pydicom complains about it
-    buffer = io.BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
-    pydicom.config.debug(True)
-    try:
-        with caplog.at_level(logging.DEBUG):
-            read_dicom(buffer.getvalue())
-            logging.getLogger("pydicom").warning("header value %s", PATIENT)
-    finally:
-        pydicom.config.debug(False)
-    assert PATIENT not in caplog.text
+        ds.save_as(tmp_path / "hostile.dcm", enforce_file_format=True)
+    script = (
+        "import logging, sys\n"
+        "logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)\n"
+        "import pydicom\n"
+        "from tumorlib.inputs.dicom import read_dicom\n"
+        "pydicom.config.debug(True)\n"
+        "image = read_dicom(open(sys.argv[1], 'rb').read())\n"
+        "logging.getLogger('pydicom').warning('header value %s', sys.argv[2])\n"
+        "print('frames', image.num_frames)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "hostile.dcm"), PATIENT],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO_ROOT,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "frames 1" in done.stdout
+    assert PATIENT not in done.stdout + done.stderr
 
 
 # --------------------------------------------------------------------------------------------

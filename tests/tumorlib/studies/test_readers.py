@@ -299,14 +299,19 @@ def test_a_nifti_whose_header_declares_too_much_is_refused_before_reading():
     assert raised.value.reason == "volume_too_large"
 
 
-def test_a_gzip_bomb_nifti_stops_at_the_study_cap():
+def test_a_gzip_bomb_nifti_stops_at_the_study_cap(monkeypatch):
     import gzip
 
-    from tumorlib.studies import nifti
+    import nibabel as nib
 
-    bomb = gzip.compress(bytes(8 * 1024 * 1024))
+    header = nib.Nifti1Header()
+    header.set_data_shape((256, 256, 64))  # 8 MB of int16 declared, and streamed
+    header.set_data_dtype(np.int16)
+    header["vox_offset"] = 352
+    bomb = gzip.compress(header.binaryblock + bytes(4) + bytes(8 * 1024 * 1024))
+    monkeypatch.setattr(study_policy, "MAX_STUDY_BYTES", 1024 * 1024)
     with pytest.raises(StudyError, match="expands to more than 1.0 MB"):
-        nifti._gunzip(bomb, limit=1024 * 1024)
+        read_series([("bomb.nii.gz", bomb)])
 
 
 def test_zip_members_are_read_in_memory_only(tmp_path, monkeypatch):
