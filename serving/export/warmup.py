@@ -7,10 +7,11 @@ Serving (and the local server) replay these records at load, before the version 
 so no client sees that cost. The records are real ``PredictionLog``\\ s (``predict_log`` with a
 ``PredictRequest``) in a TFRecord file, valid for ``tensorflow_model_server`` as written.
 
-What they ask: ``serving_default`` on one JPEG, and on four images (JPEG and PNG, square and
-not: the first batch above one costs again), ``explain`` on one image when the export has it,
-and ``metadata``. Images are generated noise at the model's size: warm-up needs the shapes and
-code paths of real requests, not real scans.
+What they ask: ``serving_default`` on one JPEG, and on two images (a JPEG and a PNG of another
+shape: the first batch above one costs again), ``explain`` on one image when the export has it,
+and ``metadata``. Two, not more: TF Serving replays records through its batcher, and a record
+larger than ``max_batch_size`` would fail the load. Images are generated noise at the model's
+size: warm-up needs the shapes and code paths of real requests, not real scans.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from tumorlib.contracts.serving_contract import (
 
 
 def _images(image_size: int) -> list[bytes]:
-    """A JPEG at the model's size, a PNG of another shape, and two more alike (seeded)."""
+    """A JPEG at the model's size and a PNG of another shape (seeded noise)."""
     import tensorflow as tf
 
     rng = np.random.default_rng(25)

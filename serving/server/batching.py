@@ -51,7 +51,16 @@ class Batcher:
     must raise :class:`~serving.server.status.InvalidArgument` for bad input.
     """
 
-    def __init__(self, run_batch: RunBatch, options: BatchingOptions, name: str = "batcher"):
+    def __init__(
+        self,
+        run_batch: RunBatch,
+        options: BatchingOptions,
+        name: str = "batcher",
+        workers: ThreadPoolExecutor | None = None,
+    ):
+        """``workers``: a thread pool shared by every version's batcher (TF Serving's
+        ``thread_pool_name`` pool), so a new version does not start on cold threads; by
+        default the batcher has its own."""
         self._run_batch = run_batch
         self.options = options
         self._capacity = options.max_batch_size * options.max_enqueued_batches
@@ -59,7 +68,10 @@ class Batcher:
         self._pending_images = 0
         self._cond = threading.Condition()
         self._free_threads = threading.Semaphore(options.num_batch_threads)
-        self._workers = ThreadPoolExecutor(options.num_batch_threads, thread_name_prefix=name)
+        self._own_workers = workers is None
+        self._workers = workers or ThreadPoolExecutor(
+            options.num_batch_threads, thread_name_prefix=name
+        )
         self._closed = False
         self._in_flight = 0  # batches handed to a worker and not finished yet
         self.batch_sizes: list[int] = []  # for tests and the benchmark: proof that batching ran
@@ -92,7 +104,8 @@ class Batcher:
             self._cond.notify_all()
         for task in leftover:
             _settle(task.future, error=Unavailable("the model version was unloaded"))
-        self._workers.shutdown(wait=False)
+        if self._own_workers:
+            self._workers.shutdown(wait=False)
 
     # -- internals ---------------------------------------------------------------------------
 

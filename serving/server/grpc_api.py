@@ -157,6 +157,7 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
             for number, state in self.core.status(name, version, label):
                 entry = response.model_version_status.add(version=number)
                 entry.state = get_model_status_pb2.ModelVersionStatus.State.Value(state)
+                entry.status.SetInParent()  # upstream sets it: error_code OK
             return response
 
         return await _answer(context, call, self.core, work)

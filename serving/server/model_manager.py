@@ -77,6 +77,10 @@ class ServedModel:
     batching: BatchingOptions | None
     warmup_iterations: int = 1  # 0: --enable_model_warmup=false
     tags: list[str] | None = None  # --saved_model_tags (None: "serve")
+    # The manager's request path (batcher or thread pool): warm-up replays through it, so the
+    # threads that will answer requests have run the version too, as in TF Serving.
+    runner: Callable[[LoadedVersion, str, dict[str, list[bytes]]], Future] | None = None
+    batch_workers: ThreadPoolExecutor | None = None  # shared by every version's batcher
     versions: dict[int, LoadedVersion] = field(default_factory=dict)
     ended: set[int] = field(default_factory=set)
     labels: dict[str, int] = field(default_factory=dict)  # applied by ModelManager.apply_labels
@@ -136,16 +140,31 @@ class ServedModel:
             raise
         metrics.LOAD_ATTEMPT_COUNT.labels(str(path), "success").inc()
         metrics.LOAD_LATENCY.labels(str(path)).inc((time.monotonic() - start) * 1e6)
-        if self.warmup_iterations > 0:
-            run_warmup(path, loaded.signature_defs, loaded.run, self.warmup_iterations)
         if self.batching is not None and SERVING_SIGNATURE in loaded.signature_defs:
             input_key = next(iter(loaded.signature_defs[SERVING_SIGNATURE].inputs))
             loaded.batcher = Batcher(
                 lambda images: loaded.run(SERVING_SIGNATURE, {input_key: images}),
                 self.batching,
                 name=f"{self.config.name}-v{version}",
+                workers=self.batch_workers,
             )
+        if self.warmup_iterations > 0:
+            try:
+                run_warmup(
+                    path, loaded.signature_defs, self._replay(loaded), self.warmup_iterations
+                )
+            except Exception:
+                if loaded.batcher is not None:
+                    loaded.batcher.close()
+                raise
         return loaded
+
+    def _replay(self, loaded: LoadedVersion) -> Callable[[str, dict[str, list[bytes]]], Any]:
+        """Run a warm-up request the way a client's request would run."""
+        if self.runner is None:
+            return loaded.run
+        runner = self.runner
+        return lambda name, inputs: runner(loaded, name, inputs).result()
 
     def resolve(self, version: int | None, label: str | None) -> LoadedVersion:
         """The version a request addresses, with TF Serving's NOT_FOUND messages."""
@@ -201,18 +220,23 @@ class ModelManager:
         self.warmup_iterations = warmup_iterations
         self.allow_unavailable_labels = allow_unavailable_labels
         self.tags = tags
+        self._executor = ThreadPoolExecutor(num_threads, thread_name_prefix="predict")
+        self._batch_workers = (
+            ThreadPoolExecutor(batching.num_batch_threads, thread_name_prefix="batch")
+            if batching is not None else None
+        )  # fmt: skip
         self.models = {c.name: self._served(c) for c in configs}
         self._config_file = config_file
         self._config_poll_seconds = config_poll_seconds
         self._reload_lock = threading.Lock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._executor = ThreadPoolExecutor(num_threads, thread_name_prefix="predict")
 
     def _served(self, config: ServedModelConfig) -> ServedModel:
         return ServedModel(
-            config, self.batching, warmup_iterations=self.warmup_iterations, tags=self.tags
-        )
+            config, self.batching, warmup_iterations=self.warmup_iterations, tags=self.tags,
+            runner=self.predict, batch_workers=self._batch_workers,
+        )  # fmt: skip
 
     def refresh(self) -> None:
         for model in list(self.models.values()):
@@ -240,6 +264,8 @@ class ModelManager:
                 if loaded.batcher is not None:
                     loaded.batcher.close()
         self._executor.shutdown(wait=False)
+        if self._batch_workers is not None:
+            self._batch_workers.shutdown(wait=False)
 
     def _poll(self, seconds: float, step: Callable[[], None]) -> None:
         while not self._stop.wait(seconds):

@@ -98,6 +98,7 @@ def test_model_status(model_stub):
     available = available_versions(model_stub)
     assert available
     for entry in response.model_version_status:
+        assert entry.HasField("status")  # TF Serving always sets it (error_code OK)
         assert entry.status.error_code == 0 and entry.status.error_message == ""
     one = model_stub.GetModelStatus(status_request(available[0]), timeout=10)
     assert [s.version for s in one.model_version_status] == [available[0]]
