@@ -72,17 +72,6 @@ def split_slices(name: str, data_dir: str | None) -> Slices:
     return Slices(images, tumour, list(strata), labels)
 
 
-def subset(source: Slices, rows: list[int]) -> Slices:
-    """The slices at ``rows`` (e.g. one source of a split)."""
-    labels = None if source.labels is None else [source.labels[i] for i in rows]
-    return Slices(
-        [source.images[i] for i in rows],
-        source.tumour[rows],
-        [source.groups[i] for i in rows],
-        labels,
-    )
-
-
 def summarise(source: Slices, predictions: list[Prediction | str]) -> dict[str, Any]:
     """Rates over all slices and per group; an error string counts as not answered.
 

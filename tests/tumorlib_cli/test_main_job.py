@@ -206,10 +206,11 @@ def test_main_job_exports_a_model_that_carries_abstention_and_the_gate(tmp_path)
     assert code == 0
     for name in ("abstention.json", "input_gate.npz", "input_gate.json", "model_card.md"):
         assert (run / name).is_file(), name
-    # the served model was checked on the dummy archive's test patients, and the card says so
-    check = json.loads((run / "safety" / "source_checks" / "archive_test" / "source_check.json")
+    # the served model was checked on the test split per source, and the card says so
+    check = json.loads((run / "safety" / "source_checks" / "test" / "source_check.json")
                        .read_text())  # fmt: skip
-    assert check["source"] == "TCGA-LGG test" and check["all"]["n"] > 0
+    assert check["source"] == "multi_sequence/test" and check["all"]["n"] > 0
+    assert {"sartaj", "tcga_lgg/flair", "tcga_lgg/t1_precontrast"} == set(check["by_collection"])
     assert "## The served model on other data" in (run / "model_card.md").read_text()
     meta = json.loads((models / "1" / "assets" / "metadata.json").read_text())
     assert meta["abstention"]["threshold"] > 0 and meta["input_gate"]["layers"]
