@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from serving.audit import AuditLog, Input, resolve
-from serving.audit.store import AuditStore
+from serving.audit.store import AuditDatabaseMissing, AuditDatabaseOutdated, AuditStore
 from tumorlib.contracts.cli import CommandError, run_command
+from tumorlib.contracts.display import printable, safe_url, without_credentials
 
 log = logging.getLogger(__name__)
 FLUSH_TIMEOUT_S = 10.0
@@ -114,6 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
     migrate = sub.add_parser("migrate", help="create or upgrade the tables (Alembic)")
     migrate.add_argument("--revision", default="head")
     migrate.add_argument("--down", action="store_true", help="downgrade to --revision instead")
+    migrate.add_argument(
+        "--yes-delete-records",
+        action="store_true",
+        help="allow a downgrade that drops tables holding records (they are gone for good)",
+    )
     perf = sub.add_parser("performance", help="agreement, recall, refer rate per version")
     perf.add_argument("--output-dir", type=Path, help="write reliability PNGs and performance.json")
     perf.add_argument("--seed", type=int, default=0)
@@ -135,26 +141,53 @@ def main(argv: list[str] | None = None) -> int:
     return run_command(lambda: run(args))
 
 
+# Reports read: their database is opened read-only and never created or migrated.
+READ_ONLY_ACTIONS = frozenset({"performance", "drift", "export", "dataset"})
+
+
 def run(args: argparse.Namespace) -> int:
     settings = resolve()
-    store = AuditStore(args.url or settings.url)
+    url = args.url or settings.url
     from tumorlib_cli import audit_report
 
     try:
+        store = AuditStore(
+            url,
+            read_only=args.action in READ_ONLY_ACTIONS,
+            create=args.action == "migrate" and not args.down,
+        )
         if args.action == "migrate":
-            action = store.downgrade if args.down else store.migrate
-            print(f"audit database at revision {action(args.revision)}")
-            return 0
+            return migrate(store, args)
         store.ensure_migrated()
         return audit_report.ACTIONS[args.action](store, args, settings)
-    except CommandError:
+    except (CommandError, NotADirectoryError):
         raise
+    except (AuditDatabaseMissing, AuditDatabaseOutdated) as err:
+        raise CommandError(f"audit database: {err}") from None
     except Exception as err:
         from serving.audit.writer import describe_error
 
         if type(err).__module__.startswith(("sqlalchemy", "psycopg", "sqlite3")):
-            raise CommandError(f"audit database: {describe_error(err)}") from None
+            shown = without_credentials(printable(describe_error(err)), url)
+            raise CommandError(f"audit database: {shown} (at {safe_url(url)})") from None
         raise
+
+
+def migrate(store: AuditStore, args: argparse.Namespace) -> int:
+    """Upgrade, or downgrade — which drops the tables of later revisions, with their records:
+    refused while any record exists unless ``--yes-delete-records`` says so."""
+    if args.down:
+        held = store.record_count()
+        if held and not args.yes_delete_records:
+            raise CommandError(
+                f"downgrading to revision {args.revision} drops tables holding {held} record(s) "
+                "(predictions, feedback, kept images, models); they cannot be recovered. Export "
+                "them first (tumorlib audit export), then pass --yes-delete-records."
+            )
+        print(f"audit database at revision {store.downgrade(args.revision)}")
+        return 0
+    print(f"audit database at revision {store.migrate(args.revision)}")
+    return 0
 
 
 def dump(payload: Any) -> None:

@@ -14,8 +14,8 @@ from typing import Any
 
 from serving.audit.config import AuditSettings
 from serving.audit.drift import drift_report, flagged
-from serving.audit.exports import export_dataset, export_records
-from serving.audit.performance import performance_by_version, reliability_png
+from serving.audit.exports import export_dataset, export_records, open_private, private_dir
+from serving.audit.performance import performance_by_version, reliability_png_bytes
 from serving.audit.queries import model_references, predictions_frame
 from serving.audit.store import AuditStore
 from tumorlib.contracts.classes import CLASS_NAMES
@@ -54,16 +54,20 @@ def performance(store: AuditStore, args: argparse.Namespace, _settings: AuditSet
     if not results:
         print("no predictions recorded yet")
         return 0
+    if args.output_dir:
+        private_dir(args.output_dir)  # 0700; files 0600: records about patients' images
     for (name, version), figures in sorted(results.items()):
         print("\n".join(performance_lines(name, version, figures)))
         if args.output_dir:
             png = args.output_dir / f"reliability-{name}-v{version}.png"
-            reliability_png(figures["reliability"], png, f"{name} v{version}: reliability")
+            title = f"{name} v{version}: reliability"
+            with open_private(png, "wb") as handle:
+                handle.write(reliability_png_bytes(figures["reliability"], title))
             print(f"  reliability diagram: {png}")
     if args.output_dir:
         payload = {f"{n}/{v}": f for (n, v), f in results.items()}
-        args.output_dir.mkdir(parents=True, exist_ok=True)
-        (args.output_dir / "performance.json").write_text(json.dumps(payload, indent=2) + "\n")
+        with open_private(args.output_dir / "performance.json") as handle:
+            handle.write(json.dumps(payload, indent=2) + "\n")
     return 0
 
 

@@ -11,15 +11,18 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import sqlite3
 import threading
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, unquote
 
 from sqlalchemy import Engine, Table, create_engine, delete, event, insert, select, text
 from sqlalchemy.engine import make_url
 
 from serving.audit import schema
+from tumorlib.contracts.display import printable
 
 log = logging.getLogger(__name__)
 
@@ -45,19 +48,64 @@ def as_utc(value: dt.datetime) -> dt.datetime:
     return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
 
 
-def make_engine(url: str) -> Engine:
-    """An engine for ``url``; a SQLite file's folder is created private (0700)."""
+class AuditDatabaseOutdated(RuntimeError):
+    """A read-only report found a database whose schema is not the current one."""
+
+
+class AuditDatabaseMissing(FileNotFoundError):
+    """A report or purge was asked of a database that does not exist (it is never created)."""
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file a SQLite URL names (``sqlite:///path`` or ``sqlite:///file:path?...&uri=true``);
+    ``None`` for an in-memory database or another dialect."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database:
+        return None
+    database = parsed.database
+    if database == ":memory:" or "mode=memory" in str(parsed.query):
+        return None
+    if str(parsed.query.get("uri", "")).lower() == "true" and database.startswith("file:"):
+        database = unquote(database[len("file:") :].split("?", 1)[0])
+    return Path(database).expanduser()
+
+
+def make_engine(url: str, *, read_only: bool = False, create: bool = True) -> Engine:
+    """An engine for ``url``. ``create``: a SQLite file (and its private 0700 folder) may be
+    made; otherwise a missing file is :class:`AuditDatabaseMissing`. ``read_only``: SQLite opens
+    the file with ``mode=ro``, PostgreSQL runs every transaction read-only."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            folder = Path(parsed.database).expanduser().parent
-            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path = sqlite_file(url)
+        if path is not None and not path.exists():
+            if not create:
+                raise AuditDatabaseMissing(
+                    f"there is no audit database at {printable(path)} (reports never create "
+                    "one: check --url, or run `tumorlib audit migrate` to create it)"
+                )
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if read_only and path is not None:
+            target = f"file:{quote(str(path))}?mode=ro"
+            engine = create_engine(
+                "sqlite://", creator=lambda: sqlite3.connect(target, uri=True, timeout=30)
+            )
+            event.listen(engine, "connect", _sqlite_foreign_keys)
+            return engine
         engine = create_engine(url, connect_args={"timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
         url = parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
-    return create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 5})
+    connect_args: dict[str, Any] = {"connect_timeout": 5}
+    if read_only:
+        connect_args["options"] = "-c default_transaction_read_only=on"
+    return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+
+
+def _sqlite_foreign_keys(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -70,9 +118,12 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 class AuditStore:
     """One audit database (SQLite file or PostgreSQL)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, read_only: bool = False, create: bool = True) -> None:
+        """``read_only``: reports — nothing is written, not even a migration; ``create``: a
+        missing SQLite file may be created (writers and ``migrate``, never reports)."""
         self.url = url
-        self.engine = make_engine(url)
+        self.read_only = read_only
+        self.engine = make_engine(url, read_only=read_only, create=create and not read_only)
         self._migrated = False
 
     @property
@@ -125,9 +176,32 @@ class AuditStore:
             return MigrationContext.configure(connection).get_current_revision()
 
     def ensure_migrated(self) -> None:
-        """Run the migrations once per process, on first use."""
-        if not self._migrated:
-            self.migrate()
+        """Run the migrations once per process, on first use; a read-only store only checks
+        that the database is at the current revision (a report never changes its schema)."""
+        if self._migrated:
+            return
+        if self.read_only:
+            current, head = self.current_revision(), self.head_revision()
+            if current != head:
+                raise AuditDatabaseOutdated(
+                    f"the audit database is at revision {current or 'none (no tables)'}, not "
+                    f"{head}: run `tumorlib audit migrate` first"
+                )
+            self._migrated = True
+            return
+        self.migrate()
+
+    def record_count(self) -> int:
+        """Rows in every audit table that exists (what a downgrade to base would drop)."""
+        from sqlalchemy import func, inspect
+
+        with self.engine.connect() as connection:
+            present = set(inspect(connection).get_table_names())
+            return sum(
+                int(connection.execute(select(func.count()).select_from(table)).scalar() or 0)
+                for table in TABLES.values()
+                if table.name in present
+            )
 
     # -- writes ----------------------------------------------------------------------------
 

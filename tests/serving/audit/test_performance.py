@@ -161,7 +161,10 @@ def test_tumorlib_audit_command(tmp_path, capsys):
     with pytest.raises(SystemExit) as bad_usage:
         tumorlib(["audit", "--url", url, "purge", "--before", "not-a-date"])
     assert bad_usage.value.code == 2
-    assert tumorlib(["audit", "--url", url, "migrate", "--down", "--revision", "base"]) == 0
+    down = ["audit", "--url", url, "migrate", "--down", "--revision", "base"]
+    assert tumorlib(down) == 1  # the model row is still a record: not dropped without consent
+    assert "--yes-delete-records" in capsys.readouterr().err
+    assert tumorlib([*down, "--yes-delete-records"]) == 0
 
 
 def test_an_unreachable_database_is_one_line_and_exit_1(capsys):
@@ -172,11 +175,43 @@ def test_an_unreachable_database_is_one_line_and_exit_1(capsys):
 
 
 def test_writer_batches_are_idempotent(tmp_path):
-    """A batch retried after a partial failure inserts each row once."""
+    """A batch retried after a partial failure inserts each row once — through the writer.
+
+    The first write commits and then fails (the connection dropped on the way back), so the
+    writer retries the very same batch; a row submitted twice (a replayed spool) arrives again.
+    Each row must be in the database once and the writer must end healthy, not retry forever."""
+    from serving.audit.spool import Spool
+
     store = AuditStore(f"sqlite:///{tmp_path / 'a.sqlite'}")
     model = records.ModelInfo("brain_mri", 1, {})
     row = records.prediction_row(_prediction(0, 0.9), b"x", model=model, backend="b", source="test")
     store.write([("prediction", row)])
     store.write([("prediction", row), ("model", records.model_row(model))])
     assert len(store.rows("prediction")) == 1
-    assert AuditWriter  # the writer relies on exactly this
+
+    class CommitsThenFails:
+        """The real store, whose first write raises after it has committed."""
+
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def write(self, items):
+            self.calls += 1
+            written = store.write(items)
+            if self.calls == 1:
+                raise ConnectionError("server closed the connection after COMMIT")
+            return written
+
+    flaky = CommitsThenFails()
+    writer = AuditWriter(lambda: flaky, Spool(tmp_path / "spool.jsonl"), retry_initial_s=0.05)
+    second = records.prediction_row(_prediction(1, 0.8), b"y", model=model, backend="b",
+                                    source="test")  # fmt: skip
+    feedback = records.feedback_row(second["id"], "agree")
+    for kind, item in [("prediction", second), ("feedback", feedback), ("prediction", second)]:
+        writer.submit(kind, item)
+    assert writer.flush(10.0)
+    status = writer.close(5.0)
+    assert flaky.calls >= 2  # the batch really was retried
+    assert status.last_error is None and status.spooled == 0 and status.pending == 0
+    assert sorted(r["id"] for r in store.rows("prediction")) == sorted([row["id"], second["id"]])
+    assert [f["prediction_id"] for f in store.rows("feedback")] == [second["id"]]
