@@ -32,6 +32,7 @@ from serving.clients.backend import (
     Settings,
 )
 from serving.clients.backend import make_backend as make_serving_backend
+from serving.clients.grpc_client import GRPC_SCHEMES, TFServingGrpcClient, is_grpc_url
 from serving.clients.rest import TFServingClient
 from tumorlib.contracts.display import safe_url
 from tumorlib.contracts.serving_contract import MODEL_BASE_PATH, MODEL_NAME
@@ -120,9 +121,10 @@ def configured_urls(secrets: Mapping[str, Any], environ: Mapping[str, str]) -> l
 
 
 def normalize_url(url: str) -> str:
-    """``http(s)://host[:port]`` without a trailing slash; a clear error for anything else."""
+    """``http(s)://host[:port]`` (or ``grpc://host:port``) without a trailing slash; a clear
+    error for anything else."""
     parsed = urlparse(url.strip())
-    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+    if parsed.scheme not in ("http", "https", *GRPC_SCHEMES) or not parsed.hostname:
         raise BackendError(
             "config",
             f"{safe_url(url)!r} is not a TF Serving URL; expected something like "
@@ -155,6 +157,10 @@ def settings_from_environment(sidebar_url: str | None) -> Settings:
 @st.cache_resource(show_spinner=False, max_entries=4)
 def _rest_client(url: str, model_name: str, timeout_s: float) -> TFServingClient:
     # One retry only: a person is waiting, and a down server should say so in seconds.
+    if is_grpc_url(url):
+        return TFServingGrpcClient(  # type: ignore[return-value]
+            url, model_name=model_name, timeout=timeout_s, retries=1, backoff=0.2
+        )
     return TFServingClient(url, model_name=model_name, timeout=timeout_s, retries=1, backoff=0.2)
 
 

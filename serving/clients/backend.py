@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from serving.clients.grpc_client import TFServingGrpcClient, is_grpc_url
 from serving.clients.prediction import ExplainUnavailable, Explanation, Prediction
 from serving.clients.rest import TFServingClient, TFServingError, TFServingUnavailable
 from serving.common.deadline import Deadline
@@ -51,7 +52,8 @@ class BackendError(RuntimeError):
 
 @dataclass(frozen=True)
 class Settings:
-    """Which backend to build: REST when ``serving_url`` is set, else the newest local export."""
+    """Which backend to build: TF Serving when ``serving_url`` is set (REST; gRPC for a
+    ``grpc://host:port`` URL), else the newest local export."""
 
     serving_url: str | None = None
     model_name: str = MODEL_NAME
@@ -163,7 +165,8 @@ class RestBackend(Backend):
     def __init__(self, client: TFServingClient, max_images: int = MAX_CHUNK_IMAGES) -> None:
         self.client = client
         self.max_images = max_images
-        self.label = f"TF Serving REST at {client.display_url} (model {client.model_name!r})"
+        via = getattr(client, "transport", "REST")  # the gRPC client says "gRPC"
+        self.label = f"TF Serving {via} at {client.display_url} (model {client.model_name!r})"
 
     def health(self) -> Health:
         """Model status endpoint: healthy when a version is AVAILABLE; that version is used.
@@ -327,7 +330,14 @@ def rest_error(err: TFServingError, client: TFServingClient) -> BackendError:
 def rest_client(
     url: str, model_name: str, timeout_s: float, deadline: Deadline | None = None
 ) -> TFServingClient:
-    """A REST client on the client policy: ``timeout_s`` per call, ``deadline`` per command."""
+    """A REST client on the client policy: ``timeout_s`` per call, ``deadline`` per command.
+
+    A ``grpc://host:port`` URL gets the gRPC client instead (same interface and errors).
+    """
+    if is_grpc_url(url):
+        return TFServingGrpcClient(  # type: ignore[return-value]
+            url, model_name=model_name, timeout=timeout_s, deadline=deadline
+        )
     return TFServingClient(url, model_name=model_name, timeout=timeout_s, deadline=deadline)
 
 

@@ -98,3 +98,35 @@ def test_importing_the_client_does_not_import_tensorflow():
         "assert 'tensorflow' not in sys.modules, 'tensorflow imported'"
     )
     subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, check=True, timeout=120)
+
+
+def test_a_grpc_url_selects_the_grpc_client_in_the_backend(serving_stack):
+    from serving.clients.backend import RestBackend, Settings, make_backend
+
+    backend = make_backend(Settings(serving_url=f"grpc://{serving_stack.server.grpc_target}"))
+    assert isinstance(backend, RestBackend)
+    assert isinstance(backend.client, TFServingGrpcClient)
+    assert backend.label.startswith("TF Serving gRPC at grpc://127.0.0.1:")
+    health = backend.health()
+    assert health.ok and health.version == 2
+    (prediction,) = backend.predict(make_images(1, seed=43), health.version)
+    assert not isinstance(prediction, str) and prediction.class_name
+    assert backend.safety(health.version).known
+
+
+def test_the_batch_cli_predicts_over_grpc(serving_stack, tmp_path):
+    from tumorlib_cli.predict import main
+
+    image = tmp_path / "a.png"
+    image.write_bytes(make_images(1, seed=44)[0])
+    out = tmp_path / "out.csv"
+    url = f"grpc://{serving_stack.server.grpc_target}"
+    assert main([str(image), "--serving-url", url, "--output", str(out), "--no-progress"]) == 0
+    rows = out.read_text().splitlines()
+    assert len(rows) == 2 and "a.png" in rows[1]
+
+
+def test_the_page_accepts_a_grpc_url():
+    from streamlit_app.backend import normalize_url
+
+    assert normalize_url(" grpc://127.0.0.1:8500/ ") == "grpc://127.0.0.1:8500"
