@@ -3,6 +3,7 @@ tens of seconds on two cores). The builders themselves live in ``tests/fixtures/
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -52,3 +53,36 @@ def _audit_in_tmp(monkeypatch, tmp_path_factory) -> None:
     folder = tmp_path_factory.mktemp("audit")
     monkeypatch.setenv("TUMORLIB_AUDIT_URL", f"sqlite:///{folder / 'audit.sqlite'}")
     monkeypatch.setenv("TUMORLIB_AUDIT_SPOOL", str(folder / "spool.jsonl"))
+
+
+# -- test order: tests must pass in any order --------------------------------------------------
+
+
+def pytest_addoption(parser) -> None:
+    parser.addoption(
+        "--test-order",
+        choices=("file", "reverse", "shuffle"),
+        default="file",
+        help="run modules and the tests inside each in file order, reversed, or shuffled "
+        "(seeded by --test-order-seed); a test that only passes after another one is a bug",
+    )
+    parser.addoption("--test-order-seed", type=int, default=0)
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Reverse or shuffle, module by module (a module's fixtures are still built once)."""
+    order = config.getoption("--test-order")
+    if order == "file":
+        return
+    modules: dict[str, list] = {}
+    for item in items:
+        modules.setdefault(item.nodeid.split("::", 1)[0], []).append(item)
+    groups = list(modules.values())
+    if order == "reverse":
+        groups = [list(reversed(group)) for group in reversed(groups)]
+    else:
+        rng = random.Random(config.getoption("--test-order-seed"))
+        rng.shuffle(groups)
+        for group in groups:
+            rng.shuffle(group)
+    items[:] = [item for group in groups for item in group]

@@ -17,6 +17,7 @@ import tensorflow_datasets as tfds
 
 from brain_mri import beam_build, dedup
 from tests.fixtures.archives import make_archive, make_lgg_archive, texture
+from tests.fixtures.ci import require
 from tests.fixtures.paths import SHARED_DATA
 from tumorlib.data import pipeline as data
 
@@ -106,11 +107,11 @@ def _png(image) -> bytes:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(
-    not (SHARED_ARCHIVE / "brain_tumor_classification_mri.zip").is_file(),
-    reason="real archive not in ../shared/data",
-)
 def test_beam_build_with_two_workers_equals_local_build_on_real_archive(tmp_path):
+    require(
+        (SHARED_ARCHIVE / "brain_tumor_classification_mri.zip").is_file(),
+        "real archive not in ../shared/data",
+    )
     options = "runner=DirectRunner,direct_num_workers=2,direct_running_mode=multi_processing"
     local, beamed = _compare(SHARED_ARCHIVE, tmp_path, "clean", options)
     counts = {s: beamed.info.splits[s].num_examples for s in ("train", "validation", "test")}

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.fixtures.ci import require
 from tests.fixtures.paths import REPO_ROOT
 from tests.fixtures.serving import free_port
 from tumorlib.contracts.serving_contract import DISCLAIMER
@@ -36,30 +37,31 @@ pytestmark = pytest.mark.slow
 
 def _real_slice(directory: Path) -> Path:
     """One pituitary slice from the archive's Testing split, copied out for the file dialog."""
-    if not ARCHIVE.exists():
-        pytest.skip(
-            f"the SARTAJ archive is not at {ARCHIVE} (needs ../shared/data beside the repo)"
-        )
+    require(
+        ARCHIVE.exists(),
+        f"the SARTAJ archive is not at {ARCHIVE} (needs ../shared/data beside the repo)",
+    )
     with zipfile.ZipFile(ARCHIVE) as archive:
         names = sorted(
             n for n in archive.namelist() if "Testing/pituitary_tumor/" in n and n.endswith(".jpg")
         )
-        if not names:
-            pytest.skip(f"{ARCHIVE} has no Testing/pituitary_tumor/*.jpg")
+        require(bool(names), f"{ARCHIVE} has no Testing/pituitary_tumor/*.jpg")
         path = directory / "pituitary_slice.jpg"
         path.write_bytes(archive.read(names[0]))
     return path
 
 
 def _browser():
-    webdriver = pytest.importorskip(
-        "selenium.webdriver", reason="selenium is not installed (pip install selenium==4.51.0)"
-    )
+    try:
+        from selenium import webdriver
+    except ImportError:
+        webdriver = None
+    require(webdriver is not None, "selenium is not installed (pip install selenium==4.51.0)")
     for binary in (CHROMIUM, CHROMEDRIVER):
-        if not Path(binary).exists():
-            pytest.skip(
-                f"{binary} not found: apt-get install -y chromium chromium-driver (.ci/run does)"
-            )
+        require(
+            Path(binary).exists(),
+            f"{binary} not found: apt-get install -y chromium chromium-driver (.ci/run does)",
+        )
     from selenium.webdriver.chrome.service import Service
 
     profile = tempfile.mkdtemp(prefix="tumorlib-chromium-")

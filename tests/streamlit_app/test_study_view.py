@@ -103,8 +103,24 @@ def _study_heading(at: AppTest) -> str:
     return next(t for t in texts if t.startswith("#### Study: "))
 
 
+# The words a radiologist must read for each verdict, written out here — not computed by the code
+# under test (a wrong mapping in the page would otherwise agree with itself).
+VERDICT_HEADINGS = {
+    "glioma": "Glioma",
+    "meningioma": "Meningioma",
+    "no_tumor": "No tumour",
+    "pituitary": "Pituitary tumour",
+    "uncertain": "Uncertain — refer to a radiologist",
+    "tumour_type_uncertain": "Tumour — type uncertain, refer to a radiologist",
+}
+NO_USABLE = "No usable slices — the study was not classified"
+
+
 def _heading_for(result) -> str:
-    return f"#### Study: {study_view.verdict_words(result)}"
+    verdict = result.verdict
+    if verdict.n_classified + verdict.n_uncertain == 0:
+        return f"#### Study: {NO_USABLE}"
+    return f"#### Study: {VERDICT_HEADINGS[verdict.verdict]}"
 
 
 def _series(n: int = 8, seed: int = 0, **kwargs) -> list[tuple[str, bytes]]:
@@ -164,7 +180,11 @@ def test_dicom_series_gets_a_study_view_and_patient_tags_only_on_request(
     captions = [i.caption for el in at.get("image") for i in el.proto.imgs]
     first_key = want.verdict.key_slices[0]
     assert captions[0].startswith(f"★ slice {first_key + 1} / 8: ")
-    assert not at.checkbox or at.checkbox(key="study_gradcam_0").value  # overlay on by default
+    # The chosen slice's Grad-CAM is on by default (the fixture export has the explain
+    # signature): the switch, its opacity slider and the captioned overlay are all there.
+    assert at.checkbox(key="study_gradcam_0").value
+    assert at.slider(key="study_gradcam_opacity_0").value > 0
+    assert any(c.startswith("Grad-CAM for ") for c in captions), captions
     assert not at.get("vega_lite_chart")  # not the per-file view
     assert [b.proto.label for b in at.get("download_button")] == [DOWNLOAD_LABEL]
     page = _all_text(at)
@@ -218,6 +238,12 @@ def test_zip_with_a_bad_member_says_so_and_the_page_keeps_working(page_env, back
     _ok(_upload(at, not_a_zip))
     assert any("cannot be read" in e for e in _texts(at.main.error))
 
+    from tests.tumorlib.studies.test_hostile_studies import _damaged
+
+    for kind, words in (("crc", "checksum does not match"), ("deflate", "data is corrupt")):
+        _ok(_upload(at, [("series.zip", _damaged(kind))]))  # words, not a traceback
+        assert any(words in e for e in _texts(at.main.error)), _texts(at.main.error)
+
     _ok(_upload(at, [("slice.png", _png(1))]))  # the page still answers a plain slice
     assert any(t.startswith("#### Predicted: ") for t in _texts(at.markdown))
 
@@ -254,8 +280,17 @@ def test_the_dicom_results_zip_holds_an_sr_and_captures(backend):
     with zipfile.ZipFile(io.BytesIO(results_zip(result, model, version))) as archive:
         names = archive.namelist()
         datasets = [dcmread(io.BytesIO(archive.read(n))) for n in names]
-    assert any(ds.Modality == "SR" for ds in datasets)
+    assert [ds.Modality for ds in datasets].count("SR") == 1
     assert all(ds.StudyInstanceUID == result.series.study_instance_uid for ds in datasets)
+    # One Grad-CAM capture per key slice (the fixture export explains), each an RGB image
+    # that references its own key slice.
+    captures = [ds for ds in datasets if ds.Modality == "OT"]
+    key_uids = [result.series.slices[k].ref.sop_instance_uid for k in result.verdict.key_slices]
+    assert key_uids and len(captures) == len(key_uids)
+    assert sorted(c.SourceImageSequence[0].ReferencedSOPInstanceUID for c in captures) == sorted(
+        key_uids
+    )
+    assert all(c.pixel_array.ndim == 3 and c.pixel_array.shape[2] == 3 for c in captures)
 
 
 def test_single_images_keep_the_policy_size_limit_under_the_larger_upload_cap(page_env):

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 import tumorlib
+from tests.fixtures.ci import require
 from tests.fixtures.paths import REPO_ROOT
 
 pytestmark = pytest.mark.slow
@@ -44,8 +45,10 @@ def _project_files() -> list[str]:
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory) -> Path:
     """A fresh venv with only the built wheel of this project installed; returns its bin/."""
-    if shutil.which("git") is None or not (ROOT / ".git").exists():
-        pytest.skip("needs a git checkout to know which files a commit holds")
+    require(
+        shutil.which("git") is not None and (ROOT / ".git").exists(),
+        "needs a git checkout to know which files a commit holds",
+    )
     tmp = tmp_path_factory.mktemp("wheel")
     src = tmp / "src"
     for name in _project_files():
@@ -95,8 +98,10 @@ def test_installed_package_comes_from_the_wheel_not_the_checkout(installed, tmp_
 
 
 def test_installed_builder_builds_the_dataset(installed, tmp_path):
-    if not (SHARED_DATA / "brain_tumor_classification_mri.zip").is_file():
-        pytest.skip("../shared/data is not beside the checkout")
+    require(
+        (SHARED_DATA / "brain_tumor_classification_mri.zip").is_file(),
+        "../shared/data is not beside the checkout",
+    )
     data_dir = tmp_path / "tfds"
     out = _run(
         installed,

@@ -182,11 +182,28 @@ def test_idle_slow_header_and_slow_body_sockets_are_closed_in_time(server):
     _assert_still_serving(server.url)
 
 
-def test_idle_keep_alive_connection_is_closed(server):
-    with _connect(server) as sock:
-        sock.send(b"GET /v1/models/brain_mri HTTP/1.1\r\nHost: x\r\n\r\n")
-        took, data = _closed_within(sock, KEEP_ALIVE + MARGIN)
-        assert data.startswith(b"HTTP/1.1 200") and took < KEEP_ALIVE + MARGIN
+LONG_HEADER_TIMEOUT = 8.0  # far from KEEP_ALIVE: which deadline closed the socket is clear
+
+
+@pytest.mark.slow
+def test_idle_keep_alive_connection_is_closed(base_path):
+    """Closed by the keep-alive timeout, not by the header deadline re-armed after the answer:
+    with the header deadline at 8 s and keep-alive at 1 s, the socket must close well before
+    the midpoint (with keep-alive at 1000 s, the 8 s header deadline would close it)."""
+    srv = LocalServer(
+        f"--model_base_path={base_path}",
+        "--file_system_poll_wait_seconds=0",
+        f"--header_read_timeout_s={LONG_HEADER_TIMEOUT}",
+        f"--keep_alive_timeout_s={KEEP_ALIVE}",
+    )
+    try:
+        with _connect(srv) as sock:
+            sock.send(b"GET /v1/models/brain_mri HTTP/1.1\r\nHost: x\r\n\r\n")
+            took, data = _closed_within(sock, LONG_HEADER_TIMEOUT + MARGIN)
+        assert data.startswith(b"HTTP/1.1 200")
+        assert KEEP_ALIVE - 0.3 <= took < (KEEP_ALIVE + LONG_HEADER_TIMEOUT) / 2
+    finally:
+        srv.stop()
 
 
 def _is_closed(sock: socket.socket) -> bool:
@@ -200,14 +217,28 @@ def _is_closed(sock: socket.socket) -> bool:
 
 
 def test_sockets_beyond_the_cap_are_closed_and_a_real_request_still_succeeds(server):
+    """Eviction itself, not the header deadline: the oldest idle sockets are closed as new ones
+    arrive, and one raw request (no client retry that could wait for the deadline) is answered
+    200 — all well before the header deadline could have closed anything."""
+    start = time.monotonic()
     sockets = [_connect(server) for _ in range(MAX_CONNECTIONS * 2)]
     try:
-        time.sleep(0.3)
-        _assert_still_serving(server.url)  # room is made by closing the longest-idle socket
-        assert sum(_is_closed(sock) for sock in sockets) >= MAX_CONNECTIONS
+        time.sleep(0.2)
+        with _connect(server) as raw:
+            raw.settimeout(HEADER_TIMEOUT)
+            raw.sendall(b"GET /v1/models/brain_mri HTTP/1.1\r\nHost: x\r\n\r\n")
+            answer = raw.recv(4096)
+        oldest_closed = sum(_is_closed(sock) for sock in sockets[:MAX_CONNECTIONS])
+        newest_open = sum(not _is_closed(sock) for sock in sockets[-MAX_CONNECTIONS // 2 :])
+        took = time.monotonic() - start
+        assert took < HEADER_TIMEOUT, "too slow to tell eviction from the header deadline"
+        assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+        assert oldest_closed >= MAX_CONNECTIONS - 2  # the longest-idle went first
+        assert newest_open == MAX_CONNECTIONS // 2  # the new ones were admitted, not refused
     finally:
         for sock in sockets:
             sock.close()
+    _assert_still_serving(server.url)
 
 
 def test_queued_work_beyond_the_cap_is_429_json(server):
