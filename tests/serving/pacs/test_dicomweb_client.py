@@ -185,3 +185,29 @@ def test_a_pacs_that_refuses_part_of_an_upload_is_an_error_that_says_how_much():
         ):
             Pacs(server.url, timeout_s=10).store(datasets)
         assert len(server.requests) == 1  # a POST is never repeated
+
+
+def test_library_loggers_never_reach_the_terminal_of_a_real_command(tmp_path):
+    """A fresh ``tumorlib pacs studies`` process against a PACS answering 503: urllib3 would log
+    each retry with the URL — whose query holds the PatientID filter — and dicomweb-client its
+    requests; the command's stderr has our one error line and nothing else."""
+    import subprocess
+    import sys
+
+    from tests.fixtures.paths import REPO_ROOT
+
+    with hostile_server(always(503)) as server:
+        argv = ["pacs", "studies", "--url", server.url, "--patient-id", "PID-SECRET-9"]
+        done = subprocess.run(
+            [sys.executable, "-m", "tumorlib_cli", *argv, "--timeout", "5"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=REPO_ROOT,
+        )
+        assert len(server.requests) == 4  # it did retry, three times
+    assert done.returncode == 1
+    native = ("I0000", "W0000", "E0000", "WARNING: All log messages", "To enable the following")
+    lines = [ln for ln in done.stderr.splitlines() if ln.strip() and not ln.startswith(native)]
+    assert len(lines) == 1 and lines[0].startswith("error: The PACS at"), done.stderr
+    assert "PID-SECRET" not in done.stdout + done.stderr and "Retrying" not in done.stderr
