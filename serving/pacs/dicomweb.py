@@ -189,7 +189,11 @@ class Pacs:
                 study_policy.check_study_files(
                     known[series_uid].n_instances, max_files=max_instances
                 )
-            with self._call(f"retrieve series {series_uid}"):
+            too_large = (
+                f"Series {series_uid} is not retrieved: the PACS sent more than "
+                f"{policy.megabytes(max_bytes)}, the limit for a study."
+            )
+            with self._call(f"retrieve series {series_uid}", too_large):
                 for data in self._wado_series(study_uid, series_uid, max_bytes):
                     total += len(data)
                     study_policy.check_study_files(len(files) + 1, max_files=max_instances)
@@ -197,12 +201,6 @@ class Pacs:
                     files.append((f"instance-{len(files) + 1:05d}.dcm", bytes(data)))
         except policy.InputRejected as err:
             raise PacsError(f"Series {series_uid} is not retrieved: {err.message}") from None
-        except ResponseTooLarge:
-            limit = policy.megabytes(max_bytes)
-            raise PacsError(
-                f"Series {series_uid} is not retrieved: the PACS sent more than {limit}, the "
-                "limit for a study."
-            ) from None
         return files
 
     def _wado_series(self, study_uid: str, series_uid: str, max_bytes: int) -> Iterator[bytes]:
@@ -241,7 +239,7 @@ class Pacs:
         ]
 
     @contextmanager
-    def _call(self, what: str) -> Iterator[None]:
+    def _call(self, what: str, too_large: str | None = None) -> Iterator[None]:
         """HTTP and connection failures as :class:`PacsError`, in words."""
         url = self.display_url
         try:
@@ -256,8 +254,9 @@ class Pacs:
             ) from None
         except ResponseTooLarge as err:
             raise PacsError(
-                f"The PACS at {url} answered with more than {policy.megabytes(err.limit)} when "
-                f"asked to {what}; narrow the search (--limit, --patient-id, --accession)."
+                too_large
+                or f"The PACS at {url} answered with more than {policy.megabytes(err.limit)} "
+                f"when asked to {what}; narrow the search (--limit, --patient-id, --accession)."
             ) from None
         except requests.Timeout:
             raise PacsError(f"The PACS at {url} did not answer in time ({what}).") from None

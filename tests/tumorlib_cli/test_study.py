@@ -3,6 +3,7 @@ hostile study refused in words before any model is loaded; the pseudo-study repo
 
 from __future__ import annotations
 
+import io
 import json
 
 import numpy as np
@@ -210,3 +211,39 @@ def test_dicom_out_writes_results_into_the_source_study(fixture_export, tmp_path
         ds = pydicom.dcmread(path)
         assert ds.StudyInstanceUID == study_uid  # the results join the source study
     assert PATIENT_NAME not in capsys.readouterr().out
+
+
+def test_dicom_out_never_prints_a_malformed_birth_date(
+    fixture_export, tmp_path, capsys, monkeypatch
+):
+    """The real path: a series whose PatientBirthDate is not a date gets its results (the date
+    emptied in them); and the error path: a library failure that quotes a header value is
+    reported by its type alone."""
+    import warnings
+
+    import pydicom
+
+    import serving.pacs.results as results
+
+    secret = "not-a-date-SECRET"
+    folder = tmp_path / "study"
+    folder.mkdir()
+    for name, data in make_dicom_series(phantom(5)):
+        ds = pydicom.dcmread(io.BytesIO(data))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds.PatientBirthDate = secret
+            ds.save_as(folder / name, enforce_file_format=True)
+    argv = ["classify", str(folder), "--model-base-path", str(fixture_export), "--no-progress"]
+    assert main([*argv, "--dicom-out", str(tmp_path / "out")]) == 0
+    assert secret not in "".join(capsys.readouterr())
+    written = sorted((tmp_path / "out").glob("SR_*.dcm"))
+    assert written and pydicom.dcmread(written[0]).PatientBirthDate == ""
+
+    def quoting(result):  # what pydicom's DA conversion says when a value slips through
+        raise ValueError(f"Unable to convert '{secret}' to 'DA' object")
+
+    monkeypatch.setattr(results, "make_structured_report", quoting)
+    assert main([*argv, "--dicom-out", str(tmp_path / "out2")]) == 1
+    err = capsys.readouterr().err
+    assert "could not be built (ValueError)" in err and secret not in err

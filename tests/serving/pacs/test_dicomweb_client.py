@@ -211,3 +211,36 @@ def test_library_loggers_never_reach_the_terminal_of_a_real_command(tmp_path):
     lines = [ln for ln in done.stderr.splitlines() if ln.strip() and not ln.startswith(native)]
     assert len(lines) == 1 and lines[0].startswith("error: The PACS at"), done.stderr
     assert "PID-SECRET" not in done.stdout + done.stderr and "Retrying" not in done.stderr
+
+
+def test_a_series_streaming_past_the_study_byte_limit_is_stopped_while_it_streams():
+    """One instance of 3 GB (a 600 MB one took 4.6 GB before): refused at the study byte limit
+    plus the multipart framing, having read only that much."""
+    series = [
+        {"0020000E": {"vr": "UI", "Value": ["9.9.9"]}, "00080060": {"vr": "CS", "Value": ["MR"]}}
+    ]
+    boundary = "b"
+
+    def handle(conn, request: bytes, server) -> None:
+        if b"/series?" in request.split(b"\r\n", 1)[0] or request.split(b" ")[1].endswith(
+            b"/series"
+        ):
+            server.send(conn, response(200, json.dumps(series).encode()))
+            return
+        kind = f"multipart/related; type=application/dicom; boundary={boundary}"
+        head = f"HTTP/1.1 200 OK\r\nContent-Type: {kind}\r\nConnection: close\r\n\r\n"
+        server.send(
+            conn,
+            head.encode() + f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode(),
+        )
+        block = bytes(1 << 20)
+        for _ in range(3 * 1024):
+            server.send(conn, block)
+        raise OSError("done")
+
+    limit = 8 * 1024 * 1024
+    with hostile_server(handle) as server:
+        with pytest.raises(PacsError, match="sent more than 8.0 MB, the limit for a study"):
+            Pacs(server.url, timeout_s=60).retrieve_series("1.2.3", "9.9.9", max_bytes=limit)
+        time.sleep(0.2)
+        assert server.sent < 3 * 1024**3 / 20
