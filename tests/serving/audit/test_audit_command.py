@@ -84,6 +84,12 @@ def test_a_sqlite_uri_url_never_makes_a_file_colon_folder(tmp_path, monkeypatch,
     assert tumorlib(["audit", "--url", f"sqlite:///file:{missing}?mode=ro&uri=true", "drift"]) == 1
     assert "there is no audit database" in capsys.readouterr().err
     assert sorted(os.listdir(tmp_path)) == []
+    # migrate does create — the file the URI names, not a ./file: tree
+    created = tmp_path / "db" / "made.sqlite"
+    assert (
+        tumorlib(["audit", "--url", f"sqlite:///file:{created}?mode=rwc&uri=true", "migrate"]) == 0
+    )
+    assert created.is_file() and sorted(os.listdir(tmp_path)) == ["db"]
 
 
 def test_reports_open_read_only_and_never_migrate(url, tmp_path, capsys):
