@@ -47,6 +47,7 @@ GRID = {
     "tumour_threshold": (0.5, 0.6, 0.7, 0.8, 0.9),
     "no_tumour_max": (0.1, 0.2, 0.3, 0.4, 0.5),
     "min_agreement": (0.5, 0.6, 0.8, 1.0),
+    "window": (1, 3),
 }
 BOOTSTRAP_ROUNDS = 200
 REPORT_JSON = "pseudo_studies.json"
@@ -142,6 +143,7 @@ def study_evidence(
     probabilities: np.ndarray,
     class_names: Sequence[str],
     top_k: int,
+    window: int = 1,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per study: mean tumour evidence, agreement, and the class label a tumour verdict names
     (:func:`tumorlib.studies.verdict.batch_evidence`, the code :func:`aggregate` runs)."""
@@ -151,7 +153,7 @@ def study_evidence(
     rows = np.zeros((len(studies), int(lengths.max(initial=1))), dtype=int)
     for i, study in enumerate(studies):
         rows[i, : len(study.slices)] = study.slices
-    ev = batch_evidence(np.asarray(probabilities)[rows], lengths, names, top_k)
+    ev = batch_evidence(np.asarray(probabilities)[rows], lengths, names, top_k, window)
     return ev.mean_evidence, ev.agreement, tumour_labels[ev.best]
 
 
@@ -164,7 +166,7 @@ def predict_studies(
 ) -> np.ndarray:
     """The rule's verdict per study: a class label, or ``len(class_names)`` for uncertain."""
     mean, agree, tumour_label = evidence or study_evidence(
-        studies, probabilities, class_names, rule.top_k
+        studies, probabilities, class_names, rule.top_k, rule.window
     )
     decision = decide(mean, agree, rule)
     normal = list(class_names).index(NO_TUMOR)
@@ -212,9 +214,12 @@ def study_metrics(truth: np.ndarray, verdicts: np.ndarray, class_names: Sequence
 
 def grid_rules(grid: Mapping[str, Sequence[Any]] = GRID) -> list[StudyRule]:
     rules = []
-    for k, t, n, a in itertools.product(*(grid[key] for key in GRID)):
+    axes = [grid.get(key, (1,)) if key == "window" else grid[key] for key in GRID]
+    for k, t, n, a, w in itertools.product(*axes):
         if n < t:
-            rules.append(StudyRule(top_k=k, tumour_threshold=t, no_tumour_max=n, min_agreement=a))
+            rules.append(
+                StudyRule(top_k=k, tumour_threshold=t, no_tumour_max=n, min_agreement=a, window=w)
+            )
     return rules
 
 
@@ -230,12 +235,16 @@ def choose_rule(
     ``max_refer_rate`` (ties: lower refer rate, then the earlier grid point). Validation only."""
     truth = np.asarray([s.label for s in studies])
     evidence = {
-        k: study_evidence(studies, probabilities, class_names, k) for k in set(grid["top_k"])
+        (k, w): study_evidence(studies, probabilities, class_names, k, w)
+        for k in set(grid["top_k"])
+        for w in set(grid.get("window", (1,)))
     }
     best: tuple[float, float] | None = None
     chosen: tuple[StudyRule, dict] | None = None
     for rule in grid_rules(grid):
-        verdicts = predict_studies(studies, probabilities, class_names, rule, evidence[rule.top_k])
+        verdicts = predict_studies(
+            studies, probabilities, class_names, rule, evidence[(rule.top_k, rule.window)]
+        )
         metrics = study_metrics(truth, verdicts, class_names)
         if metrics["refer_rate"] > max_refer_rate or metrics["stated_accuracy"] is None:
             continue

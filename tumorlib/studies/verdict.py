@@ -4,7 +4,10 @@ Why this rule: a tumour is visible on a few slices of a 20-200 slice series; the
 it look normal. Averaging every slice would drown the lesion, and trusting one slice would let one
 confident mistake decide. So the rule looks at the ``top_k`` most tumour-like slices the model
 answered (the input gate accepted them; "uncertain" slices count — their probabilities are
-still the model's best estimate), where a slice's tumour evidence is ``1 - p(no_tumor)``:
+still the model's best estimate), where a slice's tumour evidence is ``1 - p(no_tumor)`` —
+averaged over ``window`` neighbouring answered slices in series order when ``window`` > 1: a
+lesion spans consecutive slices, while a slice mistaken for a tumour usually stands alone, so
+one confident mistake among 30 normal slices no longer reads as a tumour:
 
 - **a tumour class** when the mean tumour evidence of those slices is at least
   ``tumour_threshold`` *and* at least ``min_agreement`` of them name the same tumour class —
@@ -54,6 +57,7 @@ class StudyRule:
     tumour_threshold: float = 0.7
     no_tumour_max: float = 0.3
     min_agreement: float = 0.6
+    window: int = 1  # neighbouring slices (odd) whose evidence is averaged; 1: each slice alone
     chosen_on: str = "default (not yet chosen on validation pseudo-studies)"
 
     def __post_init__(self) -> None:
@@ -66,10 +70,14 @@ class StudyRule:
             )
         if not 0.0 < self.min_agreement <= 1.0:
             raise ValueError(f"min_agreement must be in (0, 1], got {self.min_agreement}")
+        if self.window < 1 or self.window % 2 == 0:
+            raise ValueError(f"window must be an odd number of slices, got {self.window}")
 
     def describe(self) -> str:
+        smoothed = f" (evidence averaged over {self.window} neighbouring slices)"
         return (
-            f"top-{self.top_k} tumour-like slices: tumour if mean tumour evidence >= "
+            f"top-{self.top_k} tumour-like slices{smoothed if self.window > 1 else ''}: "
+            f"tumour if mean tumour evidence >= "
             f"{self.tumour_threshold:.2f} and >= {self.min_agreement:.0%} agree on the type; "
             f"no tumour if <= {self.no_tumour_max:.2f}; else uncertain"
         )
@@ -107,7 +115,7 @@ def aggregate(
         )
     names = list(class_names)
     probs = np.asarray([[o.probabilities.get(n, 0.0) for n in names] for o in answered])  # type: ignore[union-attr]
-    ev = top_evidence(probs, names, rule.top_k)
+    ev = top_evidence(probs, names, rule.top_k, rule.window)
     tumour_names = [n for n in names if n != NO_TUMOR]
     mean_evidence, agreement, best = ev.mean_evidence, ev.agreement, ev.best
     scores = {n: float(mean_evidence * ev.share[i]) for i, n in enumerate(tumour_names)}
@@ -191,10 +199,12 @@ class TopEvidence:
     share: tuple[float, ...]
 
 
-def top_evidence(probabilities: np.ndarray, class_names: Sequence[str], top_k: int) -> TopEvidence:
-    """The rule's inputs from one series' per-slice probabilities ``[n, C]``."""
+def top_evidence(
+    probabilities: np.ndarray, class_names: Sequence[str], top_k: int, window: int = 1
+) -> TopEvidence:
+    """The rule's inputs from one series' per-slice probabilities ``[n, C]`` (in series order)."""
     probs = np.asarray(probabilities, dtype=float)
-    batch = batch_evidence(probs[None], np.asarray([len(probs)]), class_names, top_k)
+    batch = batch_evidence(probs[None], np.asarray([len(probs)]), class_names, top_k, window)
     count = min(top_k, len(probs))
     return TopEvidence(
         tuple(int(i) for i in batch.top[0, :count]),
@@ -217,9 +227,14 @@ class BatchEvidence:
 
 
 def batch_evidence(
-    probabilities: np.ndarray, lengths: np.ndarray, class_names: Sequence[str], top_k: int
+    probabilities: np.ndarray,
+    lengths: np.ndarray,
+    class_names: Sequence[str],
+    top_k: int,
+    window: int = 1,
 ) -> BatchEvidence:
-    """The rule's inputs for ``S`` series padded to ``[S, n, C]`` (``lengths`` real rows each).
+    """The rule's inputs for ``S`` series padded to ``[S, n, C]`` (``lengths`` real rows each,
+    in series order; ``window``: see :func:`smoothed_evidence`).
 
     The one implementation: :func:`aggregate` calls it for one series, the pseudo-study grid
     search (:mod:`tumorlib.studies.pseudo_studies`) for thousands, so the rule chosen there is the
@@ -231,7 +246,7 @@ def batch_evidence(
     probs = np.asarray(probabilities, dtype=float)
     n = probs.shape[1]
     valid = np.arange(n)[None, :] < np.asarray(lengths)[:, None]
-    evidence = 1.0 - probs[..., names.index(NO_TUMOR)]
+    evidence = smoothed_evidence(1.0 - probs[..., names.index(NO_TUMOR)], valid, window)
     ranked = np.where(valid, evidence, -np.inf)
     top = np.argsort(-ranked, axis=1, kind="stable")[:, : min(top_k, n)]
     used = np.take_along_axis(valid, top, axis=1)
@@ -246,6 +261,21 @@ def batch_evidence(
     votes = np.argmax(top_tumour, axis=2) == best[:, None]
     agreement = np.where(used, votes, False).sum(axis=1) / count
     return BatchEvidence(top, mean_evidence, best, agreement, share)
+
+
+def smoothed_evidence(evidence: np.ndarray, valid: np.ndarray, window: int) -> np.ndarray:
+    """Each slice's ``[S, n]`` evidence averaged with its neighbours within ``window // 2``
+    places (fewer at a series' ends); ``window`` 1 returns it unchanged."""
+    if window == 1:
+        return evidence
+    half = window // 2
+    values = np.where(valid, evidence, 0.0)
+    padded = np.pad(values, ((0, 0), (half + 1, half)))
+    counts = np.pad(valid.astype(float), ((0, 0), (half + 1, half)))
+    sums, ns = np.cumsum(padded, axis=1), np.cumsum(counts, axis=1)
+    window_sum = sums[:, window:] - sums[:, :-window]
+    window_n = ns[:, window:] - ns[:, :-window]
+    return np.where(valid, window_sum / np.maximum(window_n, 1.0), evidence)
 
 
 def decide(mean_evidence: np.ndarray, agreement: np.ndarray, rule: StudyRule) -> np.ndarray:

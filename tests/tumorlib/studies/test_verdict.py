@@ -145,3 +145,31 @@ def test_a_type_is_stated_when_enough_classified_slices_name_it():
     assert aggregate(outcomes, CLASS_NAMES).verdict == "meningioma"  # 2 of 3 >= 60 %
     outcomes[1] = outcome(1, lean, SLICE_UNCERTAIN)
     assert aggregate(outcomes, CLASS_NAMES).verdict == STUDY_TUMOUR_TYPE_UNCERTAIN  # 1 of 3
+
+
+def test_a_window_averages_neighbours_so_a_lone_slice_cannot_pass_for_a_lesion():
+    lone = {3: probs(glioma=0.97, no_tumor=0.03), 17: probs(glioma=0.96, no_tumor=0.04)}
+    rule = StudyRule(top_k=2, tumour_threshold=0.7, no_tumour_max=0.4, window=3)
+    # two scattered confident slices: each one's evidence falls to (0.97 + 2 x 0.06) / 3
+    assert aggregate(study(lone), CLASS_NAMES, StudyRule(top_k=2)).verdict == "glioma"
+    scattered = aggregate(study(lone), CLASS_NAMES, rule)
+    assert scattered.verdict == "no_tumor" and "averaged over 3" in scattered.rule
+    # the same evidence on consecutive slices is a lesion
+    run = {i: probs(glioma=0.95, no_tumor=0.05) for i in (10, 11, 12, 13)}
+    verdict = aggregate(study(run), CLASS_NAMES, rule)
+    assert verdict.verdict == "glioma" and set(verdict.key_slices) <= {10, 11, 12, 13}
+    with pytest.raises(ValueError, match="odd"):
+        StudyRule(window=2)
+
+
+def test_smoothing_counts_only_real_slices_at_the_ends_and_past_a_series():
+    import numpy as np
+
+    from tumorlib.studies.verdict import smoothed_evidence
+
+    evidence = np.array([[0.9, 0.3, 0.0, 0.6], [0.8, 0.2, 0.5, 0.7]])
+    valid = np.array([[True, True, True, False], [True, True, True, True]])
+    out = smoothed_evidence(evidence, valid, 3)
+    np.testing.assert_allclose(out[0, :3], [0.6, 0.4, 0.15])  # the padded 4th slice is ignored
+    np.testing.assert_allclose(out[1], [0.5, 0.5, 0.466667, 0.6], atol=1e-6)
+    assert smoothed_evidence(evidence, valid, 1) is evidence
