@@ -47,11 +47,14 @@ def free_port() -> int:
 
 
 def start_local_server(base: Path, port: int, extra: Sequence[str] = ()) -> subprocess.Popen:
-    """``serving.server.local`` with batching on 127.0.0.1:``port``, returned once it answers."""
+    """``serving.server.local`` with batching on 127.0.0.1:``port``, returned once it answers.
+
+    gRPC is off (``--port=0``) unless ``extra`` names a ``--port``.
+    """
     import requests
 
     process = subprocess.Popen(
-        [sys.executable, "-m", "serving.server.local", f"--rest_api_port={port}",
+        [sys.executable, "-m", "serving.server.local", f"--rest_api_port={port}", "--port=0",
          f"--model_base_path={base}", "--enable_batching",
          f"--batching_parameters_file={BATCHING_PARAMETERS}", *extra],
         cwd=REPO_ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),

@@ -10,12 +10,15 @@ as the real model) into a temporary folder. Request images are real JPEGs from
 Phases, in one process and one run:
 1. in-process ``serving_default`` on batches of ``--batch-size`` images for ``--duration`` s
    (throughput baseline), then single-image calls (latency baseline);
-2. ``python -m serving.local --enable_batching`` started on a free 127.0.0.1 port; sequential
+2. ``python -m serving.local --enable_batching`` started on free 127.0.0.1 ports (REST and
+   gRPC); its first request (the export's warm-up records replayed at load), sequential
    single-image requests (latency), then ``--clients`` concurrent clients sending single-image
-   requests for ``--duration`` s (throughput, errors), server RSS at start and end.
+   requests for ``--duration`` s (throughput, errors), server RSS at start and end;
+3. the same two phases over gRPC (official stubs, raw bytes in a ``TensorProto``), same server.
 
 Targets (issue 4): throughput ratio >= 0.8, single-image p50 <= 1.3x in-process, 0 errors.
-The last line is exactly ``serving ratio=X target=0.8``.
+The line before last is ``grpc ratio=Y`` (gRPC vs REST throughput; issue 25); the last line is
+exactly ``serving ratio=X target=0.8`` (REST vs in-process).
 """
 
 from __future__ import annotations
@@ -25,8 +28,10 @@ import base64
 import json
 import sys
 import tempfile
+import threading
 import time
 import zipfile
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +45,11 @@ from bench.local_server import (  # noqa: E402
     random_jpegs,
     start_local_server,
 )
-from tumorlib.contracts.serving_contract import MODEL_BASE_PATH, MODEL_NAME  # noqa: E402  (after sys.path)
+from tumorlib.contracts.serving_contract import (  # noqa: E402  (after sys.path)
+    INPUT_KEY,
+    MODEL_BASE_PATH,
+    MODEL_NAME,
+)
 
 ARCHIVE = REPO_ROOT.parent / "shared" / "data" / "brain_tumor_classification_mri.zip"
 TARGET_RATIO = 0.8
@@ -131,6 +140,82 @@ def bench_in_process(
     return {"version": model.version, "throughput": throughput, "p50_ms": p50, "p99_ms": p99}
 
 
+def grpc_requests(images: list[bytes]) -> list:
+    """One single-image ``PredictRequest`` per image, built once (as the REST bodies are)."""
+    from tensorflow_serving.apis import predict_pb2
+
+    out = []
+    for image in images:
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = MODEL_NAME
+        tensor = request.inputs[INPUT_KEY]
+        tensor.dtype = 7  # DT_STRING
+        tensor.tensor_shape.dim.add(size=1)
+        tensor.string_val.append(image)
+        out.append(request)
+    return out
+
+
+def grpc_load(target: str, requests_: list, clients: int, duration: float) -> dict:
+    """``client_load`` over gRPC: ``clients`` threads, each with its own channel and stub."""
+    import grpc
+    from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+    stop = time.perf_counter() + duration
+    ok, errors, kinds = [0] * clients, [0] * clients, Counter()
+    latencies: list[list[float]] = [[] for _ in range(clients)]
+
+    def client(k: int) -> None:
+        with grpc.insecure_channel(target) as channel:
+            stub, j = prediction_service_pb2_grpc.PredictionServiceStub(channel), k
+            while time.perf_counter() < stop:
+                t0 = time.perf_counter()
+                try:
+                    response = stub.Predict(requests_[j % len(requests_)], timeout=60)
+                    good, kind = len(response.outputs["class_index"].int64_val) == 1, "OK"
+                except grpc.RpcError as err:
+                    good, kind = False, err.code().name
+                latencies[k].append(time.perf_counter() - t0)
+                ok[k] += good
+                errors[k] += not good
+                if not good:
+                    kinds[kind] += 1
+                j += clients
+
+    start = time.perf_counter()
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - start
+    return {
+        "throughput": sum(ok) / elapsed,
+        "ok": sum(ok),
+        "errors": sum(errors),
+        "error_kinds": dict(kinds),
+        "latencies": [x for per in latencies for x in per],
+    }
+
+
+def grpc_latency(target: str, requests_: list, seconds: float) -> list[float]:
+    """Sequential single-image gRPC predicts for ``seconds``; each one's latency (s)."""
+    import grpc
+    from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+    with grpc.insecure_channel(target) as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        for request in requests_[:4]:  # warm-up, as the REST side
+            stub.Predict(request, timeout=60)
+        latencies, start, i = [], time.perf_counter(), 0
+        while time.perf_counter() - start < seconds:
+            t0 = time.perf_counter()
+            stub.Predict(requests_[i % len(requests_)], timeout=60)
+            latencies.append(time.perf_counter() - t0)
+            i += 1
+    return latencies
+
+
 def bench_server(
     base: Path, images: list[bytes], duration: float, clients: int, latency_seconds: float
 ) -> dict:
@@ -140,13 +225,16 @@ def bench_server(
     bodies = [
         json.dumps({"instances": [{"b64": base64.b64encode(b).decode()}]}).encode() for b in images
     ]
-    port = free_port()
+    port, grpc_port = free_port(), free_port()
     url = f"http://127.0.0.1:{port}/v1/models/{MODEL_NAME}:predict"
     headers = {"Content-Type": "application/json"}
-    process = start_local_server(base, port)
+    process = start_local_server(base, port, [f"--port={grpc_port}"])
     try:
         server = psutil.Process(process.pid)
         session = requests.Session()
+        t0 = time.perf_counter()  # the export's warm-up records ran at load: no cold start
+        session.post(url, data=bodies[0], headers=headers, timeout=60).raise_for_status()
+        first_ms = (time.perf_counter() - t0) * 1000
         for body in bodies[:4]:  # warm-up, like the in-process side
             session.post(url, data=body, headers=headers, timeout=60).raise_for_status()
         rss_start = server.memory_info().rss
@@ -163,10 +251,25 @@ def bench_server(
         load = client_load(url, bodies, clients, duration)
         rss_end = server.memory_info().rss
         load_p50, load_p99 = percentiles(load["latencies"])
+        target, messages = f"127.0.0.1:{grpc_port}", grpc_requests(images)
+        grpc_p50, grpc_p99 = percentiles(grpc_latency(target, messages, latency_seconds))
+        by_grpc = grpc_load(target, messages, clients, duration)
+        grpc_load_p50, grpc_load_p99 = percentiles(by_grpc["latencies"])
     finally:
         process.terminate()
         process.wait(timeout=30)
     return {
+        "first_ms": first_ms,
+        "grpc": {
+            "throughput": by_grpc["throughput"],
+            "p50_ms": grpc_p50,
+            "p99_ms": grpc_p99,
+            "errors": by_grpc["errors"],
+            "error_kinds": by_grpc["error_kinds"],
+            "requests": by_grpc["ok"] + by_grpc["errors"],
+            "load_p50_ms": grpc_load_p50,
+            "load_p99_ms": grpc_load_p99,
+        },
         "throughput": load["throughput"],
         "p50_ms": p50,
         "p99_ms": p99,
@@ -237,6 +340,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"errors: {served['errors']}")
     print(f"server RSS: start {served['rss_start_mb']:.0f} MiB, end {served['rss_end_mb']:.0f} MiB")
+    print(f"first request after load (warm-up records replayed): {served['first_ms']:.1f} ms")
+    by_grpc = served["grpc"]
+    grpc_ratio = by_grpc["throughput"] / served["throughput"]
+    print(
+        f"server over gRPC: {by_grpc['throughput']:.1f} img/s with {args.clients} clients "
+        f"({by_grpc['requests']} requests, {by_grpc['errors']} errors, p50 "
+        f"{by_grpc['load_p50_ms']:.1f} ms, p99 {by_grpc['load_p99_ms']:.1f} ms under load); "
+        f"single-image p50 {by_grpc['p50_ms']:.1f} ms, p99 {by_grpc['p99_ms']:.1f} ms"
+    )
     if args.json:
         Path(args.json).write_text(
             json.dumps(
@@ -249,11 +361,13 @@ def main(argv: list[str] | None = None) -> int:
                     "server": served,
                     "throughput_ratio": ratio,
                     "p50_ratio": p50_ratio,
+                    "grpc_vs_rest": grpc_ratio,
                 },
                 indent=2,
             )
             + "\n"
         )
+    print(f"grpc ratio={grpc_ratio:.2f} (gRPC vs REST throughput, same server, same run)")
     print(f"serving ratio={ratio:.2f} target={TARGET_RATIO}")
     return 0
 

@@ -1,4 +1,4 @@
-r"""Asking a model: TF Serving's REST API or the SavedModel in this process, one interface.
+r"""Asking a model: TF Serving's REST or gRPC API or the SavedModel in this process, one interface.
 
 A :class:`Backend` answers images with :class:`Prediction`\ s (and Grad-CAM explanations);
 :func:`classify_series` runs a study's slices through one. The REST client stays
@@ -14,6 +14,7 @@ _EXPORTS = {
     "InProcessBackend": "backend",
     "make_backend": "backend",
     "TFServingClient": "rest",
+    "TFServingGrpcClient": "grpc_client",
     "TFServingError": "rest",
     "InProcessModel": "inprocess",
     "Prediction": "prediction",

@@ -1,7 +1,9 @@
 """A local stand-in for ``tensorflow_model_server``: ``python -m serving.local``.
 
-TF Serving's REST API (same endpoints, bodies, statuses and flags), its model config and batching
-parameters, the model manager that loads new versions, and bounded cost for hostile clients.
+TF Serving's REST and gRPC APIs over one core (same endpoints and services, bodies, statuses,
+codes and words), every ``tensorflow_model_server`` flag, its model config (polled) and batching
+parameters, warm-up records replayed at load, the Prometheus page, the model manager that loads
+new versions, and bounded cost for hostile clients.
 """
 
 from tumorlib._exports import lazy_exports
@@ -10,6 +12,7 @@ _EXPORTS = {
     "main": "local",
     "build_arg_parser": "local",
     "ModelManager": "model_manager",
+    "ServingCore": "core",
     "load_model_config_file": "config",
     "parse_batching_parameters": "config",
 }
