@@ -265,6 +265,55 @@ def test_queued_work_beyond_the_cap_is_429_json(server):
     _assert_still_serving(server.url)
 
 
+def _grpc_predict(server: LocalServer, images: list[bytes]):
+    """A gRPC Predict as a TF Serving user sends it; returns the status code."""
+    import grpc
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "brain_mri"
+    request.inputs["image_bytes"].CopyFrom(tf.make_tensor_proto(images, dtype=tf.string))
+    with grpc.insecure_channel(server.grpc_target) as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        try:
+            stub.Predict(request, timeout=30)
+        except grpc.RpcError as err:
+            return err.code(), err.details()
+    return grpc.StatusCode.OK, ""
+
+
+def test_grpc_shares_the_admission_budget_and_the_instance_cap_with_rest(server):
+    """REST requests holding every admission place leave none for gRPC, and the other way
+    round the same core counts them; the instance cap is the same words on both."""
+    import grpc
+
+    code, details = _grpc_predict(server, [b"x"] * (MAX_INSTANCES + 1))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert details == f"Task size {MAX_INSTANCES + 1} is larger than maximum input batch size 8"
+    held = []
+    try:
+        for _ in range(MAX_QUEUED):  # REST requests admitted, stuck sending their bodies
+            sock = _connect(server)
+            sock.send(
+                b"POST /v1/models/brain_mri:predict HTTP/1.1\r\nHost: x\r\n"
+                b"Content-Length: 100\r\n\r\n{"
+            )
+            held.append(sock)
+        time.sleep(0.3)
+        code, details = _grpc_predict(server, make_images(1))
+        assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "--max_queued_requests" in details
+    finally:
+        for sock in held:
+            sock.close()
+    deadline = time.monotonic() + BODY_TIMEOUT + MARGIN
+    while _grpc_predict(server, make_images(1))[0] == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        assert time.monotonic() < deadline, "admission never freed"
+        time.sleep(0.2)
+    assert _grpc_predict(server, make_images(1))[0] == grpc.StatusCode.OK
+
+
 # -- timed-out work is dropped -------------------------------------------------------------------
 
 
