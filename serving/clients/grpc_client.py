@@ -9,7 +9,7 @@ through the official stubs of ``tensorflow-serving-api``: images travel as raw b
 ``TensorProto`` (no base64, no JSON).
 
 Cost: those stubs import TensorFlow's protos, and importing them imports TensorFlow itself
-(~3-6 s and ~0.5 GB here). This module imports them on first use, so merely importing it (the
+(measured: 7.2 s, 47 -> 867 MiB). This module imports them on first use, so merely importing it (the
 backend does) stays cheap; a caller that must stay TensorFlow-free uses the REST client.
 
 Policy: every call has a deadline (``timeout``); ``UNAVAILABLE`` and ``RESOURCE_EXHAUSTED``
