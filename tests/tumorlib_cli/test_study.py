@@ -176,7 +176,7 @@ def test_evaluate_writes_the_pseudo_study_report(tmp_path, capsys, monkeypatch):
     import tumorlib.studies.pseudo_study_report as pseudo
     from tests.tumorlib.studies.test_pseudo_studies import write_run
 
-    monkeypatch.setattr(pseudo, "_dataset_groups", lambda split: None)  # no dataset built here
+    monkeypatch.setattr(pseudo, "_dataset_groups", lambda split, config: None)  # not built
     write_run(tmp_path / "run", seed=5)
     out = tmp_path / "reports"
     argv = ["evaluate", "--run", str(tmp_path / "run"), "--out", str(out)]
