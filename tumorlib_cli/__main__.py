@@ -31,7 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "card": ("tumorlib.evaluation.model_card", "write a run's model card (Markdown and HTML)"),
     "tune": ("tuning.search", "search the head's hyperparameters with KerasTuner"),
     "export": ("serving.export.exporter", "export a run as a TF Serving SavedModel version"),
-    "serve": ("serving.server.local", "serve exported models over TF Serving's REST API"),
+    "serve": ("serving.server.local", "serve exported models over TF Serving's REST and gRPC APIs"),
     "predict": ("tumorlib_cli.predict", "classify files or folders into a CSV"),
     "app": ("tumorlib_cli.page", "start the upload page (http://127.0.0.1:8502)"),
     "audit": ("tumorlib_cli.audit", "audit records: migrate, performance, drift, export, purge"),
