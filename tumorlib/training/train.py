@@ -26,6 +26,7 @@ from typing import Any
 from tumorlib.contracts.classes import CLASS_NAMES
 from tumorlib.contracts.cli import EXPECTED_ERRORS, run_command
 from tumorlib.contracts.runs import CHECKPOINT_DIR, CONFIG_FILE, LOG_DIR, MODEL_FILE, write_json
+from tumorlib.training.sampling import BALANCES
 from tumorlib.training.train_config import (
     TrainConfig,
     hparams_to_config,
@@ -81,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("patient-cap", int, "most slices one patient contributes per epoch")
     parser.add_argument(
         "--balance",
-        choices=("class", "source_class"),
+        choices=BALANCES,
         help="loss weights balance the classes over the epoch, or within each source "
         f"(default: {defaults.balance})",
     )

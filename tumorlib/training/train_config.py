@@ -89,7 +89,9 @@ class TrainConfig:
             )
         if self.fine_tune_schedule == "cosine" and self.strategy == "multi_worker":
             raise ValueError("the multi-worker loop lowers the rate on plateaus only: use plateau")
-        if self.balance not in ("class", "source_class"):
+        from tumorlib.training.sampling import BALANCES
+
+        if self.balance not in BALANCES:
             raise ValueError(f"balance must be 'class' or 'source_class', got {self.balance!r}")
         if self.patient_cap < 1:
             raise ValueError(f"patient_cap must be >= 1, got {self.patient_cap}")
