@@ -43,6 +43,14 @@ def plain_export(tmp_path_factory) -> Path:
     return base
 
 
+@pytest.fixture(scope="session")
+def similar_export(tmp_path_factory):
+    """The fixture run exported with a similar-cases index of a small generated dataset."""
+    from tests.fixtures.similar import build_similar_export
+
+    return build_similar_export(tmp_path_factory.mktemp("similar-export"))
+
+
 @pytest.fixture(autouse=True)
 def _audit_in_tmp(monkeypatch, tmp_path_factory) -> None:
     """Every test's audit records go to a temporary SQLite file, never the user's data dir.

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from serving.clients.grpc_client import TFServingGrpcClient, is_grpc_url
-from serving.clients.prediction import ExplainUnavailable, Explanation, Prediction
+from serving.clients.prediction import ExplainUnavailable, Explanation, Prediction, SimilarCases
 from serving.clients.rest import TFServingClient, TFServingError, TFServingUnavailable
 from serving.common.deadline import Deadline
 from serving.common.versions import find_latest_version, list_versions
@@ -108,6 +108,7 @@ class Backend:
 
     label: str
     max_images: int = MAX_CHUNK_IMAGES  # images per request
+    vector_index: Any = None  # serving.clients.vector_index: a large index instead of the stored
 
     def health(self) -> Health:
         raise NotImplementedError
@@ -136,6 +137,12 @@ class Backend:
             return err.message
         except Exception as err:  # noqa: BLE001 - shown next to the image, never a traceback
             return f"Grad-CAM could not be computed: {describe_failure(err)}"
+
+    def similar(self, image: bytes, k: int, version: int | None) -> SimilarCases | str:
+        """The ``k`` nearest confirmed cases, or a user-facing reason (:mod:`.similar`)."""
+        from serving.clients.similar import similar_cases
+
+        return similar_cases(self, image, k, version)
 
     def safety(self, version: int | None) -> SafetyInfo:
         """The abstention threshold and which checks the version has; unknown on failure."""
@@ -208,6 +215,12 @@ class RestBackend(Backend):
     def _metadata(self, version: int | None) -> Mapping[str, Any]:
         return self.client.metadata(version)
 
+    def _similar(self, image: bytes, k: int, version: int | None) -> SimilarCases:
+        try:
+            return self.client.similar([image], k, version=version)[0]
+        except TFServingUnavailable as err:
+            raise rest_error(err, self.client) from None
+
 
 class InProcessBackend(Backend):
     """An exported SavedModel run in this process
@@ -231,6 +244,9 @@ class InProcessBackend(Backend):
 
     def _metadata(self, version: int | None) -> Mapping[str, Any]:
         return self.model.metadata()
+
+    def _similar(self, image: bytes, k: int, version: int | None) -> SimilarCases:
+        return self.model.similar([image], k)[0]
 
 
 def predict_isolating_failures(

@@ -25,7 +25,13 @@ from functools import cache
 from typing import Any
 from urllib.parse import urlparse
 
-from serving.clients.prediction import ExplainUnavailable, Explanation, Prediction
+from serving.clients.prediction import (
+    ExplainUnavailable,
+    Explanation,
+    Prediction,
+    SimilarCases,
+    SimilarUnavailable,
+)
 from serving.clients.rest import TFServingError, TFServingUnavailable
 from serving.common.deadline import Deadline, call_deadline
 from serving.common.status_codes import http_status
@@ -33,10 +39,12 @@ from tumorlib.contracts.display import printable, safe_url
 from tumorlib.contracts.serving_contract import (
     EXPLAIN_SIGNATURE,
     INPUT_KEY,
+    MAX_SIMILAR,
     METADATA_INPUT_KEY,
     METADATA_OUTPUT_KEY,
     METADATA_SIGNATURE,
     MODEL_NAME,
+    SIMILAR_SIGNATURE,
 )
 
 GRPC_SCHEMES = ("grpc", "grpcs")
@@ -146,6 +154,21 @@ class TFServingGrpcClient:
             raise
         class_names = self.class_names(version)
         return [Explanation.from_row(row, class_names) for row in rows]
+
+    def similar(
+        self, images: Sequence[bytes], k: int = MAX_SIMILAR, version: int | None = None
+    ) -> list[SimilarCases]:
+        """The ``k`` nearest confirmed cases per image (:class:`SimilarUnavailable` if none)."""
+        try:
+            rows = self._predict_rows(images, version, signature=SIMILAR_SIGNATURE)
+        except TFServingError as err:
+            if "not found" in err.message and SIMILAR_SIGNATURE in err.message:
+                raise SimilarUnavailable(
+                    f"the served model has no {SIMILAR_SIGNATURE!r} signature ({err.message})"
+                ) from None
+            raise
+        class_names = self.class_names(version)
+        return [SimilarCases.from_row(row, class_names, k) for row in rows]
 
     def status(self, version: int | None = None) -> dict:
         """``GetModelStatus`` as the REST API prints it: ``{"model_version_status": [...]}``."""

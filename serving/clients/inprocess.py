@@ -13,18 +13,26 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from serving.clients.prediction import ExplainUnavailable, Explanation, Prediction
+from serving.clients.prediction import (
+    ExplainUnavailable,
+    Explanation,
+    Prediction,
+    SimilarCases,
+    SimilarUnavailable,
+)
 from serving.common.tf_errors import summarize_tf_error
 from serving.common.versions import find_latest_version, list_versions
 from tumorlib.contracts.serving_contract import (
     EXPLAIN_SIGNATURE,
     INPUT_KEY,
+    MAX_SIMILAR,
     METADATA_ASSET,
     METADATA_INPUT_KEY,
     METADATA_OUTPUT_KEY,
     METADATA_SIGNATURE,
     MODEL_BASE_PATH,
     SERVING_SIGNATURE,
+    SIMILAR_SIGNATURE,
 )
 
 
@@ -97,6 +105,24 @@ class InProcessModel:
         outputs = self._call(signature, images)
         return [
             Explanation.from_row({k: v[i] for k, v in outputs.items()}, self.class_names)
+            for i in range(len(images))
+        ]
+
+    def similar(
+        self, images: Sequence[bytes], k: int = MAX_SIMILAR, version: int | None = None
+    ) -> list[SimilarCases]:
+        """The ``k`` nearest confirmed cases per image, through ``similar_cases``
+        (:class:`SimilarUnavailable` when this export has no index)."""
+        self._check_version(version)
+        signature = self._loaded.signatures.get(SIMILAR_SIGNATURE)
+        if signature is None:
+            raise SimilarUnavailable(
+                f"version {self.version} under {self.model_base_path} has no "
+                f"{SIMILAR_SIGNATURE!r} signature (exported without an index of training slices)"
+            )
+        outputs = self._call(signature, images)
+        return [
+            SimilarCases.from_row({key: v[i] for key, v in outputs.items()}, self.class_names, k)
             for i in range(len(images))
         ]
 

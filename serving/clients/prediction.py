@@ -11,6 +11,7 @@ are then ``None`` — "not checked", which a caller must not read as "passed".
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,11 +23,18 @@ from tumorlib.contracts.serving_contract import (
     CLASS_INDEX_KEY,
     CLASS_NAME_KEY,
     CONFIDENCE_KEY,
+    EMBEDDING_KEY,
     FAMILIAR_KEY,
     FAMILIARITY_SCORE_KEY,
     GATE_SCORE_KEY,
     HEATMAP_KEY,
     IN_DISTRIBUTION_KEY,
+    NEIGHBOR_INDEX_KEY,
+    NEIGHBOR_LABEL_KEY,
+    NEIGHBOR_LICENCE_KEY,
+    NEIGHBOR_SIMILARITY_KEY,
+    NEIGHBOR_SOURCE_KEY,
+    NEIGHBOR_THUMBNAIL_KEY,
     PROBABILITIES_KEY,
 )
 
@@ -37,6 +45,10 @@ NOT_BRAIN_MRI = "not_brain_mri"  # the input gate refused the image
 
 class ExplainUnavailable(LookupError):
     """The served model version has no ``explain`` (Grad-CAM) signature: re-export the run."""
+
+
+class SimilarUnavailable(LookupError):
+    """The served version has no ``similar_cases`` signature (exported without an index)."""
 
 
 @dataclass(frozen=True)
@@ -120,6 +132,86 @@ class Explanation:
             raise ValueError(f"heatmap must be a square [S, S] map, got {heatmap.shape}")
         index = int(row[CLASS_INDEX_KEY])
         return cls(dict(zip(class_names, probs)), index, class_names[index], heatmap)
+
+
+@dataclass(frozen=True, eq=False)
+class SimilarCase:
+    """One confirmed case near the query: its row in the index, cosine similarity, confirmed
+    label, collection, that collection's licence, and a small PNG thumbnail."""
+
+    row: int
+    similarity: float
+    label: str
+    source: str
+    licence: str
+    thumbnail: bytes
+
+
+@dataclass(frozen=True, eq=False)
+class SimilarCases:
+    """The ``similar_cases`` signature's answer for one image: the classification from the same
+    backbone pass, the unit query ``embedding`` and the nearest ``cases``, nearest first."""
+
+    probabilities: dict[str, float]
+    class_index: int
+    class_name: str
+    embedding: np.ndarray
+    cases: tuple[SimilarCase, ...]
+
+    @property
+    def majority_label(self) -> str | None:
+        """The most frequent label among the cases (ties: the nearer case's label wins)."""
+        counts: dict[str, int] = {}
+        for case in self.cases:
+            counts[case.label] = counts.get(case.label, 0) + 1
+        if not counts:
+            return None
+        best = max(counts.values())
+        return next(c.label for c in self.cases if counts[c.label] == best)
+
+    @property
+    def agrees(self) -> bool | None:
+        """Whether the neighbours' majority label is the model's class (None: no cases)."""
+        majority = self.majority_label
+        return None if majority is None else majority == self.class_name
+
+    def first(self, k: int) -> SimilarCases:
+        """The same answer with only the ``k`` nearest cases."""
+        return SimilarCases(
+            self.probabilities, self.class_index, self.class_name, self.embedding, self.cases[:k]
+        )
+
+    @classmethod
+    def from_row(
+        cls, row: Mapping[str, Any], class_names: Sequence[str], k: int | None = None
+    ) -> SimilarCases:
+        """From one row of the signature's outputs (in-process arrays, gRPC or REST JSON)."""
+        probs = _probabilities(row, class_names)
+        index = int(row[CLASS_INDEX_KEY])
+        cases = tuple(
+            SimilarCase(int(r), float(s), _text(lab), _text(src), _text(lic), _binary(png))
+            for r, s, lab, src, lic, png in zip(
+                row[NEIGHBOR_INDEX_KEY],
+                row[NEIGHBOR_SIMILARITY_KEY],
+                row[NEIGHBOR_LABEL_KEY],
+                row[NEIGHBOR_SOURCE_KEY],
+                row[NEIGHBOR_LICENCE_KEY],
+                row[NEIGHBOR_THUMBNAIL_KEY],
+            )
+        )
+        embedding = np.asarray(row[EMBEDDING_KEY], dtype=np.float32)
+        return cls(dict(zip(class_names, probs)), index, class_names[index], embedding, cases[:k])
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes | bytearray) else str(value)
+
+
+def _binary(value: Any) -> bytes:
+    """Bytes as they arrive: raw (in-process, gRPC) or TF Serving's ``{"b64": ...}`` (REST)."""
+    if isinstance(value, Mapping):
+        return base64.b64decode(value["b64"])
+    return bytes(value)
 
 
 def _probabilities(row: Mapping[str, Any], class_names: Sequence[str]) -> list[float]:

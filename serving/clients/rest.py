@@ -23,11 +23,23 @@ from typing import Any
 
 import requests
 
-from serving.clients.prediction import ExplainUnavailable, Explanation, Prediction
+from serving.clients.prediction import (
+    ExplainUnavailable,
+    Explanation,
+    Prediction,
+    SimilarCases,
+    SimilarUnavailable,
+)
 from serving.common.deadline import Deadline, DeadlineExceeded
 from serving.common.http_policy import ClientPolicy, ResponseTooLarge, make_session
 from tumorlib.contracts.display import printable, safe_url, without_credentials
-from tumorlib.contracts.serving_contract import EXPLAIN_SIGNATURE, METADATA_SIGNATURE, MODEL_NAME
+from tumorlib.contracts.serving_contract import (
+    EXPLAIN_SIGNATURE,
+    MAX_SIMILAR,
+    METADATA_SIGNATURE,
+    MODEL_NAME,
+    SIMILAR_SIGNATURE,
+)
 
 RETRY_STATUSES = frozenset({429, 503})
 # Grad-CAM heatmaps of a full chunk as JSON are tens of MB; nothing TF Serving answers is larger.
@@ -109,6 +121,24 @@ class TFServingClient:
             raise
         class_names = self.class_names(version)
         return [Explanation.from_row(row, class_names) for row in rows]
+
+    def similar(
+        self, images: Sequence[bytes], k: int = MAX_SIMILAR, version: int | None = None
+    ) -> list[SimilarCases]:
+        """The ``k`` nearest confirmed cases per image (``similar_cases`` signature).
+
+        Raises :class:`SimilarUnavailable` when the served version has no such signature.
+        """
+        try:
+            rows = self._predict_rows(images, version, signature=SIMILAR_SIGNATURE)
+        except TFServingError as err:
+            if err.status_code == 400 and "not found in signature def" in err.message:
+                raise SimilarUnavailable(
+                    f"the served model has no {SIMILAR_SIGNATURE!r} signature ({err.message})"
+                ) from None
+            raise
+        class_names = self.class_names(version)
+        return [SimilarCases.from_row(row, class_names, k) for row in rows]
 
     def status(self, version: int | None = None) -> dict:
         """TF Serving's model status: ``{"model_version_status": [...]}``."""

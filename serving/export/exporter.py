@@ -52,9 +52,16 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from serving.common.versions import next_version
-from serving.export.metadata import build_metadata, describe_export, set_version, write_metadata
+from serving.export.metadata import (
+    ASSETS_DIR,
+    build_metadata,
+    describe_export,
+    set_version,
+    write_metadata,
+)
 from serving.export.safety import Safety, load_safety
 from tumorlib.contracts.runs import Run, load_run
 from tumorlib.contracts.serving_contract import (
@@ -62,6 +69,9 @@ from tumorlib.contracts.serving_contract import (
     METADATA_ASSET,
     MODEL_BASE_PATH,
     MODEL_NAME,
+    SIMILAR_CASES_ASSET_DIR,
+    SIMILAR_OUTPUT_KEYS,
+    SIMILAR_SIGNATURE,
 )
 from tumorlib.model.loading import load_run_model
 
@@ -77,10 +87,15 @@ def export_run(
     model_name: str = MODEL_NAME,
     verify: bool = True,
     warmup: bool = True,
+    similar: bool = True,
+    data_dir: str | os.PathLike | None = None,
 ) -> Path:
     """Export ``run_path`` as the next version under ``model_base_path``; return its folder.
 
     ``warmup`` writes TF Serving's warm-up records (:mod:`serving.export.warmup`) beside it.
+    ``similar`` indexes the run's training split (from ``data_dir``, else where training read
+    it) for the ``similar_cases`` signature (:mod:`serving.export.similar_cases`); without a
+    built dataset the export goes on without it and its metadata says why.
     """
     from tumorlib.model.gradcam import has_gradcam_parts
 
@@ -96,13 +111,17 @@ def export_run(
             "tumorlib.model.classifier); exported without the %r (Grad-CAM) signature",
             EXPLAIN_SIGNATURE,
         )
+    index, reason = _case_index(model, run, similar and explain, data_dir)
     version = next_version(base)
     metadata = build_metadata(
         run, model_name=model_name, version=version, safety=safety, explain=explain
     )
+    metadata.update(_evidence_metadata(run, index, reason, explain))
+    if index is not None:
+        metadata["signatures"][SIMILAR_SIGNATURE] = list(SIMILAR_OUTPUT_KEYS)
     staging = Path(tempfile.mkdtemp(prefix=".export-", dir=base))
     try:
-        saved = _save(staging, model, run, metadata, safety, explain)
+        saved = _save(staging, model, run, metadata, safety, explain, index)
         if warmup:
             from serving.export.warmup import write_warmup_requests
 
@@ -117,7 +136,37 @@ def export_run(
     return target
 
 
-def _save(staging: Path, model, run: Run, metadata: dict, safety: Safety, explain: bool) -> Path:
+def _case_index(model, run: Run, wanted: bool, data_dir) -> tuple[Any, str]:
+    """The similar-cases index of the run's training split, or ``(None, why not)``."""
+    if not wanted:
+        return None, "no index: not requested, or the model has no backbone/head sub-models"
+    from serving.export.similar_cases import build_case_index
+
+    index, reason = build_case_index(model, run, data_dir=data_dir)
+    log.info("similar cases: %s", f"{len(index)} training slices indexed" if index else reason)
+    return index, reason
+
+
+def _evidence_metadata(run: Run, index: Any, reason: str, explain: bool) -> dict[str, Any]:
+    """The metadata entries for similar cases and the served heatmap method."""
+    from serving.export.similar_cases import similar_metadata
+    from tumorlib.evaluation.faithfulness import chosen_method
+
+    entries: dict[str, Any] = {"similar_cases": similar_metadata(index, reason)}
+    if explain:
+        entries["explain_method"] = chosen_method(run.path)
+    return entries
+
+
+def _save(
+    staging: Path,
+    model,
+    run: Run,
+    metadata: dict,
+    safety: Safety,
+    explain: bool,
+    index: Any = None,
+) -> Path:
     """Write the SavedModel (with its metadata asset) under ``staging``; return its folder."""
     from serving.export.module import ServingModule, save_serving_module
 
@@ -131,8 +180,13 @@ def _save(staging: Path, model, run: Run, metadata: dict, safety: Safety, explai
         metadata_file=metadata_file,
         safety=safety,
         explain=explain,
+        explain_method=metadata.get("explain_method", "gradcam"),
+        similar=index,
     )
-    return save_serving_module(module, staging / SAVED_MODEL_DIR)
+    saved = save_serving_module(module, staging / SAVED_MODEL_DIR)
+    if index is not None:  # the rows for NumPy and vector-index readers, beside the graph's copy
+        index.save(saved / ASSETS_DIR / SIMILAR_CASES_ASSET_DIR)
+    return saved
 
 
 def _move_into_place(saved: Path, base: Path, version: int) -> Path:
@@ -170,6 +224,14 @@ def main(argv: list[str] | None = None) -> int:
         help="write no assets.extra/tf_serving_warmup_requests (first requests then pay the "
         "runtime's lazy initialisation)",
     )
+    parser.add_argument(
+        "--no-similar",
+        action="store_true",
+        help="leave out the similar_cases signature (no index of the training split)",
+    )
+    parser.add_argument(
+        "--data-dir", default=None, help="TFDS data dir of the run's dataset (for the index)"
+    )
     args = parser.parse_args(argv)
 
     def body() -> None:
@@ -179,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
             model_name=args.model_name,
             verify=not args.no_verify,
             warmup=not args.no_warmup,
+            similar=not args.no_similar,
+            data_dir=args.data_dir,
         )
         print(f"exported {args.run} -> {target} (version {target.name})")
         print(describe_export(target))

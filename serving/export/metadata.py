@@ -177,6 +177,11 @@ def describe_export(target: Path) -> str:
         if warmup.is_file()
         else "  warm-up: none (first requests after each load pay TensorFlow's set-up)"
     )
+    similar = meta.get("similar_cases") or {}
+    if similar.get("available"):
+        lines.append(f"  similar cases: {similar['count']} {similar['split']} slices indexed")
+    elif similar:
+        lines.append(f"  similar cases: {similar.get('reason')}")
     abstention, gate = meta.get("abstention"), meta.get("input_gate")
     if not abstention:
         lines.append("  abstention: none (run `python -m tumorlib.abstention RUN` first to add it)")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
+from serving.common.case_index import CaseIndex
 from serving.export.errors import ExportError
 from serving.export.safety import NO_SAFETY, Safety
 from tumorlib.contracts.serving_contract import (
@@ -22,6 +23,7 @@ from tumorlib.contracts.serving_contract import (
     METADATA_SIGNATURE,
     MODEL_NAME,
     SERVING_SIGNATURE,
+    SIMILAR_SIGNATURE,
 )
 from tumorlib.model.serve_body import make_serve_fn, model_forward, with_confidence
 from tumorlib.safety.gate import GateError
@@ -42,6 +44,8 @@ class ServingModule(tf.Module):
         metadata_file: Path,
         safety: Safety = NO_SAFETY,
         explain: bool = False,
+        explain_method: str = "gradcam",
+        similar: CaseIndex | None = None,
     ) -> None:
         super().__init__(name=MODULE_NAME)
         self.model = model
@@ -71,7 +75,16 @@ class ServingModule(tf.Module):
         if explain:
             from tumorlib.model.gradcam import make_explain_fn
 
-            self.explain = make_explain_fn(model, image_size=image_size, temperature=temperature)
+            self.explain = make_explain_fn(
+                model, image_size=image_size, temperature=temperature, method=explain_method
+            )
+        if similar is not None:
+            from serving.export.similar_cases import CaseTable, make_similar_fn
+
+            self.case_table = CaseTable(similar)
+            self.similar_cases = make_similar_fn(
+                model, self.case_table, image_size=image_size, temperature=temperature
+            )
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=METADATA_INPUT_KEY)])
     def metadata(self, request):
@@ -88,6 +101,8 @@ class ServingModule(tf.Module):
         }
         if hasattr(self, "explain"):
             signatures[EXPLAIN_SIGNATURE] = self.explain.get_concrete_function()
+        if hasattr(self, "similar_cases"):
+            signatures[SIMILAR_SIGNATURE] = self.similar_cases.get_concrete_function()
         return signatures
 
 

@@ -17,6 +17,8 @@ Layout of ``runs/<name>/``::
     safety/            validation/test predictions and the safety plots
     study_rule.json    the study aggregation rule chosen on validation pseudo-studies
                                                              ``tumorlib study evaluate``
+    faithfulness.json / .png  heatmap faithfulness (deletion/insertion) ``python -m
+                       tumorlib.evaluation.faithfulness``
     model_card.md / .html                                    ``python -m tumorlib.model_card``
 
 Every file name is defined here and nowhere else, so no consumer guesses one.
@@ -51,6 +53,8 @@ VALIDATION_PREDICTIONS_FILE = "validation_predictions.npz"  # inside safety/
 RISK_COVERAGE_PLOT = "risk_coverage.png"  # inside safety/
 GATE_PLOT = "input_gate.png"  # inside safety/
 PSEUDO_STUDIES_DIR = "pseudo_studies"  # inside safety/: the study rule's report (main job)
+FAITHFULNESS_FILE = "faithfulness.json"  # heatmap methods' deletion/insertion AUCs; the export
+FAITHFULNESS_PANEL = "faithfulness.png"  # serves the chosen one (tumorlib.evaluation.faithfulness)
 CARD_MD = "model_card.md"
 CARD_HTML = "model_card.html"
 

@@ -34,6 +34,30 @@ GATE_OUTPUT_KEYS = (IN_DISTRIBUTION_KEY, GATE_SCORE_KEY)  # when the run fitted 
 FAMILIARITY_OUTPUT_KEYS = (FAMILIAR_KEY, FAMILIARITY_SCORE_KEY)  # when it fitted familiarity
 EXPLAIN_OUTPUT_KEYS = (PROBABILITIES_KEY, CLASS_INDEX_KEY, HEATMAP_KEY)
 
+# Similar confirmed cases (the export's training slices nearest in the model's own features).
+SIMILAR_SIGNATURE = "similar_cases"
+EMBEDDING_KEY = "embedding"  # float32 [N, D], unit norm: the query, for an external vector index
+NEIGHBOR_INDEX_KEY = "neighbor_index"  # int64 [N, K]: rows of the stored index, nearest first
+NEIGHBOR_SIMILARITY_KEY = "neighbor_similarity"  # float32 [N, K]: cosine similarity
+NEIGHBOR_LABEL_KEY = "neighbor_label"  # string [N, K]: the confirmed class
+NEIGHBOR_SOURCE_KEY = "neighbor_source"  # string [N, K]: the collection it came from
+NEIGHBOR_LICENCE_KEY = "neighbor_licence"  # string [N, K]: that collection's terms
+NEIGHBOR_THUMBNAIL_KEY = "neighbor_thumbnail_bytes"  # PNG; "_bytes": base64 over REST
+SIMILAR_OUTPUT_KEYS = (
+    PROBABILITIES_KEY,
+    CLASS_INDEX_KEY,
+    CLASS_NAME_KEY,
+    EMBEDDING_KEY,
+    NEIGHBOR_INDEX_KEY,
+    NEIGHBOR_SIMILARITY_KEY,
+    NEIGHBOR_LABEL_KEY,
+    NEIGHBOR_SOURCE_KEY,
+    NEIGHBOR_LICENCE_KEY,
+    NEIGHBOR_THUMBNAIL_KEY,
+)
+MAX_SIMILAR = 10  # K the signature returns; clients keep the first k <= K
+SIMILAR_CASES_ASSET_DIR = "similar_cases"  # under assets/: the index, items and thumbnails
+
 METADATA_INPUT_KEY = "request"
 METADATA_OUTPUT_KEY = "metadata_json"
 METADATA_ASSET = "metadata.json"  # under the version's assets/

@@ -25,10 +25,14 @@ import tensorflow as tf
 from tumorlib.contracts.serving_contract import CLASS_INDEX_KEY, HEATMAP_KEY, PROBABILITIES_KEY
 from tumorlib.model.calibration import apply_temperature
 from tumorlib.model.classifier import BACKBONE_NAME, HEAD_NAME, backbone_of, head_of
+from tumorlib.model.embedding import final_logits, head_features
 from tumorlib.model.ensemble import average_views, has_tta, member_view, members
 from tumorlib.model.serve_body import Forward, Outputs, ServeFn, make_serve_fn
 
 _EPS = 1e-8
+GRADCAM = "gradcam"
+GRADCAM_PP = "gradcam++"
+METHODS = (GRADCAM, GRADCAM_PP)
 
 
 def head_logits(head: keras.Model, pooled: tf.Tensor) -> tf.Tensor:
@@ -38,24 +42,16 @@ def head_logits(head: keras.Model, pooled: tf.Tensor) -> tf.Tensor:
     saturates near 1, so its gradient vanishes exactly where the model is most confident. The
     head ends in a softmax ``Dense`` layer (see :func:`tumorlib.model.classifier.build_head`); we
     apply every layer before it (in inference mode) and that layer's kernel and bias without the
-    activation.
+    activation (:mod:`tumorlib.model.embedding`, which serves the same features for retrieval).
     """
-    layers = [layer for layer in head.layers if not isinstance(layer, keras.layers.InputLayer)]
-    last = layers[-1]
-    if not isinstance(last, keras.layers.Dense):
-        raise ValueError(
-            f"the head must end in a Dense layer for Grad-CAM, found {type(last).__name__}"
-        )
-    x = pooled
-    for layer in layers[:-1]:
-        x = layer(x, training=False)
-    return tf.matmul(x, tf.cast(last.kernel, x.dtype)) + tf.cast(last.bias, x.dtype)
+    return final_logits(head, head_features(head, pooled))
 
 
 def gradcam(
     model: keras.Model,
     images: tf.Tensor,
     class_index: tf.Tensor | None = None,
+    method: str = GRADCAM,
 ) -> tuple[tf.Tensor, tf.Tensor]:
     """Probabilities ``[N, C]`` and Grad-CAM heatmaps ``[N, S, S]`` in [0, 1].
 
@@ -69,10 +65,16 @@ def gradcam(
     and the heatmap is the mean of the members' maps for that class, each computed at the member's
     own resolution on the un-mirrored image and resized to ``S`` — what the ensemble as a whole
     looked at, not one member's view.
+
+    ``method`` :data:`GRADCAM_PP` weights the channels as Grad-CAM++ does (Chattopadhay et al.,
+    2018) instead of by their mean gradient; which one the export serves is measured
+    (:mod:`tumorlib.evaluation.faithfulness`).
     """
+    if method not in METHODS:
+        raise ValueError(f"unknown heatmap method {method!r}; expected one of {METHODS}")
     parts = members(model)
     if len(parts) == 1 and parts[0] is model:
-        return _single_gradcam(model, images, class_index)
+        return _single_gradcam(model, images, class_index, method)
     images = tf.convert_to_tensor(images, tf.float32)
     size = tf.shape(images)[1:3]
     with tf.GradientTape() as tape:
@@ -92,7 +94,7 @@ def gradcam(
         score = tf.add_n([tf.gather(z, target, batch_dims=1) for z in logits])
     grads = tape.gradient(score, activations)  # members are independent: each its own score's
     maps = [
-        tf.image.resize(_unit_peak(_cam(a, g, tf.shape(x)[1:3]))[..., tf.newaxis], size)[..., 0]
+        tf.image.resize(_unit_peak(_cam(a, g, tf.shape(x)[1:3], method))[..., None], size)[..., 0]
         for a, g, x in zip(activations, grads, views)
     ]
     return probabilities, _unit_peak(tf.nn.relu(tf.add_n(maps) / len(maps)))
@@ -106,12 +108,25 @@ def _taped_forward(tape, model: keras.Model, images: tf.Tensor) -> tuple[tf.Tens
     return activations, head_logits(head_of(model), pooled)
 
 
-def _cam(activations: tf.Tensor, grads: tf.Tensor, size) -> tf.Tensor:
+def _cam(activations: tf.Tensor, grads: tf.Tensor, size, method: str = GRADCAM) -> tf.Tensor:
     """The non-negative class activation map ``[N, S, S]`` at ``size``, not yet peak-scaled."""
-    weights = tf.reduce_mean(grads, axis=[1, 2], keepdims=True)  # [N, 1, 1, K]
+    if method == GRADCAM_PP:
+        weights = _gradcam_pp_weights(activations, grads)
+    else:
+        weights = tf.reduce_mean(grads, axis=[1, 2], keepdims=True)  # [N, 1, 1, K]
     cam = tf.nn.relu(tf.reduce_sum(weights * activations, axis=-1))  # [N, h, w]
     cam = tf.image.resize(cam[..., tf.newaxis], size, method="bilinear")[..., 0]
     return tf.nn.relu(cam)  # bilinear interpolation of non-negative values stays >= 0; be exact
+
+
+def _gradcam_pp_weights(activations: tf.Tensor, grads: tf.Tensor) -> tf.Tensor:
+    """Grad-CAM++'s channel weights ``[N, 1, 1, K]``: positive gradients weighted by
+    ``alpha = g^2 / (2 g^2 + sum(A) g^3)`` (the closed form under an exponential score)."""
+    g2 = tf.square(grads)
+    total = tf.reduce_sum(activations, axis=[1, 2], keepdims=True)
+    alpha = tf.math.divide_no_nan(g2, 2.0 * g2 + total * g2 * grads)
+    alpha = tf.where(tf.not_equal(grads, 0.0), alpha, tf.zeros_like(alpha))
+    return tf.reduce_sum(alpha * tf.nn.relu(grads), axis=[1, 2], keepdims=True)
 
 
 def _unit_peak(cam: tf.Tensor) -> tf.Tensor:
@@ -125,6 +140,7 @@ def _single_gradcam(
     model: keras.Model,
     images: tf.Tensor,
     class_index: tf.Tensor | None = None,
+    method: str = GRADCAM,
 ) -> tuple[tf.Tensor, tf.Tensor]:
     """Grad-CAM of one classifier (with ``backbone`` and ``head``); arguments and results as in
     :func:`gradcam`."""
@@ -137,7 +153,7 @@ def _single_gradcam(
             target = tf.cast(class_index, tf.int32)
         score = tf.gather(logits, target, batch_dims=1)
     grads = tape.gradient(score, activations)
-    cam = _cam(activations, grads, tf.shape(images)[1:3])
+    cam = _cam(activations, grads, tf.shape(images)[1:3], method)
     return tf.nn.softmax(logits, axis=-1), _unit_peak(cam)
 
 
@@ -173,18 +189,20 @@ def make_gradcam_fn(model: keras.Model, temperature: float = 1.0, image_size: in
     return explain_images
 
 
-def gradcam_forward(model: keras.Model) -> Forward:
+def gradcam_forward(model: keras.Model, method: str = GRADCAM) -> Forward:
     """Forward step for :func:`tumorlib.model.serve_body.serve_outputs`: the model's probabilities
-    plus the Grad-CAM ``heatmap`` of its predicted class."""
+    plus the Grad-CAM (or Grad-CAM++) ``heatmap`` of its predicted class."""
 
     def forward(images: tf.Tensor) -> tuple[tf.Tensor, Outputs]:
-        probabilities, heatmap = gradcam(model, images)
+        probabilities, heatmap = gradcam(model, images, method=method)
         return probabilities, {HEATMAP_KEY: heatmap}
 
     return forward
 
 
-def make_explain_fn(model: keras.Model, *, image_size: int, temperature: float = 1.0) -> ServeFn:
+def make_explain_fn(
+    model: keras.Model, *, image_size: int, temperature: float = 1.0, method: str = GRADCAM
+) -> ServeFn:
     """The ``explain`` serving signature: ``image_bytes`` ``tf.string [None]`` ->
     ``probabilities`` ``float32 [None, 4]`` (temperature-scaled), ``class_index`` ``int64
     [None]`` and ``heatmap`` ``float32 [None, S, S]`` in [0, 1] at model input resolution.
@@ -194,10 +212,11 @@ def make_explain_fn(model: keras.Model, *, image_size: int, temperature: float =
     a client overlays it on the image resized the same way
     (:func:`tumorlib.images.preprocessing.resize`). Attach the returned function to a ``tf.Module``
     that also tracks ``model`` (e.g. the exporter's module, as ``module.explain = fn``) before
-    ``tf.saved_model.save``, so the model's variables are saved with it.
+    ``tf.saved_model.save``, so the model's variables are saved with it. ``method``: the heatmap
+    the run's faithfulness measurement chose (:mod:`tumorlib.evaluation.faithfulness`).
     """
     return make_serve_fn(
-        gradcam_forward(model),
+        gradcam_forward(model, method),
         image_size=image_size,
         temperature=temperature,
         keys=(PROBABILITIES_KEY, CLASS_INDEX_KEY),
