@@ -39,8 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tumorlib pacs",
         description=(
-            "Classify studies from a PACS over DICOMweb and store the results (SR and Grad-CAM "
-            f"captures) back into the study. {DISCLAIMER}"
+            "Classify studies from a PACS over DICOMweb and store the results (SR, Grad-CAM "
+            f"captures and the PDF report) back into the study. {DISCLAIMER}"
         ),
         epilog=f"Credentials: ${USER_ENV} (or --user) and ${PASSWORD_ENV}.",
     )
@@ -58,6 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("--series", help="SeriesInstanceUID (default: every MR series)")
     classify.add_argument(
         "--no-store", action="store_true", help="classify only; store nothing in the PACS"
+    )
+    classify.add_argument(
+        "--no-report",
+        action="store_true",
+        help="store no PDF report (an Encapsulated PDF beside the SR)",
     )
     model = classify.add_mutually_exclusive_group()
     model.add_argument("--model-base-path", default=str(MODEL_BASE_PATH))
@@ -126,8 +131,9 @@ def classify(args: argparse.Namespace) -> None:
         make_client = functools.partial(rest_client, deadline=args.command_deadline)
         backend = make_backend(settings, make_client=make_client)
         reports = classify_study(
-            pacs, args.study, backend, None, store=not args.no_store, chosen=chosen
-        )
+            pacs, args.study, backend, None, store=not args.no_store, chosen=chosen,
+            report=not args.no_report,
+        )  # fmt: skip
     except BackendError as err:
         raise CommandError(err.message) from None
     for report in reports:
@@ -146,9 +152,9 @@ def describe(report: SeriesReport) -> str:
         f"uncertain, {verdict.n_not_brain_mri} not brain MRI, {verdict.n_failed} failed",
     ]
     if report.stored:
-        lines.append(
-            f"  stored in the study: 1 SR and {len(report.stored) - 1} Grad-CAM capture(s)"
-        )
+        captures = len(report.stored) - 1 - (report.pdf_uid is not None)
+        pdf = " and the PDF report (Encapsulated PDF)" if report.pdf_uid else ""
+        lines.append(f"  stored in the study: 1 SR and {captures} Grad-CAM capture(s){pdf}")
     lines += [f"  note: {note}" for note in report.notes]
     return "\n".join(lines)
 

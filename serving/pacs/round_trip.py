@@ -32,6 +32,7 @@ class SeriesReport:
     result: StudyResult = field(repr=False)
     stored: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # Grad-CAM missing, series warnings
+    pdf_uid: str | None = None  # the Encapsulated PDF report among ``stored``
 
 
 def choose_series(pacs: Pacs, study_uid: str, series_uid: str | None = None) -> list[SeriesSummary]:
@@ -75,6 +76,7 @@ def classify_study(
     series_uid: str | None = None,
     store: bool = True,
     chosen: Sequence[SeriesSummary] | None = None,
+    report: bool = True,
 ) -> list[SeriesReport]:
     """Classify the study's MR series (or the one asked) and store the results in the study.
 
@@ -82,11 +84,28 @@ def classify_study(
     (:func:`tumorlib.studies.readers.read_series`), classified
     (:func:`serving.clients.study.classify_series`), its SR and Grad-CAM captures built
     (:mod:`serving.pacs.results`) and, with ``store``, sent back by STOW-RS. ``chosen``: the
-    series :func:`choose_series` already picked.
+    series :func:`choose_series` already picked. ``report``: the PDF report too, as an
+    Encapsulated PDF beside the SR (:mod:`serving.pacs.report_pdf`).
     """
     if chosen is None:
         chosen = choose_series(pacs, study_uid, series_uid)
-    return [_classify_one(pacs, study_uid, summary, backend, version, store) for summary in chosen]
+    return [
+        _classify_one(pacs, study_uid, summary, backend, version, store, report)
+        for summary in chosen
+    ]
+
+
+def _pdf_document(result: StudyResult, backend: Backend, version, overlays, sr) -> tuple:
+    """The study's PDF report as an Encapsulated PDF referencing ``sr``; on failure, a note (the
+    SR and captures are stored regardless)."""
+    from serving.pacs.report_pdf import make_encapsulated_pdf
+    from serving.reporting.build import study_pdf
+
+    try:
+        pdf = study_pdf(backend, result, version, overlays=overlays)
+        return make_encapsulated_pdf(result, pdf, references=[sr]), None
+    except Exception as err:  # noqa: BLE001 - never a header value: the type only
+        return None, f"no PDF report ({type(err).__name__})"
 
 
 def _classify_one(
@@ -96,6 +115,7 @@ def _classify_one(
     backend: Backend,
     version: int | None,
     store: bool,
+    with_pdf: bool = True,
 ) -> SeriesReport:
     files = pacs.retrieve_series(study_uid, summary.series_uid)
     try:
@@ -116,6 +136,12 @@ def _classify_one(
         ) from None
     report = SeriesReport(summary.series_uid, summary.description, result)
     report.notes += [*series[0].warnings, *(f"no Grad-CAM for {m}" for m in missing)]
+    if with_pdf:
+        document, note = _pdf_document(result, backend, version, overlays, datasets[0])
+        if document is not None:
+            datasets.append(document)
+            report.pdf_uid = str(document.SOPInstanceUID)
+        report.notes += [note] if note else []
     if store:
         report.stored = pacs.store(datasets)
     return report

@@ -98,7 +98,7 @@ def test_classify_stores_an_sr_and_captures_in_the_study(
         assert secret not in out and secret not in err
 
     stored = _series(orthanc, study["study_uid"])
-    assert sorted(stored) == ["MR", "OT", "SR"]
+    assert sorted(stored) == ["DOC", "MR", "OT", "SR"]  # DOC: the PDF report (issue 26)
     (sr,) = stored["SR"]
     assert sr.StudyInstanceUID == study["study_uid"] and sr.PatientID == PATIENT_ID
     assert sr.SeriesInstanceUID != study["series_uid"] and sr.Manufacturer == "tumorlib"
