@@ -71,26 +71,32 @@ def batch_inputs(items: list[Any], predictions: list[Any], *, sop_uid: bool) -> 
     return answered
 
 
-def record_batch(args: argparse.Namespace, backend: Any, items: list, predictions: list) -> None:
-    """Record every answered item; a database problem is a warning, never a failed batch."""
+def record_batch(
+    args: argparse.Namespace, backend: Any, items: list, predictions: list
+) -> list[str] | None:
+    """Record every answered item; a database problem is a warning, never a failed batch.
+
+    Returns the record ids, one per answered item in order (for the PDF reports), or None.
+    """
     try:
         settings = resolve()
         if getattr(args, "no_audit", False) or not settings.enabled:
-            return
+            return None
         if getattr(args, "audit_sop_uid", False) and not settings.salt:
             log.warning("--audit-sop-uid needs TUMORLIB_AUDIT_SALT; SOP UIDs not recorded")
         answered = batch_inputs(items, predictions, sop_uid=getattr(args, "audit_sop_uid", False))
         audit = AuditLog(settings)
-        audit.record(backend, None, answered, source="cli")
+        ids = audit.record(backend, None, answered, source="cli")
         status = audit.close(FLUSH_TIMEOUT_S)
     except Exception as err:  # noqa: BLE001 - the CSV matters more than its audit record
         log.warning("audit record not written (%s)", type(err).__name__)
-        return
+        return None
     if status.spooled:
         log.warning(
             "audit database %s unreachable (%s): %d record(s) kept in %s, written on next use",
             settings.safe_url, status.last_error, status.spooled, settings.spool,
         )  # fmt: skip
+    return list(ids)
 
 
 # -- tumorlib audit ------------------------------------------------------------------------------

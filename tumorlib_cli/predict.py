@@ -51,7 +51,7 @@ from tumorlib.inputs.policy import (
     check_image,
     check_size,
 )
-from tumorlib_cli import audit
+from tumorlib_cli import audit, evidence
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 SUPPORTED_SUFFIXES = IMAGE_SUFFIXES + DICOM_SUFFIXES
@@ -179,9 +179,9 @@ def csv_rows(
     return rows
 
 
-def write_csv(rows: list[dict], out: IO[str]) -> None:
+def write_csv(rows: list[dict], out: IO[str], extra: list[str] | None = None) -> None:
     """The CSV, every cell neutralised (file names and messages are not formulas)."""
-    writer = csv.DictWriter(out, fieldnames=FIELDS, restval="")
+    writer = csv.DictWriter(out, fieldnames=FIELDS + (extra or []), restval="")
     writer.writeheader()
     writer.writerows({k: csv_cell(v) for k, v in row.items()} for row in rows)
 
@@ -209,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=MAX_CHUNK_IMAGES, help="images/request")
     parser.add_argument("--no-progress", action="store_true")
     audit.add_arguments(parser)  # --no-audit, --audit-sop-uid (docs/audit.md)
+    evidence.add_arguments(parser)  # --similar K, --report DIR
     return parser
 
 
@@ -233,22 +234,25 @@ def run_batch(args: argparse.Namespace, backend: Backend | None = None) -> int |
         if threshold is None:  # the exported model's own; unknown when its metadata is not
             threshold = backend.safety(None).threshold
         predictions = predict_items(backend, items, progress=not args.no_progress)
-        audit.record_batch(args, backend, items, predictions)  # never fails the batch
+        audit_ids = audit.record_batch(args, backend, items, predictions)  # never fails
+        rows = csv_rows(items, predictions, threshold)
+        reports = evidence.add_evidence(args, backend, items, predictions, rows, audit_ids)
     except BackendError as err:  # model missing, server down
         raise CommandError(err.message) from None
-    rows = csv_rows(items, predictions, threshold)
+    extra = evidence.extra_fields(args)
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         with open(args.output, "w", newline="") as out:
-            write_csv(rows, out)
+            write_csv(rows, out, extra)
     else:
-        write_csv(rows, sys.stdout)
+        write_csv(rows, sys.stdout, extra)
     failed = sum(1 for r in rows if r.get("error"))
     abstained = sum(1 for r in rows if r.get("abstain") == "true")
     print(
         f"{len(rows)} images: {len(rows) - failed} classified, {abstained} marked "
         f'"{UNCERTAIN_MESSAGE}", {failed} failed'
         + (f"; written to {args.output}" if args.output else "")
+        + (f"; {reports} PDF report(s) in {args.report}" if args.report else "")
         + f". {DISCLAIMER}",
         file=sys.stderr,
     )

@@ -32,6 +32,7 @@ from tumorlib.contracts.serving_contract import (
 )
 from tumorlib.studies.readers import PLANES, collect_files, read_series
 from tumorlib.studies.study import StudyResult, verdict_words
+from tumorlib_cli import evidence
 
 MAX_KEY_SLICES_SHOWN = 5
 
@@ -59,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("--json", dest="json_out", help="write every slice's outcome as JSON")
     classify.add_argument("--dicom-out", help="write a DICOM SR and Secondary Captures here")
     classify.add_argument("--no-progress", action="store_true")
+    evidence.add_arguments(classify)  # --similar K, --report DIR (key slices; the series' PDF)
     evaluate = sub.add_parser(
         "evaluate", help="choose the rule on validation pseudo-studies; report it on test"
     )
@@ -101,7 +103,12 @@ def classify(args: argparse.Namespace, backend: Backend | None = None) -> int | 
     except BackendError as err:
         raise CommandError(err.message) from None
     for i, result in enumerate(results, start=1):
-        print("\n".join(describe(result, i, len(results))))
+        lines = describe(result, i, len(results))
+        try:
+            lines += evidence.study_evidence(args, backend, result, i, version)
+        except BackendError as err:
+            raise CommandError(err.message) from None
+        print("\n".join(lines))
     print(DISCLAIMER)
     if args.json_out:
         path = Path(args.json_out)
