@@ -63,9 +63,7 @@ def test_predict_adds_similar_cases_and_a_report_per_image(
             assert secret not in text
 
 
-def test_study_prints_similar_cases_and_writes_the_series_report(
-    similar_export, tmp_path, capsys
-):
+def test_study_prints_similar_cases_and_writes_the_series_report(similar_export, tmp_path, capsys):
     folder = tmp_path / "series"
     folder.mkdir()
     for name, data in make_dicom_series(phantom(5, size=40, seed=2)):
