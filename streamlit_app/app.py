@@ -23,7 +23,15 @@ import streamlit as st
 from serving.clients.backend import Backend, BackendError, Health, SafetyInfo
 from serving.clients.prediction import NOT_BRAIN_MRI, UNCERTAIN, Prediction
 from streamlit_app import backend as backends
-from streamlit_app import feedback, gradcam_view, performance_view, study_pacs, study_view
+from streamlit_app import (
+    feedback,
+    gradcam_view,
+    performance_view,
+    report_view,
+    similar_view,
+    study_pacs,
+    study_view,
+)
 from streamlit_app.results import (
     FileResult,
     display_name,
@@ -235,6 +243,7 @@ def show_file(
         st.caption(f"Model version {result.model_version} · {result.backend} · {DISCLAIMER}")
     if result.prediction.verdict != NOT_BRAIN_MRI:
         show_gradcam(index, check.data, result.prediction, context)
+        similar_view.show(index, check.data, context.backend, context.version)
 
 
 def show_answer(result: FileResult, safety: SafetyInfo) -> None:
@@ -339,6 +348,7 @@ def main() -> None:
     if len(files) > 1:
         show_results_table(results)
     feedback.show(files, checked, results, context, _safe_secrets())  # audit record + feedback
+    report_view.show(files, checked, results, context)  # a PDF per answer, on request
 
 
 main()

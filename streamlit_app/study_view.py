@@ -28,7 +28,7 @@ import streamlit as st
 
 from serving.clients.backend import Backend, BackendError
 from serving.clients.study import classify_series
-from streamlit_app import gradcam_view, study_results
+from streamlit_app import gradcam_view, report_view, study_results
 from streamlit_app.results import display_name
 from tumorlib.contracts.classes import CLASS_NAMES
 from tumorlib.contracts.serving_contract import (
@@ -206,6 +206,7 @@ def show_result(result: StudyResult, index: int, backend: Backend, version: int 
     show_volume(result, index, backend, version)
     if result.series.kind == "dicom":
         study_results.download_button(result, backend, version, index)
+    report_view.show_study(result, backend, version, index)  # the PDF for the record
 
 
 def scores_text(scores: dict[str, float]) -> str:

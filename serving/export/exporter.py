@@ -152,7 +152,7 @@ def _evidence_metadata(run: Run, index: Any, reason: str, explain: bool) -> dict
     from serving.export.similar_cases import similar_metadata
     from tumorlib.evaluation.faithfulness import chosen_method
 
-    entries: dict[str, Any] = {"similar_cases": similar_metadata(index, reason)}
+    entries: dict[str, Any] = {"similar_cases": similar_metadata(index, reason, run)}
     if explain:
         entries["explain_method"] = chosen_method(run.path)
     return entries

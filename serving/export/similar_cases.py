@@ -170,7 +170,25 @@ def make_similar_fn(model, table: CaseTable, *, image_size: int, temperature: fl
     )
 
 
-def similar_metadata(index: CaseIndex | None, reason: str) -> dict[str, Any]:
+def refer_rule(run: Run) -> dict[str, Any] | None:
+    """The run's "neighbours disagree" refer rule (chosen on validation), when it was measured
+    (:mod:`tumorlib.evaluation.retrieval_agreement`)."""
+    import json
+
+    from tumorlib.contracts.runs import RETRIEVAL_AGREEMENT_FILE
+
+    path = run.path / RETRIEVAL_AGREEMENT_FILE
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    rule = report.get("refer_rule")
+    return {**rule, "k": report.get("k"), "measured": report.get("sets")} if rule else None
+
+
+def similar_metadata(
+    index: CaseIndex | None, reason: str, run: Run | None = None
+) -> dict[str, Any]:
     """The metadata asset's ``similar_cases`` entry: what is indexed, or why nothing is."""
     if index is None:
         return {"available": False, "reason": reason}
@@ -189,4 +207,5 @@ def similar_metadata(index: CaseIndex | None, reason: str) -> dict[str, Any]:
         "sources": sources,
         "similarity": "cosine",
         "bytes_per_row": int(math.ceil(index.embeddings.nbytes / max(len(index), 1))),
+        "refer_rule": refer_rule(run) if run is not None else None,
     }

@@ -19,6 +19,8 @@ Layout of ``runs/<name>/``::
                                                              ``tumorlib study evaluate``
     faithfulness.json / .png  heatmap faithfulness (deletion/insertion) ``python -m
                        tumorlib.evaluation.faithfulness``
+    retrieval_agreement.json  nearest training slices vs the model ``python -m
+                       tumorlib.evaluation.retrieval_agreement``
     model_card.md / .html                                    ``python -m tumorlib.model_card``
 
 Every file name is defined here and nowhere else, so no consumer guesses one.
@@ -55,6 +57,7 @@ GATE_PLOT = "input_gate.png"  # inside safety/
 PSEUDO_STUDIES_DIR = "pseudo_studies"  # inside safety/: the study rule's report (main job)
 FAITHFULNESS_FILE = "faithfulness.json"  # heatmap methods' deletion/insertion AUCs; the export
 FAITHFULNESS_PANEL = "faithfulness.png"  # serves the chosen one (tumorlib.evaluation.faithfulness)
+RETRIEVAL_AGREEMENT_FILE = "retrieval_agreement.json"  # k-NN vs model; the refer rule
 CARD_MD = "model_card.md"
 CARD_HTML = "model_card.html"
 

@@ -33,6 +33,7 @@ from tumorlib.contracts.runs import (
     METRICS_FILE,
     RunNotFoundError,
 )
+from tumorlib.evaluation.model_card_evidence import evidence_section
 from tumorlib.evaluation.model_card_safety import (
     abstention_section,
     gate_section,
@@ -66,6 +67,7 @@ SECTIONS = (
     abstention_section,
     gate_section,
     served_checks_section,
+    evidence_section,
     limitations_section,
 )
 

@@ -7,8 +7,9 @@ when they agree and when they disagree. If disagreement marks errors, it is wort
 "refer" reason — decided on **validation** only (:func:`choose_rule`), then reported on test and
 on the second source (tumour vs no tumour: that archive has no tumour types).
 
-``python -m tumorlib.evaluation.retrieval_agreement RUN --out DIR`` writes
-``retrieval_agreement.json`` (and the embeddings it used, ``retrieval_embeddings.npz``).
+``python -m tumorlib.evaluation.retrieval_agreement RUN [--out DIR]`` writes
+``retrieval_agreement.json`` (and the embeddings it used, ``retrieval_embeddings.npz``) into the
+run folder by default; the export then ships the refer rule in its metadata.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from tumorlib.contracts.classes import CLASS_NAMES
-from tumorlib.contracts.runs import load_run, write_json
+from tumorlib.contracts.runs import RETRIEVAL_AGREEMENT_FILE, load_run, write_json
 
 DEFAULT_K = 10
 NO_TUMOUR = CLASS_NAMES.index("no_tumor")
@@ -115,8 +116,10 @@ def run_agreement(
     data_dir: str | None = None,
     k: int = DEFAULT_K,
     second_source: str | None = None,
-    out: str | os.PathLike,
+    out: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
+    """Measure on validation, ``clean/test`` and the second source; write the report into
+    ``out`` (default: the run folder, where the export and the model card read it)."""
     from tumorlib.model.loading import load_run_model
 
     run = load_run(run_path)
@@ -157,9 +160,9 @@ def run_agreement(
         "sets": sets,
         "refer_rule": choose_rule(sets["validation"]),
     }
-    target = Path(out)
+    target = Path(out) if out else run.path
     target.mkdir(parents=True, exist_ok=True)
-    write_json(target / "retrieval_agreement.json", report)
+    write_json(target / RETRIEVAL_AGREEMENT_FILE, report)
     np.savez_compressed(target / "retrieval_embeddings.npz", **saved)  # type: ignore[arg-type]
     return report
 
@@ -178,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--k", type=int, default=DEFAULT_K)
     parser.add_argument("--second-source", default=None, help="second_source_mri.zip")
-    parser.add_argument("--out", required=True)
+    parser.add_argument("--out", default=None, help="report folder (default: the run folder)")
     args = parser.parse_args(argv)
 
     def body() -> None:
