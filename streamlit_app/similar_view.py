@@ -53,7 +53,7 @@ def similar_for(backend: Backend, version: int | None, data: bytes) -> SimilarCa
     return found
 
 
-def show(index: int, data: bytes, backend: Backend | None, version: int | None) -> None:
+def show(index: int | str, data: bytes, backend: Backend | None, version: int | None) -> None:
     """Thumbnails of the nearest confirmed cases under one answer, when the export has them."""
     if backend is None:
         return

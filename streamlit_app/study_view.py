@@ -28,7 +28,7 @@ import streamlit as st
 
 from serving.clients.backend import Backend, BackendError
 from serving.clients.study import classify_series
-from streamlit_app import gradcam_view, report_view, study_results
+from streamlit_app import gradcam_view, report_view, similar_view, study_results
 from streamlit_app.results import display_name
 from tumorlib.contracts.classes import CLASS_NAMES
 from tumorlib.contracts.serving_contract import (
@@ -319,6 +319,8 @@ def show_volume(result: StudyResult, index: int, backend: Backend, version: int 
             st.caption(outcome.message)
         if image and outcome.outcome in (SLICE_CLASSIFIED, SLICE_UNCERTAIN):
             show_gradcam(image, outcome, index, backend, version)
+    if image and outcome.outcome in (SLICE_CLASSIFIED, SLICE_UNCERTAIN):
+        similar_view.show(f"study_{index}", image, backend, version)
 
 
 def show_gradcam(

@@ -77,6 +77,23 @@ def test_a_dicom_uploads_report_names_no_patient(page):
         assert secret not in text
 
 
+def test_the_study_view_shows_similar_cases_and_the_study_report(page):
+    from tests.fixtures.studies import PATIENT_NAME, make_dicom_series, phantom
+
+    files = make_dicom_series(phantom(5, size=40, seed=4))
+    page.file_uploader[0].set_value([(name, data, "application/dicom") for name, data in files])
+    at = page.run()
+    _assert_no_stack_trace(at)
+    assert at.checkbox(key="similar_show_study_0").value is True
+    assert any("nearest confirmed cases" in str(c.value) for c in [*at.caption, *at.warning])
+    at.button(key="report_make_study_0").click().run()
+    _assert_no_stack_trace(at)
+    (pdf,) = at.session_state[PDFS_KEY].values()
+    text = pdf_text(pdf)
+    assert "Study:" in text and "Key slice" in text and "most similar confirmed cases" in text
+    assert PATIENT_NAME.split("^")[0] not in text  # the patient tags were not asked for
+
+
 def test_an_export_without_an_index_shows_no_similar_cases(page_env, serving_stack):  # noqa: F811
     page_env.setenv(backends.ENV_MODEL_BASE_PATH, str(serving_stack.base_path))
     at = _upload(_page().run(), [("slice.png", good_png(82))])
