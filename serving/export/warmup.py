@@ -27,6 +27,7 @@ from tumorlib.contracts.serving_contract import (
     METADATA_INPUT_KEY,
     METADATA_SIGNATURE,
     SERVING_SIGNATURE,
+    SIMILAR_SIGNATURE,
 )
 
 
@@ -68,6 +69,8 @@ def warmup_requests(model_name: str, image_size: int, signatures: set[str]) -> l
     ]
     if EXPLAIN_SIGNATURE in signatures:
         records.append(_predict_log(model_name, EXPLAIN_SIGNATURE, INPUT_KEY, images[:1]))
+    if SIMILAR_SIGNATURE in signatures:  # its first request would otherwise pay the tracing
+        records.append(_predict_log(model_name, SIMILAR_SIGNATURE, INPUT_KEY, images[:1]))
     if METADATA_SIGNATURE in signatures:
         records.append(
             _predict_log(model_name, METADATA_SIGNATURE, METADATA_INPUT_KEY, [b"metadata"])
