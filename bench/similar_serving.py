@@ -20,6 +20,7 @@ import argparse
 import importlib.util
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -63,10 +64,16 @@ def export_both(root: Path, args, bench) -> tuple[Path, Path, str]:
     else:
         run, what = bench.stand_in_run(root), f"stand-in, synthetic index of {args.rows} rows"
         similar_cases.build_case_index = synthetic_builder(args.rows)
+    start = time.perf_counter()
     plain = exporter.export_run(run, root / "plain" / "brain_mri", similar=False).parent
+    middle = time.perf_counter()
     indexed = exporter.export_run(
         run, root / "indexed" / "brain_mri", similar=True, data_dir=args.data_dir
     )
+    size = sum(p.stat().st_size for p in indexed.rglob("*") if p.is_file()) / 2**20
+    plain_size = sum(p.stat().st_size for p in plain.rglob("*") if p.is_file()) / 2**20
+    print(f"export without index {middle - start:.0f} s ({plain_size:.0f} MiB), with index "
+          f"{time.perf_counter() - middle:.0f} s ({size:.0f} MiB)")  # fmt: skip
     if not (indexed / "assets" / "similar_cases").is_dir():
         raise SystemExit(f"no index was built for {run}: pass --data-dir with its dataset")
     return plain, indexed.parent, what
@@ -80,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=float, default=15.0)
     parser.add_argument("--clients", type=int, default=20)
+    parser.add_argument("--keep", default=None, help="write the two exports here and keep them")
     args = parser.parse_args(argv)
     bench = serving_bench()
     images, origin = bench.load_images(64)
@@ -87,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         name: {"in_process": [], "rest": []} for name in ("without", "with")
     }
     with tempfile.TemporaryDirectory(prefix="bench-similar-") as tmp:
-        plain, indexed, what = export_both(Path(tmp), args, bench)
+        plain, indexed, what = export_both(Path(args.keep or tmp), args, bench)
         print(f"exports: {what}; images: {origin}")
         for round_ in range(args.rounds):
             for name, base in (("without", plain), ("with", indexed)):

@@ -14,6 +14,7 @@ from serving.clients.backend import Settings, make_backend
 from serving.clients.prediction import Prediction
 from serving.reporting.build import case_pdf
 from serving.reporting.content import DISCLAIMER_TEXT
+from tests.fixtures.ci import require
 from tests.fixtures.serving import make_images
 from tumorlib.contracts.serving_contract import NOT_BRAIN_MRI_MESSAGE, UNCERTAIN_MESSAGE
 
@@ -76,8 +77,8 @@ def test_uncertain_and_refused_answers_read_as_on_the_page(backend, answered):
     assert sum(len(p.images) for p in PdfReader(io.BytesIO(pdf)).pages) == 1  # the slice only
 
 
-@pytest.mark.skipif(shutil.which("pdftoppm") is None, reason="poppler-utils not installed")
 def test_the_pages_render(backend, answered, tmp_path):
+    require(shutil.which("pdftoppm") is not None, "pdftoppm missing: apt-get install poppler-utils")
     image, prediction = answered
     path = tmp_path / "case.pdf"
     path.write_bytes(case_pdf(backend, image, prediction, None, k=5))
