@@ -132,3 +132,16 @@ def test_an_export_without_a_built_dataset_has_no_index_and_says_why(fixture_exp
     assert SIMILAR_SIGNATURE not in meta["signatures"]
     with pytest.raises(SimilarUnavailable):
         InProcessModel(fixture_export).similar(make_images(1))
+
+
+def test_a_served_version_without_the_signature_is_said_plainly(serving_stack):
+    image = make_images(1, seed=64)
+    rest = TFServingClient(serving_stack.server.url, timeout=60)
+    with pytest.raises(SimilarUnavailable):
+        rest.similar(image)
+    grpc_client = TFServingGrpcClient(f"grpc://{serving_stack.server.grpc_target}", timeout=60)
+    try:
+        with pytest.raises(SimilarUnavailable):
+            grpc_client.similar(image)
+    finally:
+        grpc_client.close()
