@@ -62,17 +62,22 @@ def run_faithfulness(
     run_path: str | os.PathLike,
     *,
     data_dir: str | None = None,
-    config: str = "clean",
-    split: str = "test",
+    config: str | None = None,
+    split: str = "validation",
     limit: int = 0,
     steps: int = 16,
     seed: int = 0,
     out: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
-    """Measure, choose, write ``faithfulness.json`` and the panel into ``out`` (or the run)."""
+    """Measure, choose, write ``faithfulness.json`` and the panel into ``out`` (or the run).
+
+    The method is *chosen* here, so the default split is validation; ``config`` defaults to the
+    run's own dataset config.
+    """
     from tumorlib.model.loading import load_run_model
 
     run = load_run(run_path)
+    config = config or run.dataset_config
     model = load_run_model(run)
     images, labels, rows = split_images(
         run_path, data_dir=data_dir, config=config, split=split, limit=limit, seed=seed
@@ -167,8 +172,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("run")
     parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--config", default="clean")
-    parser.add_argument("--split", default="test")
+    parser.add_argument("--config", default=None, help="default: the run's dataset config")
+    parser.add_argument(
+        "--split", default="validation", help="validation (default): the method is chosen here"
+    )
     parser.add_argument("--limit", type=int, default=0, help="a seeded subset (0: the whole split)")
     parser.add_argument("--steps", type=int, default=DEFAULT_STEPS)
     parser.add_argument("--seed", type=int, default=0)
