@@ -32,7 +32,7 @@ from serving.clients.prediction import (
     SimilarCases,
     SimilarUnavailable,
 )
-from serving.clients.rest import TFServingError, TFServingUnavailable
+from serving.clients.rest import ServerQueries, TFServingError, TFServingUnavailable
 from serving.common.deadline import Deadline, call_deadline
 from serving.common.status_codes import http_status
 from tumorlib.contracts.display import printable, safe_url
@@ -98,7 +98,7 @@ def _service_config(retries: int, backoff: float) -> str:
     return json.dumps(config)
 
 
-class TFServingGrpcClient:
+class TFServingGrpcClient(ServerQueries):
     """Talk to one model on a TF Serving gRPC endpoint (``grpc://host:8500``)."""
 
     def __init__(
@@ -207,20 +207,6 @@ class TFServingGrpcClient:
             "model_spec": apis.json_format.MessageToDict(response.model_spec, **options),
             "metadata": {"signature_def": apis.json_format.MessageToDict(signature_map, **options)},
         }
-
-    def is_healthy(self) -> bool:
-        """True when some version of the model is AVAILABLE."""
-        try:
-            statuses = self.status()["model_version_status"]
-        except (TFServingError, KeyError, ValueError):
-            return False
-        return any(s.get("state") == "AVAILABLE" for s in statuses)
-
-    def class_names(self, version: int | None = None) -> tuple[str, ...]:
-        """The model's class order, from its metadata (fetched once per version)."""
-        if version not in self._class_names:
-            self._class_names[version] = tuple(self.metadata(version)["class_names"])
-        return self._class_names[version]
 
     def close(self) -> None:
         if self._channel is not None:

@@ -59,7 +59,33 @@ class TFServingUnavailable(TFServingError):
     """The server could not be reached (refused, timed out) or said it is unavailable."""
 
 
-class TFServingClient:
+class ServerQueries:
+    """What both TF Serving clients (REST and gRPC) derive from ``status`` and ``metadata``."""
+
+    _class_names: dict[int | None, tuple[str, ...]]
+
+    def status(self, version: int | None = None) -> dict:
+        raise NotImplementedError
+
+    def metadata(self, version: int | None = None) -> dict:
+        raise NotImplementedError
+
+    def is_healthy(self) -> bool:
+        """True when some version of the model is AVAILABLE."""
+        try:
+            statuses = self.status()["model_version_status"]
+        except (TFServingError, KeyError, ValueError):
+            return False
+        return any(s.get("state") == "AVAILABLE" for s in statuses)
+
+    def class_names(self, version: int | None = None) -> tuple[str, ...]:
+        """The model's class order (fetched once per version: fixed for the project)."""
+        if version not in self._class_names:
+            self._class_names[version] = tuple(self.metadata(version)["class_names"])
+        return self._class_names[version]
+
+
+class TFServingClient(ServerQueries):
     """Talk to one model on a TF Serving REST endpoint."""
 
     def __init__(
@@ -163,20 +189,6 @@ class TFServingClient:
     def signature_metadata(self, version: int | None = None) -> dict:
         """TF Serving's metadata API: the SignatureDef map, ``GET .../metadata``."""
         return self._request("GET", self._model_path(version) + "/metadata")
-
-    def is_healthy(self) -> bool:
-        """True when some version of the model is AVAILABLE."""
-        try:
-            statuses = self.status()["model_version_status"]
-        except (TFServingError, KeyError, ValueError):
-            return False
-        return any(s.get("state") == "AVAILABLE" for s in statuses)
-
-    def class_names(self, version: int | None = None) -> tuple[str, ...]:
-        """The model's class order (fetched once: it is fixed for the project, not per export)."""
-        if version not in self._class_names:
-            self._class_names[version] = tuple(self.metadata(version)["class_names"])
-        return self._class_names[version]
 
     # -- plumbing ----------------------------------------------------------------------------
 
