@@ -98,7 +98,10 @@ def main(argv: list[str] | None = None) -> int:
         plain, indexed, what = export_both(Path(args.keep or tmp), args, bench)
         print(f"exports: {what}; images: {origin}")
         for round_ in range(args.rounds):
-            for name, base in (("without", plain), ("with", indexed)):
+            pair = (("without", plain), ("with", indexed))
+            # ABBA order: whatever drifts within a round (load beside us, the process's memory)
+            # does not always hit the same export second.
+            for name, base in pair if round_ % 2 == 0 else pair[::-1]:
                 local = bench.bench_in_process(base, images, args.duration, 32, 1.0)
                 served = bench.bench_server(base, images, args.duration, args.clients, 1.0)
                 results[name]["in_process"].append(local["throughput"])
