@@ -13,8 +13,10 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import Any
 
 from tumorlib.contracts.serving_contract import MODEL_NAME
 
@@ -74,35 +76,34 @@ def start_local_server(base: Path, port: int, extra: Sequence[str] = ()) -> subp
     raise RuntimeError(f"local server did not become ready in {STARTUP_TIMEOUT_S} s")
 
 
-def client_load(url: str, bodies: Sequence[bytes], clients: int, duration: float) -> dict:
-    """``clients`` threads sending single-image predicts to ``url`` for ``duration`` s.
+def closed_loop(
+    clients: int,
+    duration: float,
+    connect: Callable[[], AbstractContextManager[Any]],
+    send: Callable[[Any, int], tuple[bool, str]],
+) -> dict:
+    """``clients`` threads, each with its own connection from ``connect``, calling
+    ``send(connection, j)`` back to back for ``duration`` s (``j`` walks the requests).
 
     Returns throughput (good answers per second), counts, error kinds and every latency (s).
     """
-    import requests
-
     stop = time.perf_counter() + duration
     ok, errors, kinds = [0] * clients, [0] * clients, Counter()
     latencies: list[list[float]] = [[] for _ in range(clients)]
-    headers = {"Content-Type": "application/json"}
 
     def client(k: int) -> None:
-        session, j = requests.Session(), k
-        while time.perf_counter() < stop:
-            t0 = time.perf_counter()
-            try:
-                r = session.post(url, data=bodies[j % len(bodies)], headers=headers, timeout=60)
-                good = r.status_code == 200 and len(r.json()["predictions"]) == 1
-                kind = str(r.status_code)
-            except (requests.RequestException, ValueError, KeyError) as err:
-                good, kind = False, type(err).__name__
-            latencies[k].append(time.perf_counter() - t0)
-            if good:
-                ok[k] += 1
-            else:
-                errors[k] += 1
-                kinds[kind] += 1
-            j += clients
+        with connect() as connection:
+            j = k
+            while time.perf_counter() < stop:
+                t0 = time.perf_counter()
+                good, kind = send(connection, j)
+                latencies[k].append(time.perf_counter() - t0)
+                if good:
+                    ok[k] += 1
+                else:
+                    errors[k] += 1
+                    kinds[kind] += 1
+                j += clients
 
     start = time.perf_counter()
     threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
@@ -118,3 +119,19 @@ def client_load(url: str, bodies: Sequence[bytes], clients: int, duration: float
         "error_kinds": dict(kinds),
         "latencies": [x for per_client in latencies for x in per_client],
     }
+
+
+def client_load(url: str, bodies: Sequence[bytes], clients: int, duration: float) -> dict:
+    """:func:`closed_loop` of single-image REST predicts to ``url``."""
+    import requests
+
+    headers = {"Content-Type": "application/json"}
+
+    def send(session: requests.Session, j: int) -> tuple[bool, str]:
+        try:
+            r = session.post(url, data=bodies[j % len(bodies)], headers=headers, timeout=60)
+            return r.status_code == 200 and len(r.json()["predictions"]) == 1, str(r.status_code)
+        except (requests.RequestException, ValueError, KeyError) as err:
+            return False, type(err).__name__
+
+    return closed_loop(clients, duration, requests.Session, send)

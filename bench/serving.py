@@ -25,14 +25,15 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import json
 import sys
 import tempfile
-import threading
 import time
 import zipfile
-from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -41,6 +42,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from bench.local_server import (  # noqa: E402
     client_load,
+    closed_loop,
     free_port,
     random_jpegs,
     start_local_server,
@@ -161,41 +163,19 @@ def grpc_load(target: str, requests_: list, clients: int, duration: float) -> di
     import grpc
     from tensorflow_serving.apis import prediction_service_pb2_grpc
 
-    stop = time.perf_counter() + duration
-    ok, errors, kinds = [0] * clients, [0] * clients, Counter()
-    latencies: list[list[float]] = [[] for _ in range(clients)]
-
-    def client(k: int) -> None:
+    @contextlib.contextmanager
+    def connect() -> Iterator[Any]:
         with grpc.insecure_channel(target) as channel:
-            stub, j = prediction_service_pb2_grpc.PredictionServiceStub(channel), k
-            while time.perf_counter() < stop:
-                t0 = time.perf_counter()
-                try:
-                    response = stub.Predict(requests_[j % len(requests_)], timeout=60)
-                    good, kind = len(response.outputs["class_index"].int64_val) == 1, "OK"
-                except grpc.RpcError as err:
-                    good, kind = False, err.code().name
-                latencies[k].append(time.perf_counter() - t0)
-                ok[k] += good
-                errors[k] += not good
-                if not good:
-                    kinds[kind] += 1
-                j += clients
+            yield prediction_service_pb2_grpc.PredictionServiceStub(channel)
 
-    start = time.perf_counter()
-    threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    elapsed = time.perf_counter() - start
-    return {
-        "throughput": sum(ok) / elapsed,
-        "ok": sum(ok),
-        "errors": sum(errors),
-        "error_kinds": dict(kinds),
-        "latencies": [x for per in latencies for x in per],
-    }
+    def send(stub: Any, j: int) -> tuple[bool, str]:
+        try:
+            response = stub.Predict(requests_[j % len(requests_)], timeout=60)
+            return len(response.outputs["class_index"].int64_val) == 1, "OK"
+        except grpc.RpcError as err:
+            return False, err.code().name
+
+    return closed_loop(clients, duration, connect, send)
 
 
 def grpc_latency(target: str, requests_: list, seconds: float) -> list[float]:
